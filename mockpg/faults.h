@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * faults.h
+ *	  Fault injection: decline, 5xx and timeout rates, latency and stall
+ *	  length (set by flags and at run time through POST /__mock/faults), a
+ *	  seeded random source, and the magic paymentKey prefixes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MOCKPG_FAULTS_H
+#define MOCKPG_FAULTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Upper bounds for the millisecond settings (one hour). */
+#define FAULT_MAX_MS	3600000
+
+typedef struct FaultConfig
+{
+	double		decline_rate;	/* confirm answers 403 REJECT_CARD_PAYMENT */
+	double		error_rate;		/* confirm/cancel answer 500 PROVIDER_ERROR */
+	double		timeout_rate;	/* confirm/cancel commit, then stall */
+	int			latency_ms;		/* delay before every /v1 request is handled */
+	int			stall_ms;		/* how long a timeout answer is held back */
+} FaultConfig;
+
+typedef enum MagicKey
+{
+	MAGIC_NONE,
+	MAGIC_DECLINE,				/* decline_* */
+	MAGIC_ERROR,				/* error_* */
+	MAGIC_TIMEOUT				/* timeout_* */
+} MagicKey;
+
+extern void faults_init(const FaultConfig *initial, uint64_t seed);
+extern void faults_destroy(void);
+extern FaultConfig faults_get(void);
+extern void faults_set(const FaultConfig *config);
+extern bool faults_roll(double rate);
+extern MagicKey faults_magic(const char *payment_key);
+
+#endif							/* MOCKPG_FAULTS_H */

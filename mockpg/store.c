@@ -1,0 +1,552 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.c
+ *	  Payments, cancels, transactions and idempotency records, in memory,
+ *	  journaled as they change and rebuilt from the journal at start.
+ *
+ *	  Nothing is ever deleted while the server runs, so pointers into the
+ *	  store stay valid; the memory is freed at shutdown (valgrind checks it).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "htab.h"
+#include "journal.h"
+#include "store.h"
+#include "util.h"
+
+/* One entry of the transaction list: an approval (cancel < 0) or a cancel. */
+typedef struct TxnRef
+{
+	Payment    *payment;
+	int			cancel;
+} TxnRef;
+
+static pthread_mutex_t store_mutex = PTHREAD_MUTEX_INITIALIZER;
+static HTab by_key;
+static HTab by_order;
+static HTab idem;
+static TxnRef *txns;
+static size_t ntxns;
+static size_t captxns;
+static uint64_t next_txn = 1;
+
+/* Set up the empty indexes. */
+void
+store_init(void)
+{
+	htab_init(&by_key);
+	htab_init(&by_order);
+	htab_init(&idem);
+}
+
+/* Free one payment with its cancels. */
+static void
+free_payment(void *v)
+{
+	Payment    *p = v;
+
+	for (int i = 0; i < p->ncancels; i++)
+		free(p->cancels[i].reason);
+	free(p->cancels);
+	free(p->payment_key);
+	free(p->order_id);
+	free(p);
+}
+
+/* Free one idempotency record. */
+static void
+free_idem(void *v)
+{
+	IdemRecord *r = v;
+
+	free(r->key);
+	free(r->method);
+	free(r->path);
+	free(r->request);
+	free(r->response);
+	free(r);
+}
+
+/* Release everything at shutdown, after the last request is gone. */
+void
+store_destroy(void)
+{
+	htab_destroy(&by_order, NULL);
+	htab_destroy(&by_key, free_payment);
+	htab_destroy(&idem, free_idem);
+	free(txns);
+	txns = NULL;
+	ntxns = captxns = 0;
+}
+
+/* Enter the store's critical section. */
+void
+store_lock(void)
+{
+	pthread_mutex_lock(&store_mutex);
+}
+
+/* Leave the store's critical section. */
+void
+store_unlock(void)
+{
+	pthread_mutex_unlock(&store_mutex);
+}
+
+/* The payment confirmed with this paymentKey, or NULL. */
+Payment *
+store_payment_by_key(const char *payment_key)
+{
+	return htab_get(&by_key, payment_key);
+}
+
+/* The payment confirmed for this orderId, or NULL. */
+Payment *
+store_payment_by_order(const char *order_id)
+{
+	return htab_get(&by_order, order_id);
+}
+
+/* Journal one record built by the caller, and drop it. */
+static void
+journal_record(json_t *rec)
+{
+	char	   *line;
+
+	if (rec == NULL)
+		fatal("cannot build a journal record");
+	if (journal_enabled())
+	{
+		line = json_dumps(rec, JSON_COMPACT);
+		if (line == NULL)
+			fatal("cannot serialise a journal record");
+		journal_append(line, strlen(line));
+		free(line);
+	}
+	json_decref(rec);
+}
+
+/* Transaction keys are a counter, so they are unique across restarts too. */
+static void
+new_txkey(char *out)
+{
+	snprintf(out, TXKEY_LEN, "txn_%012" PRIu64, next_txn++);
+}
+
+/* After replaying a key, make sure new keys are numbered past it. */
+static void
+note_txkey(const char *txkey)
+{
+	unsigned long long n;
+	char		tail;
+
+	if (sscanf(txkey, "txn_%llu%c", &n, &tail) == 1 && n >= next_txn)
+		next_txn = n + 1;
+}
+
+/* Add an entry to the transaction list. */
+static void
+add_txn(Payment *p, int cancel)
+{
+	if (ntxns == captxns)
+	{
+		captxns = captxns ? captxns * 2 : 4096;
+		txns = xrealloc(txns, captxns * sizeof(TxnRef));
+	}
+	txns[ntxns].payment = p;
+	txns[ntxns].cancel = cancel;
+	ntxns++;
+}
+
+/* Create a payment in DONE state; shared by live approvals and replay. */
+static Payment *
+apply_approve(const char *payment_key, const char *order_id, int64_t amount,
+			  time_t at, const char *txkey)
+{
+	Payment    *p = xcalloc(1, sizeof(Payment));
+
+	p->payment_key = xstrdup(payment_key);
+	p->order_id = xstrdup(order_id);
+	p->total = amount;
+	p->balance = amount;
+	p->approved_at = at;
+	snprintf(p->txkey, TXKEY_LEN, "%s", txkey);
+	htab_put(&by_key, p->payment_key, p);
+	htab_put(&by_order, p->order_id, p);
+	add_txn(p, -1);
+	return p;
+}
+
+/*
+ * Approve a new payment (the caller has checked that neither its key nor
+ * its order exists) and journal it.
+ */
+Payment *
+store_approve(const char *payment_key, const char *order_id, int64_t amount)
+{
+	char		txkey[TXKEY_LEN];
+	time_t		now = time(NULL);
+	Payment    *p;
+
+	new_txkey(txkey);
+	p = apply_approve(payment_key, order_id, amount, now, txkey);
+	journal_record(json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}",
+							 "op", "approve",
+							 "paymentKey", payment_key,
+							 "orderId", order_id,
+							 "amount", (json_int_t) amount,
+							 "at", (json_int_t) now,
+							 "transactionKey", txkey));
+	return p;
+}
+
+/* Record a cancel on a payment; shared by live cancels and replay. */
+static const Cancel *
+apply_cancel(Payment *p, int64_t amount, const char *reason, time_t at,
+			 const char *txkey)
+{
+	Cancel	   *c;
+
+	if (p->ncancels == p->capcancels)
+	{
+		p->capcancels = p->capcancels ? p->capcancels * 2 : 2;
+		p->cancels = xrealloc(p->cancels, p->capcancels * sizeof(Cancel));
+	}
+	p->balance -= amount;
+	c = &p->cancels[p->ncancels];
+	c->amount = amount;
+	c->balance_after = p->balance;
+	c->reason = xstrdup(reason);
+	c->at = at;
+	snprintf(c->txkey, TXKEY_LEN, "%s", txkey);
+	add_txn(p, p->ncancels);
+	p->ncancels++;
+	return c;
+}
+
+/* Cancel part or all of a payment (the caller checked the amount) and journal it. */
+const Cancel *
+store_cancel(Payment *p, int64_t amount, const char *reason)
+{
+	char		txkey[TXKEY_LEN];
+	time_t		now = time(NULL);
+	const Cancel *c;
+
+	new_txkey(txkey);
+	c = apply_cancel(p, amount, reason, now, txkey);
+	journal_record(json_pack("{s:s, s:s, s:I, s:s, s:I, s:s}",
+							 "op", "cancel",
+							 "paymentKey", p->payment_key,
+							 "amount", (json_int_t) amount,
+							 "reason", reason,
+							 "at", (json_int_t) now,
+							 "transactionKey", txkey));
+	return c;
+}
+
+/* Toss's status names: DONE, then PARTIAL_CANCELED or CANCELED. */
+const char *
+payment_status(const Payment *p)
+{
+	if (p->ncancels == 0)
+		return "DONE";
+	return p->balance == 0 ? "CANCELED" : "PARTIAL_CANCELED";
+}
+
+/* A string member from a Unix time. */
+static json_t *
+json_time(time_t t)
+{
+	char		buf[ISO_TIME_LEN];
+
+	format_iso_time(t, buf);
+	return json_string(buf);
+}
+
+/* The Payment object, in the shape of Toss Payments v1. */
+json_t *
+payment_json(const Payment *p)
+{
+	json_t	   *o = json_object();
+	json_t	   *cancels = json_null();
+
+	json_object_set_new(o, "mId", json_string("mockpg"));
+	json_object_set_new(o, "version", json_string("2022-11-16"));
+	json_object_set_new(o, "paymentKey", json_string(p->payment_key));
+	json_object_set_new(o, "orderId", json_string(p->order_id));
+	json_object_set_new(o, "type", json_string("NORMAL"));
+	json_object_set_new(o, "status", json_string(payment_status(p)));
+	json_object_set_new(o, "method", json_string("CARD"));
+	json_object_set_new(o, "currency", json_string("KRW"));
+	json_object_set_new(o, "totalAmount", json_integer(p->total));
+	json_object_set_new(o, "balanceAmount", json_integer(p->balance));
+	json_object_set_new(o, "requestedAt", json_time(p->approved_at));
+	json_object_set_new(o, "approvedAt", json_time(p->approved_at));
+	json_object_set_new(o, "lastTransactionKey",
+						json_string(p->ncancels ? p->cancels[p->ncancels - 1].txkey
+									: p->txkey));
+	if (p->ncancels > 0)
+	{
+		cancels = json_array();
+		for (int i = 0; i < p->ncancels; i++)
+		{
+			const Cancel *c = &p->cancels[i];
+			json_t	   *co = json_object();
+
+			json_object_set_new(co, "transactionKey", json_string(c->txkey));
+			json_object_set_new(co, "cancelReason", json_string(c->reason));
+			json_object_set_new(co, "cancelAmount", json_integer(c->amount));
+			json_object_set_new(co, "refundableAmount", json_integer(c->balance_after));
+			json_object_set_new(co, "canceledAt", json_time(c->at));
+			json_object_set_new(co, "cancelStatus", json_string("DONE"));
+			json_array_append_new(cancels, co);
+		}
+	}
+	json_object_set_new(o, "cancels", cancels);
+	return o;
+}
+
+/* The idempotency record for a key, or NULL. */
+IdemRecord *
+store_idem_get(const char *key)
+{
+	return htab_get(&idem, key);
+}
+
+/* Keep an idempotency record; shared by live requests and replay. */
+static IdemRecord *
+apply_idem(const char *key, const char *method, const char *path,
+		   const char *request, size_t request_len, int status,
+		   const char *response, size_t response_len)
+{
+	IdemRecord *r = xcalloc(1, sizeof(IdemRecord));
+
+	r->key = xstrdup(key);
+	r->method = xstrdup(method);
+	r->path = xstrdup(path);
+	r->request = xmemdup(request, request_len);
+	r->request_len = request_len;
+	r->status = status;
+	r->response = xmemdup(response, response_len);
+	r->response_len = response_len;
+	htab_put(&idem, r->key, r);
+	return r;
+}
+
+/*
+ * Remember the answer given to a request with an Idempotency-Key and journal
+ * it, so the same request replays it byte for byte, even after a restart.
+ */
+IdemRecord *
+store_idem_put(const char *key, const char *method, const char *path,
+			   const char *request, size_t request_len, int status,
+			   const char *response, size_t response_len)
+{
+	IdemRecord *r = apply_idem(key, method, path, request, request_len,
+							   status, response, response_len);
+
+	journal_record(json_pack("{s:s, s:s, s:s, s:s, s:s#, s:i, s:s#}",
+							 "op", "idem",
+							 "key", key,
+							 "method", method,
+							 "path", path,
+							 "request", request, request_len,
+							 "status", status,
+							 "response", response, response_len));
+	r->seq = journal_last_seq();
+	return r;
+}
+
+/* Length of the transaction list. */
+size_t
+store_txn_count(void)
+{
+	return ntxns;
+}
+
+/* When transaction i happened (for the date filter). */
+time_t
+store_txn_time(size_t i)
+{
+	const TxnRef *t = &txns[i];
+
+	return t->cancel < 0 ? t->payment->approved_at : t->payment->cancels[t->cancel].at;
+}
+
+/*
+ * Transaction record i of GET /v1/transactions: one per approval and one per
+ * cancel; status is the payment's status right after that transaction.
+ */
+json_t *
+store_txn_json(size_t i)
+{
+	const TxnRef *t = &txns[i];
+	const Payment *p = t->payment;
+	json_t	   *o = json_object();
+	const char *txkey,
+			   *status;
+	int64_t		amount;
+	time_t		at;
+
+	if (t->cancel < 0)
+	{
+		txkey = p->txkey;
+		amount = p->total;
+		at = p->approved_at;
+		status = "DONE";
+	}
+	else
+	{
+		const Cancel *c = &p->cancels[t->cancel];
+
+		txkey = c->txkey;
+		amount = c->amount;
+		at = c->at;
+		status = c->balance_after == 0 ? "CANCELED" : "PARTIAL_CANCELED";
+	}
+	json_object_set_new(o, "transactionKey", json_string(txkey));
+	json_object_set_new(o, "paymentKey", json_string(p->payment_key));
+	json_object_set_new(o, "orderId", json_string(p->order_id));
+	json_object_set_new(o, "type", json_string(t->cancel < 0 ? "APPROVE" : "CANCEL"));
+	json_object_set_new(o, "amount", json_integer(amount));
+	json_object_set_new(o, "status", json_string(status));
+	json_object_set_new(o, "transactionAt", json_time(at));
+	json_object_set_new(o, "method", json_string("CARD"));
+	json_object_set_new(o, "currency", json_string("KRW"));
+	return o;
+}
+
+/* Sizes for GET /__mock/stats. */
+StoreSizes
+store_sizes(void)
+{
+	StoreSizes s;
+
+	s.payments = by_key.count;
+	s.transactions = ntxns;
+	s.idempotency_keys = idem.count;
+	return s;
+}
+
+/* A required string member of a journal record. */
+static const char *
+rec_string(json_t *rec, const char *name, size_t *len)
+{
+	json_t	   *v = json_object_get(rec, name);
+
+	if (!json_is_string(v))
+		return NULL;
+	if (len)
+		*len = json_string_length(v);
+	return json_string_value(v);
+}
+
+/* A required integer member of a journal record. */
+static bool
+rec_int(json_t *rec, const char *name, int64_t *out)
+{
+	json_t	   *v = json_object_get(rec, name);
+
+	if (!json_is_integer(v))
+		return false;
+	*out = json_integer_value(v);
+	return true;
+}
+
+/*
+ * Apply one journal record during replay, checking it against the state so
+ * far: a journal that contradicts itself is refused rather than guessed at.
+ */
+bool
+store_apply_record(json_t *rec, char *err, size_t errlen)
+{
+	const char *op = rec_string(rec, "op", NULL);
+
+	if (op == NULL)
+	{
+		snprintf(err, errlen, "record has no \"op\"");
+		return false;
+	}
+	if (strcmp(op, "approve") == 0)
+	{
+		const char *key = rec_string(rec, "paymentKey", NULL);
+		const char *order = rec_string(rec, "orderId", NULL);
+		const char *txkey = rec_string(rec, "transactionKey", NULL);
+		int64_t		amount,
+					at;
+
+		if (!key || !order || !txkey || !rec_int(rec, "amount", &amount) ||
+			!rec_int(rec, "at", &at) || amount < 1 || amount > MOCKPG_MAX_AMOUNT)
+		{
+			snprintf(err, errlen, "malformed approve record");
+			return false;
+		}
+		if (htab_get(&by_key, key) || htab_get(&by_order, order))
+		{
+			snprintf(err, errlen, "payment approved twice");
+			return false;
+		}
+		apply_approve(key, order, amount, (time_t) at, txkey);
+		note_txkey(txkey);
+		return true;
+	}
+	if (strcmp(op, "cancel") == 0)
+	{
+		const char *key = rec_string(rec, "paymentKey", NULL);
+		const char *reason = rec_string(rec, "reason", NULL);
+		const char *txkey = rec_string(rec, "transactionKey", NULL);
+		int64_t		amount,
+					at;
+		Payment    *p;
+
+		if (!key || !reason || !txkey || !rec_int(rec, "amount", &amount) ||
+			!rec_int(rec, "at", &at))
+		{
+			snprintf(err, errlen, "malformed cancel record");
+			return false;
+		}
+		p = htab_get(&by_key, key);
+		if (p == NULL || amount < 1 || amount > p->balance)
+		{
+			snprintf(err, errlen, "cancel does not match its payment");
+			return false;
+		}
+		apply_cancel(p, amount, reason, (time_t) at, txkey);
+		note_txkey(txkey);
+		return true;
+	}
+	if (strcmp(op, "idem") == 0)
+	{
+		size_t		reqlen = 0,
+					resplen = 0;
+		const char *key = rec_string(rec, "key", NULL);
+		const char *method = rec_string(rec, "method", NULL);
+		const char *path = rec_string(rec, "path", NULL);
+		const char *request = rec_string(rec, "request", &reqlen);
+		const char *response = rec_string(rec, "response", &resplen);
+		int64_t		status;
+
+		if (!key || !method || !path || !request || !response ||
+			!rec_int(rec, "status", &status) || status < 100 || status > 599)
+		{
+			snprintf(err, errlen, "malformed idem record");
+			return false;
+		}
+		if (htab_get(&idem, key))
+		{
+			snprintf(err, errlen, "idempotency key recorded twice");
+			return false;
+		}
+		apply_idem(key, method, path, request, reqlen, (int) status,
+				   response, resplen);
+		return true;
+	}
+	snprintf(err, errlen, "unknown record op \"%s\"", op);
+	return false;
+}
