@@ -1,0 +1,38 @@
+# coupon: PGXS build, tests and the mock gateway.
+
+EXTENSION = coupon
+EXTVERSION = 0.1
+MODULE_big = coupon
+OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
+	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
+	src/codefmt.o src/throttle.o src/merchant.o src/policy.o src/issue.o \
+	src/code.o src/reserve.o
+DATA = coupon--$(EXTVERSION).sql
+PGFILEDESC = "coupon - coupon and payment platform"
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
+
+# pg_regress: one file per feature in sql/, expected output in expected/
+REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
+REGRESS_OPTS = --load-extension=coupon
+
+# isolation specs live in test/isolation/{specs,expected}
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --load-extension=coupon
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# pure C parts, unit-tested without a server
+UNIT_SRCS = test/unit/test_unit.c src/discount.c src/codefmt.c src/currency.c src/reason.c
+
+test/unit/test_unit: $(UNIT_SRCS) src/discount.h src/codefmt.h src/currency.h src/reason.h
+	$(CC) -std=c99 -O1 -g -Wall -Wextra -Isrc -o $@ $(UNIT_SRCS)
+
+.PHONY: unit
+unit: test/unit/test_unit
+	test/unit/test_unit
+
+EXTRA_CLEAN = test/unit/test_unit output_iso

@@ -1,0 +1,90 @@
+# scripts/lib.sh: shared by demo.sh, test.sh and bench/run.sh.
+#
+# Installs what the project needs from Debian's packages, builds and installs
+# the extension, and runs private PostgreSQL clusters as the postgres user in
+# directories of their own (never the system cluster), on a socket file only.
+
+COUPON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEBIAN_PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15
+	postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+	postgresql-contrib libcurl4-openssl-dev libhiredis-dev libmicrohttpd-dev
+	libjansson-dev curl redis-server wrk valgrind"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# install the Debian packages that are missing (apt-get update first)
+install_deps() {
+	local missing=()
+	for p in $DEBIAN_PACKAGES; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		log "installing ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+	PGBIN=$(pg_config --bindir)
+	export PGBIN
+}
+
+# build and install the extension (and the mock gateway when present)
+build_install() {
+	log "building and installing the extension"
+	make -s -C "$COUPON_ROOT" >/dev/null
+	make -s -C "$COUPON_ROOT" install >/dev/null
+	if [ -f "$COUPON_ROOT/mockpg/Makefile" ]; then
+		make -s -C "$COUPON_ROOT/mockpg" >/dev/null
+	fi
+}
+
+# a fresh work directory the postgres user owns
+make_workdir() {
+	local d
+	d=$(mktemp -d "/tmp/coupon-$1.XXXXXX")
+	chmod 755 "$d"
+	chown postgres:postgres "$d"
+	echo "$d"
+}
+
+# pick a free TCP port number on loopback (also names the socket file)
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start a private cluster in $1 (port $2); extra postgresql.conf lines on stdin
+cluster_start() {
+	local dir=$1 port=$2
+	runuser -u postgres -- "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres \
+		--no-sync -E UTF8 --locale=C >"$dir/initdb.log" 2>&1
+	mkdir -p "$dir/sock" && chown postgres:postgres "$dir/sock"
+	{
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$dir/sock'"
+		echo "port = $port"
+		echo "shared_preload_libraries = 'coupon,pg_cron'"
+		echo "cron.database_name = 'postgres'"
+		echo "cron.host = '$dir/sock'"
+		echo "coupon.code_secret = 'coupon-test-secret-$(date +%s%N)'"
+		echo "max_connections = 300"
+		echo "shared_buffers = 256MB"
+		echo "log_min_messages = warning"
+		echo "max_locks_per_transaction = 256"
+		cat
+	} >>"$dir/data/postgresql.conf"
+	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+	export PGHOST="$dir/sock" PGPORT="$port" PGUSER=postgres
+}
+
+# stop the cluster in $1 if it runs
+cluster_stop() {
+	local dir=$1
+	if [ -f "$dir/data/postmaster.pid" ]; then
+		runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+}
+
+# psql as the postgres user against the private cluster
+pg() {
+	runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" \
+		psql -X -q -v ON_ERROR_STOP=1 "$@"
+}

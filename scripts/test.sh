@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# scripts/test.sh: every test suite, on a fresh Debian 12 machine, as root.
+#
+# Installs the Debian packages it needs, builds and installs the extension,
+# runs the unit tests, the mock gateway suite, then starts a private cluster
+# (postgres user, own directory and socket) and runs pg_regress, the
+# isolation specs, the pgTAP suites and the concurrent load tests against
+# it.  Stops everything it started.  Exits non-zero if anything failed.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and switches to the postgres user)" >&2; exit 2; }
+
+install_deps
+build_install
+
+WORK=$(make_workdir test)
+PORT=${COUPON_TEST_PORT:-$(free_port)}
+passed=0
+failed=0
+failures=()
+
+cleanup() {
+	cluster_stop "$WORK"
+	[ "${KEEP_WORK:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# run one suite: name, then the command; record the outcome
+suite() {
+	local name=$1
+	shift
+	log "suite: $name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+	fi
+}
+
+# pg_regress and isolation, as the postgres user, in a copy it owns
+run_installcheck() {
+	local tree="$WORK/tree"
+	mkdir -p "$tree"
+	cp -a "$COUPON_ROOT/Makefile" "$COUPON_ROOT/coupon.control" "$COUPON_ROOT"/coupon--*.sql \
+		"$COUPON_ROOT/sql" "$COUPON_ROOT/expected" "$COUPON_ROOT/test" "$COUPON_ROOT/src" "$tree/"
+	chown -R postgres:postgres "$tree"
+	if ! runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" \
+		make -s -C "$tree" installcheck; then
+		find "$tree" -name regression.diffs -exec cat {} + | head -300
+		return 1
+	fi
+}
+
+# pgTAP suites, each in a database of its own
+run_pgtap() {
+	local files=("$COUPON_ROOT"/test/pgtap/*.sql)
+	[ -e "${files[0]}" ] || return 0
+	pg -d postgres -c "DROP DATABASE IF EXISTS coupon_tap" -c "CREATE DATABASE coupon_tap"
+	pg -d coupon_tap -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION coupon"
+	cp -a "$COUPON_ROOT/test/pgtap" "$WORK/pgtap"
+	chown -R postgres:postgres "$WORK/pgtap"
+	runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" \
+		pg_prove -d coupon_tap --ext .sql "$WORK/pgtap"
+}
+
+# concurrent-client load tests: each script exits non-zero on failure
+run_load() {
+	local rc=0
+	for t in "$COUPON_ROOT"/test/load/*.sh; do
+		[ -e "$t" ] || continue
+		log "load: $(basename "$t")"
+		WORK="$WORK" bash "$t" || rc=1
+	done
+	return $rc
+}
+
+suite unit make -s -C "$COUPON_ROOT" unit
+if [ -x "$COUPON_ROOT/test/mockpg/run.sh" ]; then
+	suite mockpg "$COUPON_ROOT/test/mockpg/run.sh"
+fi
+
+cluster_start "$WORK" "$PORT" <<'CONF'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+CONF
+export PGHOST PGPORT
+
+suite regress+isolation run_installcheck
+suite pgtap run_pgtap
+suite load run_load
+
+echo
+if [ $failed -gt 0 ]; then
+	echo "failed suites: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]

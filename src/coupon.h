@@ -1,0 +1,32 @@
+/*
+ * coupon.h
+ *		Settings and module-wide constants of the coupon extension.
+ */
+#ifndef COUPON_H
+#define COUPON_H
+
+#include "postgres.h"
+
+/* Largest amount accepted anywhere, in minor units (DESIGN section 3). */
+#define COUPON_MAX_AMOUNT		INT64CONST(1000000000000000)
+
+/* Caller ids (user_id, order_id) and names are 1..200 characters. */
+#define COUPON_MAX_ID_LEN		200
+
+/* A limited policy's stock is split over at most this many rows. */
+#define COUPON_STOCK_SHARDS		64
+
+/* First key of the two-int advisory locks, so ours never meet the app's. */
+#define COUPON_LOCK_PER_USER	0x43500001
+#define COUPON_LOCK_IDEMPOTENCY	0x43500002
+
+/* settings (coupon.c) */
+extern char *coupon_code_secret;
+extern int	coupon_reservation_ttl;
+extern int	coupon_code_max_failures;
+extern int	coupon_code_failure_window;
+
+/* per-part initialisation, called from _PG_init */
+extern void coupon_shmem_init(void);
+
+#endif							/* COUPON_H */

@@ -1,0 +1,127 @@
+/*
+ * idempotency.c
+ *		Idempotency keys per merchant, kept 24 hours.
+ *
+ * The key row is written in the same transaction as the effect, so a
+ * rollback leaves no key behind; a transaction-scoped try-lock on the key
+ * answers idempotency_in_progress at once instead of queueing behind a
+ * request that is still running.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/hashfn.h"
+#include "common/sha2.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+
+#include "coupon.h"
+#include "error.h"
+#include "idempotency.h"
+#include "spi_util.h"
+
+#define IDEM_MAX_KEY_LEN 300
+
+static SavedPlan lookup_plan = {
+	.sql = "SELECT request_hash, response FROM coupon.idempotency_key"
+	" WHERE merchant_id = $1 AND key = $2"
+	"   AND created_at > now() - interval '24 hours'",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID}
+};
+
+static SavedPlan store_plan = {
+	.sql = "INSERT INTO coupon.idempotency_key (merchant_id, key, request_hash, response)"
+	" VALUES ($1, $2, $3, $4::jsonb)"
+	" ON CONFLICT (merchant_id, key) DO UPDATE"
+	" SET request_hash = excluded.request_hash, response = excluded.response,"
+	"     created_at = now()",
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, BYTEAOID, JSONOID}
+};
+
+/* the key argument checked: NULL when absent, PT400 when malformed */
+text *
+idem_key_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *key;
+	int			len;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	key = PG_GETARG_TEXT_PP(argno);
+	len = pg_mbstrlen_with_len(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	if (len == 0)
+		coupon_error(REASON_INVALID_KEY, NULL, "the idempotency key must not be empty");
+	if (len > IDEM_MAX_KEY_LEN)
+		coupon_error(REASON_KEY_TOO_LONG, psprintf("\"length\": %d", len),
+					 "the idempotency key is longer than 300 characters");
+	return key;
+}
+
+/* SHA-256 of the request signature, as bytea */
+static bytea *
+signature_hash(const char *signature)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	bytea	   *result = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) signature, strlen(signature)) < 0 ||
+		pg_cryptohash_final(ctx, (uint8 *) VARDATA(result), PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+	SET_VARSIZE(result, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	return result;
+}
+
+/* claim the key for this transaction; the stored response if a replay */
+Datum
+idem_begin(IdemRequest *req, int64 merchant_id, text *key, const char *signature)
+{
+	uint32		h;
+	Datum		args[2];
+
+	req->merchant_id = merchant_id;
+	req->key = key;
+	req->hash = signature_hash(signature);
+
+	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
+							VARSIZE_ANY_EXHDR(key), (uint64) merchant_id);
+	if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
+										  Int32GetDatum(COUPON_LOCK_IDEMPOTENCY),
+										  Int32GetDatum((int32) h))))
+		coupon_error(REASON_IDEMPOTENCY_IN_PROGRESS, json_id("merchant_id", merchant_id),
+					 "a request with this idempotency key is still running");
+
+	args[0] = Int64GetDatum(merchant_id);
+	args[1] = PointerGetDatum(key);
+	if (spi_run(&lookup_plan, args, NULL, false, 1) == 0)
+		return (Datum) 0;
+
+	{
+		bool		isnull;
+		bytea	   *stored = DatumGetByteaPP(spi_datum(0, 1, &isnull));
+
+		if (VARSIZE_ANY_EXHDR(stored) != PG_SHA256_DIGEST_LENGTH ||
+			memcmp(VARDATA_ANY(stored), VARDATA(req->hash), PG_SHA256_DIGEST_LENGTH) != 0)
+			coupon_error(REASON_IDEMPOTENCY_MISMATCH, json_id("merchant_id", merchant_id),
+						 "this idempotency key was used for a different request");
+		return spi_datum(0, 2, &isnull);
+	}
+}
+
+/* remember the response in the same transaction as the effect */
+void
+idem_finish(IdemRequest *req, Datum response_row)
+{
+	Datum		args[4];
+
+	args[0] = Int64GetDatum(req->merchant_id);
+	args[1] = PointerGetDatum(req->key);
+	args[2] = PointerGetDatum(req->hash);
+	args[3] = DirectFunctionCall1(row_to_json, response_row);
+	spi_run(&store_plan, args, NULL, false, 0);
+}

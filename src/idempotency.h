@@ -1,0 +1,33 @@
+/*
+ * idempotency.h
+ *		Idempotency keys (DESIGN section 12): the same key and request replay
+ *		the first response; a different request is refused; a request still
+ *		running with the same key is refused at once.
+ */
+#ifndef COUPON_IDEMPOTENCY_H
+#define COUPON_IDEMPOTENCY_H
+
+#include "fmgr.h"
+
+typedef struct IdemRequest
+{
+	int64		merchant_id;
+	text	   *key;
+	bytea	   *hash;			/* SHA-256 of the request signature */
+} IdemRequest;
+
+/* the key argument checked: NULL when absent, PT400 when malformed */
+extern text *idem_key_arg(FunctionCallInfo fcinfo, int argno);
+
+/*
+ * Claim the key for this transaction.  Returns the stored response (jsonb)
+ * when the same request already ran, or (Datum) 0 when the caller should
+ * do the work and then call idem_finish.  Must run inside SPI.
+ */
+extern Datum idem_begin(IdemRequest *req, int64 merchant_id, text *key,
+						const char *signature);
+
+/* remember the response (a composite datum) in the same transaction */
+extern void idem_finish(IdemRequest *req, Datum response_row);
+
+#endif							/* COUPON_IDEMPOTENCY_H */

@@ -1,0 +1,186 @@
+/*
+ * issue.c
+ *		coupon.issue: direct and first-come-first-served issuance.
+ *
+ * A limited policy's stock is split over up to 64 shard rows
+ * (coupon.policy_stock).  An issuer decrements one shard picked at random,
+ * falls back to any shard nobody holds, and only then waits for a busy one,
+ * so concurrent issuers rarely queue on the same row and the count can never
+ * go below zero (a CHECK and a conditional write).  Once a policy is seen
+ * sold out the backend remembers it and answers sold_out without a query.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "utils/builtins.h"
+
+#include "coupon.h"
+#include "error.h"
+#include "idempotency.h"
+#include "policy.h"
+#include "spi_util.h"
+#include "tenant.h"
+
+PG_FUNCTION_INFO_V1(coupon_issue);
+
+#define SOLD_OUT_CACHE 64
+
+/* policies this backend saw sold out; created_at tells a reused id apart */
+typedef struct SoldOut
+{
+	int64		policy_id;
+	TimestampTz created_at;
+} SoldOut;
+
+static SoldOut sold_out_cache[SOLD_OUT_CACHE];
+static int	sold_out_next = 0;
+
+static SavedPlan take_shard_plan = {
+	.sql = "UPDATE coupon.policy_stock SET remaining = remaining - 1"
+	" WHERE policy_id = $1 AND shard = $2 AND remaining > 0",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT4OID}
+};
+
+static SavedPlan take_free_plan = {
+	.sql = "WITH pick AS (SELECT shard FROM coupon.policy_stock"
+	"               WHERE policy_id = $1 AND remaining > 0"
+	"               ORDER BY (shard + " CppAsString2(COUPON_STOCK_SHARDS) " - $2)"
+	"                     % " CppAsString2(COUPON_STOCK_SHARDS)
+	"               LIMIT 1 FOR UPDATE SKIP LOCKED)"
+	" UPDATE coupon.policy_stock s SET remaining = s.remaining - 1 FROM pick"
+	"  WHERE s.policy_id = $1 AND s.shard = pick.shard",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT4OID}
+};
+
+static SavedPlan take_any_plan = {
+	.sql = "WITH pick AS (SELECT shard FROM coupon.policy_stock"
+	"               WHERE policy_id = $1 AND remaining > 0"
+	"               ORDER BY shard LIMIT 1 FOR UPDATE)"
+	" UPDATE coupon.policy_stock s SET remaining = s.remaining - 1 FROM pick"
+	"  WHERE s.policy_id = $1 AND s.shard = pick.shard",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan insert_plan = {
+	.sql = "INSERT INTO coupon.coupon (policy_id, user_id, user_seq, status, balance,"
+	"                           issued_at, expires_at)"
+	" SELECT p.id, $2, $3, 'issued',"
+	"        CASE WHEN p.discount_type = 'balance' THEN p.discount_value END,"
+	"        now(), LEAST(p.valid_until, now() + p.valid_days * interval '1 day')"
+	"   FROM coupon.policy p WHERE p.id = $1"
+	" RETURNING *",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, INT4OID}
+};
+
+static SavedPlan replay_plan = {
+	.sql = "SELECT * FROM jsonb_populate_record(NULL::coupon.coupon, $1)",
+	.nargs = 1,
+	.argtypes = {JSONBOID}
+};
+
+/* did this backend already see the policy sold out? */
+static bool
+known_sold_out(const PolicyIssueInfo *p)
+{
+	for (int i = 0; i < SOLD_OUT_CACHE; i++)
+		if (sold_out_cache[i].policy_id == p->id &&
+			sold_out_cache[i].created_at == p->created_at)
+			return true;
+	return false;
+}
+
+/* remember a sold-out policy, replacing the oldest entry */
+static void
+remember_sold_out(const PolicyIssueInfo *p)
+{
+	sold_out_cache[sold_out_next].policy_id = p->id;
+	sold_out_cache[sold_out_next].created_at = p->created_at;
+	sold_out_next = (sold_out_next + 1) % SOLD_OUT_CACHE;
+}
+
+/*
+ * Take one unit of stock.  False only when every shard is committed at
+ * zero: the last step waits for shards other issuers hold.
+ */
+static bool
+take_stock(int64 policy_id, int64 total)
+{
+	int32		nshards = (int32) Min(total, COUPON_STOCK_SHARDS);
+	Datum		args[2];
+
+	args[0] = Int64GetDatum(policy_id);
+	args[1] = Int32GetDatum((int32) pg_prng_uint64_range(&pg_global_prng_state, 0,
+														  nshards - 1));
+	if (spi_run(&take_shard_plan, args, NULL, false, 0) == 1)
+		return true;
+	if (spi_run(&take_free_plan, args, NULL, false, 0) == 1)
+		return true;
+	return spi_run(&take_any_plan, args, NULL, false, 0) == 1;
+}
+
+/* coupon.issue(policy_id, user_id, idempotency_key) */
+Datum
+coupon_issue(PG_FUNCTION_ARGS)
+{
+	int64		policy_id = arg_int64(fcinfo, 0, "policy_id");
+	char	   *user_id = arg_id_text(fcinfo, 1, "user_id", REASON_INVALID_USER_ID);
+	text	   *key = idem_key_arg(fcinfo, 2);
+	PolicyIssueInfo policy;
+	IdemRequest idem;
+	int32		user_seq;
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	Datum		result;
+
+	SPI_connect();
+	policy_load_issue_info(policy_id, &policy);
+	tenant_check(policy.merchant_id);
+
+	if (key != NULL)
+	{
+		Datum		replay = idem_begin(&idem, policy.merchant_id, key,
+										psprintf("issue|%lld|%s", (long long) policy_id,
+												 user_id));
+
+		if (replay != (Datum) 0)
+		{
+			spi_run(&replay_plan, &replay, NULL, true, 1);
+			result = spi_result_row(fcinfo);
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
+	}
+
+	if (strcmp(policy.issue_method, "code") == 0)
+		coupon_error(REASON_WRONG_ISSUE_METHOD, json_id("policy_id", policy_id),
+					 "policy %lld issues coupons by code only", (long long) policy_id);
+	policy_check_issuable(&policy);
+	if (policy.has_total && known_sold_out(&policy))
+		coupon_error(REASON_SOLD_OUT, json_id("policy_id", policy_id),
+					 "policy %lld is sold out", (long long) policy_id);
+
+	user_seq = policy_take_user_slot(&policy, user_id);
+	if (policy.has_total && !take_stock(policy_id, policy.total_quantity))
+	{
+		remember_sold_out(&policy);
+		coupon_error(REASON_SOLD_OUT, json_id("policy_id", policy_id),
+					 "policy %lld is sold out", (long long) policy_id);
+	}
+
+	args[0] = Int64GetDatum(policy_id);
+	args[1] = CStringGetTextDatum(user_id);
+	args[2] = Int32GetDatum(user_seq);
+	if (user_seq == 0)
+		nulls[2] = 'n';
+	spi_run(&insert_plan, args, nulls, false, 1);
+	result = spi_result_row(fcinfo);
+	if (key != NULL)
+		idem_finish(&idem, result);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}

@@ -1,0 +1,587 @@
+/*
+ * reserve.c
+ *		coupon.validate, reserve, confirm, release, expire_reservations and
+ *		expire_coupons: using a coupon.
+ *
+ * Lock order everywhere: policy (only when it has a budget) -> coupon ->
+ * reservation.  A coupon's use is decided under its row lock, and every
+ * undo path takes the same locks in the same order.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "coupon.h"
+#include "discount.h"
+#include "error.h"
+#include "spi_util.h"
+#include "tenant.h"
+
+PG_FUNCTION_INFO_V1(coupon_validate);
+PG_FUNCTION_INFO_V1(coupon_reserve);
+PG_FUNCTION_INFO_V1(coupon_confirm);
+PG_FUNCTION_INFO_V1(coupon_release);
+PG_FUNCTION_INFO_V1(coupon_expire_reservations);
+PG_FUNCTION_INFO_V1(coupon_expire_coupons);
+
+#define MAX_TTL_SECONDS (7 * 24 * 3600)
+
+/* a coupon with its policy, read without locks */
+static SavedPlan facts_plan = {
+	.sql = "SELECT c.policy_id, c.user_id, c.status, c.balance, c.expires_at,"
+	"       p.merchant_id, p.status, p.discount_type, p.discount_value,"
+	"       p.max_discount, p.min_order_amount, p.valid_from,"
+	"       p.allowed_merchants, p.budget, p.budget_used, p.stackable"
+	"  FROM coupon.coupon c JOIN coupon.policy p ON p.id = c.policy_id"
+	" WHERE c.id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan lock_policy_plan = {
+	.sql = "SELECT budget_used, status FROM coupon.policy WHERE id = $1 FOR UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan lock_coupon_plan = {
+	.sql = "SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1 FOR UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan held_plan = {
+	.sql = "SELECT * FROM coupon.reservation WHERE coupon_id = $1 AND status = 'held'"
+	"   AND merchant_id = $2 AND order_id = $3 AND order_amount = $4 AND user_id = $5",
+	.nargs = 5,
+	.argtypes = {INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID}
+};
+
+static SavedPlan hold_plan = {
+	.sql = "WITH r AS (INSERT INTO coupon.reservation (coupon_id, merchant_id, user_id,"
+	"             order_id, order_amount, discount, expires_at)"
+	"           VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second')"
+	"           RETURNING *),"
+	"     c AS (UPDATE coupon.coupon SET status = 'reserved', updated_at = now()"
+	"            WHERE id = $1),"
+	"     p AS (UPDATE coupon.policy SET budget_used = budget_used + $6"
+	"            WHERE id = $8)"
+	" SELECT * FROM r",
+	.nargs = 8,
+	.argtypes = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID, INT8OID}
+};
+
+/* a reservation with what its undo needs, read without locks */
+static SavedPlan reservation_plan = {
+	.sql = "SELECT r.coupon_id, r.merchant_id, c.policy_id, p.budget IS NOT NULL"
+	"  FROM coupon.reservation r"
+	"  JOIN coupon.coupon c ON c.id = r.coupon_id"
+	"  JOIN coupon.policy p ON p.id = c.policy_id"
+	" WHERE r.id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan lock_reservation_plan = {
+	.sql = "SELECT status, expires_at <= now() AND payment_id IS NULL"
+	"  FROM coupon.reservation WHERE id = $1 FOR UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan get_reservation_plan = {
+	.sql = "SELECT * FROM coupon.reservation WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan confirm_plan = {
+	.sql = "WITH c AS (UPDATE coupon.coupon c"
+	"              SET balance = c.balance - r.discount,"
+	"                  status = CASE WHEN c.balance - r.discount > 0"
+	"                                THEN 'issued' ELSE 'used' END,"
+	"                  used_at = now(), updated_at = now()"
+	"             FROM coupon.reservation r"
+	"            WHERE r.id = $1 AND c.id = r.coupon_id)"
+	" UPDATE coupon.reservation SET status = 'confirmed', updated_at = now()"
+	"  WHERE id = $1 RETURNING *",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan undo_plan = {
+	.sql = "WITH r AS (UPDATE coupon.reservation SET status = $2, updated_at = now()"
+	"            WHERE id = $1 RETURNING *),"
+	"     c AS (UPDATE coupon.coupon c SET status = 'issued', updated_at = now()"
+	"             FROM r WHERE c.id = r.coupon_id AND c.status = 'reserved'),"
+	"     p AS (UPDATE coupon.policy p SET budget_used = p.budget_used - r.discount"
+	"             FROM r WHERE p.id = $3)"
+	" SELECT * FROM r",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, INT8OID}
+};
+
+static SavedPlan due_reservations_plan = {
+	.sql = "SELECT id FROM coupon.reservation"
+	" WHERE status = 'held' AND expires_at <= now() AND payment_id IS NULL"
+	" ORDER BY expires_at LIMIT $1",
+	.nargs = 1,
+	.argtypes = {INT4OID}
+};
+
+static SavedPlan expire_coupons_plan = {
+	.sql = "WITH due AS (SELECT id FROM coupon.coupon"
+	"              WHERE status = 'issued' AND expires_at <= now()"
+	"              ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	" UPDATE coupon.coupon c SET status = 'expired', updated_at = now()"
+	"   FROM due WHERE c.id = due.id",
+	.nargs = 1,
+	.argtypes = {INT4OID}
+};
+
+/* what reserve and validate learn of a coupon */
+typedef struct CouponRow
+{
+	int64		policy_id;
+	char	   *user_id;
+	CouponFacts facts;
+} CouponRow;
+
+/* parse a status text of a known column into its enum */
+static CouponStatus
+coupon_status_col(int row, int col)
+{
+	CouponStatus s;
+	char	   *name = spi_text(row, col);
+
+	if (!coupon_status_from_name(name, &s))
+		elog(ERROR, "unknown coupon status \"%s\"", name);
+	return s;
+}
+
+/* read the coupon and its policy (facts_plan) into a CouponRow; false if missing */
+static bool
+load_coupon(int64 coupon_id, bool read_only, CouponRow *row)
+{
+	Datum		arg = Int64GetDatum(coupon_id);
+	CouponFacts *f = &row->facts;
+	bool		isnull;
+	char	   *s;
+
+	if (spi_run(&facts_plan, &arg, NULL, read_only, 1) == 0)
+		return false;
+	memset(f, 0, sizeof(*f));
+	row->policy_id = spi_int64(0, 1, NULL);
+	row->user_id = spi_text(0, 2);
+	f->status = coupon_status_col(0, 3);
+	f->balance = spi_int64(0, 4, NULL);
+	f->expires_at = spi_int64(0, 5, &isnull);
+	f->has_expires_at = !isnull;
+	f->issuer_id = spi_int64(0, 6, NULL);
+	s = spi_text(0, 7);
+	if (!policy_status_from_name(s, &f->policy_status))
+		elog(ERROR, "unknown policy status \"%s\"", s);
+	s = spi_text(0, 8);
+	if (!discount_type_from_name(s, &f->type))
+		elog(ERROR, "unknown discount type \"%s\"", s);
+	f->value = spi_int64(0, 9, NULL);
+	f->max_discount = spi_int64(0, 10, &isnull);
+	f->has_max_discount = !isnull;
+	f->min_order_amount = spi_int64(0, 11, NULL);
+	f->valid_from = spi_int64(0, 12, &isnull);
+	f->has_valid_from = !isnull;
+	{
+		Datum		d = spi_datum(0, 13, &isnull);
+
+		if (!isnull)
+		{
+			ArrayType  *arr = DatumGetArrayTypeP(d);
+			Datum	   *elems;
+			bool	   *nulls;
+			int64	   *ids;
+
+			deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+							  &elems, &nulls, &f->n_allowed);
+			ids = palloc(sizeof(int64) * Max(f->n_allowed, 1));
+			for (int i = 0; i < f->n_allowed; i++)
+				ids[i] = DatumGetInt64(elems[i]);
+			f->allowed = (const int64_t *) ids;
+		}
+	}
+	f->budget = spi_int64(0, 14, &isnull);
+	f->has_budget = !isnull;
+	f->budget_used = spi_int64(0, 15, NULL);
+	f->stackable = spi_bool(0, 16);
+	return true;
+}
+
+/* the one sentence for a coupon that cannot be used */
+static void
+raise_unusable(CouponReason reason, int64 coupon_id, int64 merchant_id)
+{
+	char	   *ids = json_id("coupon_id", coupon_id);
+	long long	c = (long long) coupon_id;
+
+	switch (reason)
+	{
+		case REASON_COUPON_NOT_FOUND:
+			coupon_error(reason, ids, "coupon %lld does not exist", c);
+		case REASON_NOT_OWNER:
+			coupon_error(reason, ids, "coupon %lld belongs to another user", c);
+		case REASON_POLICY_INACTIVE:
+			coupon_error(reason, ids, "the policy of coupon %lld is not active", c);
+		case REASON_COUPON_RESERVED:
+			coupon_error(reason, ids, "coupon %lld is held for another order", c);
+		case REASON_COUPON_USED:
+			coupon_error(reason, ids, "coupon %lld was already used", c);
+		case REASON_COUPON_CANCELLED:
+			coupon_error(reason, ids, "coupon %lld was cancelled", c);
+		case REASON_EXPIRED:
+			coupon_error(reason, ids, "coupon %lld has expired", c);
+		case REASON_NOT_YET_VALID:
+			coupon_error(reason, ids, "coupon %lld is not valid yet", c);
+		case REASON_MERCHANT_NOT_ALLOWED:
+			coupon_error(reason, psprintf("%s, %s", ids, json_id("merchant_id", merchant_id)),
+						 "coupon %lld cannot be used at merchant %lld", c,
+						 (long long) merchant_id);
+		case REASON_MIN_ORDER_AMOUNT:
+			coupon_error(reason, ids, "the order amount is below the minimum for coupon %lld", c);
+		case REASON_BUDGET_EXHAUSTED:
+			coupon_error(reason, ids, "the discount budget behind coupon %lld is used up", c);
+		default:
+			coupon_error(reason, ids, "coupon %lld cannot be used", c);
+	}
+}
+
+/* ownership first, then the engine */
+static CouponReason
+evaluate(const CouponRow *row, const char *user_id, int64 merchant_id,
+		 int64 order_amount, int64 *discount)
+{
+	*discount = 0;
+	if (row->user_id == NULL)
+		return REASON_COUPON_NOT_FOUND; /* an unclaimed code is nobody's coupon */
+	if (strcmp(row->user_id, user_id) != 0)
+		return REASON_NOT_OWNER;
+	return discount_evaluate(&row->facts, merchant_id, order_amount,
+							 GetCurrentTransactionStartTimestamp(), discount);
+}
+
+/* coupon.validate(coupon_id, user_id, merchant_id, order_amount) */
+Datum
+coupon_validate(PG_FUNCTION_ARGS)
+{
+	int64		coupon_id = arg_int64(fcinfo, 0, "coupon_id");
+	char	   *user_id = arg_id_text(fcinfo, 1, "user_id", REASON_INVALID_USER_ID);
+	int64		merchant_id = arg_int64(fcinfo, 2, "merchant_id");
+	int64		order_amount = arg_amount(fcinfo, 3, "order_amount");
+	CouponRow	row;
+	CouponReason reason;
+	int64		discount = 0;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	tenant_check(merchant_id);
+	SPI_connect();
+	if (load_coupon(coupon_id, true, &row))
+		reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
+	else
+		reason = REASON_COUPON_NOT_FOUND;
+	SPI_finish();
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "validate must return a record");
+	values[0] = BoolGetDatum(reason == REASON_NONE);
+	values[1] = Int64GetDatum(discount);
+	values[2] = CStringGetTextDatum(reason_name(reason));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* a hold's lifetime in seconds: the ttl argument or coupon.reservation_ttl */
+static int32
+ttl_seconds(FunctionCallInfo fcinfo, int argno)
+{
+	Interval   *ttl;
+	int64		usecs;
+
+	if (PG_ARGISNULL(argno))
+		return coupon_reservation_ttl;
+	ttl = PG_GETARG_INTERVAL_P(argno);
+	if (ttl->month != 0 || ttl->day < 0 || ttl->day > 7)
+		coupon_error(REASON_INVALID_TTL, NULL, "ttl must be between 1 second and 7 days");
+	usecs = ttl->time + (int64) ttl->day * USECS_PER_DAY;
+	if (usecs < USECS_PER_SEC || usecs > (int64) MAX_TTL_SECONDS * USECS_PER_SEC)
+		coupon_error(REASON_INVALID_TTL, NULL, "ttl must be between 1 second and 7 days");
+	return (int32) (usecs / USECS_PER_SEC);
+}
+
+/* coupon.reserve(coupon_id, user_id, merchant_id, order_id, order_amount, ttl) */
+Datum
+coupon_reserve(PG_FUNCTION_ARGS)
+{
+	int64		coupon_id = arg_int64(fcinfo, 0, "coupon_id");
+	char	   *user_id = arg_id_text(fcinfo, 1, "user_id", REASON_INVALID_USER_ID);
+	int64		merchant_id = arg_int64(fcinfo, 2, "merchant_id");
+	char	   *order_id = arg_id_text(fcinfo, 3, "order_id", REASON_INVALID_ORDER_ID);
+	int64		order_amount = arg_amount(fcinfo, 4, "order_amount");
+	int32		ttl = ttl_seconds(fcinfo, 5);
+	CouponRow	row;
+	CouponReason reason;
+	int64		discount;
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Datum		result;
+
+	tenant_check(merchant_id);
+	SPI_connect();
+	if (!load_coupon(coupon_id, false, &row))
+		raise_unusable(REASON_COUPON_NOT_FOUND, coupon_id, merchant_id);
+
+	/* lock in the global order, refreshing what may have changed */
+	args[0] = Int64GetDatum(row.policy_id);
+	if (row.facts.has_budget)
+	{
+		spi_run(&lock_policy_plan, args, NULL, false, 1);
+		row.facts.budget_used = spi_int64(0, 1, NULL);
+		policy_status_from_name(spi_text(0, 2), &row.facts.policy_status);
+	}
+	args[0] = Int64GetDatum(coupon_id);
+	spi_run(&lock_coupon_plan, args, NULL, false, 1);
+	row.facts.status = coupon_status_col(0, 1);
+	row.facts.balance = spi_int64(0, 2, NULL);
+	row.facts.expires_at = spi_int64(0, 3, &isnull);
+	row.facts.has_expires_at = !isnull;
+
+	args[1] = Int64GetDatum(merchant_id);
+	args[2] = CStringGetTextDatum(order_id);
+	args[3] = Int64GetDatum(order_amount);
+	args[4] = CStringGetTextDatum(user_id);
+	if (row.facts.status == COUPON_RESERVED &&
+		spi_run(&held_plan, args, NULL, false, 1) == 1)
+	{
+		/* the same order asking again (a retried request): the same hold */
+		result = spi_result_row(fcinfo);
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+
+	reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
+	if (reason != REASON_NONE)
+		raise_unusable(reason, coupon_id, merchant_id);
+
+	args[0] = Int64GetDatum(coupon_id);
+	args[1] = Int64GetDatum(merchant_id);
+	args[2] = CStringGetTextDatum(user_id);
+	args[3] = CStringGetTextDatum(order_id);
+	args[4] = Int64GetDatum(order_amount);
+	args[5] = Int64GetDatum(discount);
+	args[6] = Int32GetDatum(ttl);
+	args[7] = Int64GetDatum(row.policy_id);
+	if (!row.facts.has_budget)
+		nulls[7] = 'n';
+	spi_run(&hold_plan, args, nulls, false, 1);
+	result = spi_result_row(fcinfo);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* a reservation's coupon and policy, read without locks; false if missing */
+static bool
+load_reservation(int64 reservation_id, int64 *coupon_id, int64 *merchant_id,
+				 int64 *policy_id, bool *budgeted)
+{
+	Datum		arg = Int64GetDatum(reservation_id);
+
+	if (spi_run(&reservation_plan, &arg, NULL, false, 1) == 0)
+		return false;
+	*coupon_id = spi_int64(0, 1, NULL);
+	*merchant_id = spi_int64(0, 2, NULL);
+	*policy_id = spi_int64(0, 3, NULL);
+	*budgeted = spi_bool(0, 4);
+	return true;
+}
+
+/*
+ * Take the locks of an existing reservation in the global order; returns
+ * its status and whether a hold has lapsed (past expires_at, no payment).
+ */
+static char *
+lock_reservation(int64 reservation_id, int64 coupon_id, int64 policy_id,
+				 bool budgeted, bool *lapsed)
+{
+	Datum		arg;
+
+	if (budgeted)
+	{
+		arg = Int64GetDatum(policy_id);
+		spi_run(&lock_policy_plan, &arg, NULL, false, 1);
+	}
+	arg = Int64GetDatum(coupon_id);
+	spi_run(&lock_coupon_plan, &arg, NULL, false, 1);
+	arg = Int64GetDatum(reservation_id);
+	spi_run(&lock_reservation_plan, &arg, NULL, false, 1);
+	*lapsed = spi_bool(0, 2);
+	return spi_text(0, 1);
+}
+
+/* the reservation row as the function's result */
+static Datum
+reservation_result(FunctionCallInfo fcinfo, int64 reservation_id)
+{
+	Datum		arg = Int64GetDatum(reservation_id);
+
+	spi_run(&get_reservation_plan, &arg, NULL, false, 1);
+	return spi_result_row(fcinfo);
+}
+
+/* raise PT404 for a missing reservation */
+static void
+reservation_not_found(int64 reservation_id)
+{
+	coupon_error(REASON_RESERVATION_NOT_FOUND, json_id("reservation_id", reservation_id),
+				 "reservation %lld does not exist", (long long) reservation_id);
+}
+
+/* coupon.confirm(reservation_id) */
+Datum
+coupon_confirm(PG_FUNCTION_ARGS)
+{
+	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
+	char	   *ids = json_id("reservation_id", reservation_id);
+	int64		coupon_id,
+				merchant_id,
+				policy_id;
+	bool		budgeted,
+				lapsed;
+	char	   *status;
+	Datum		arg = Int64GetDatum(reservation_id);
+	Datum		result;
+
+	SPI_connect();
+	if (!load_reservation(reservation_id, &coupon_id, &merchant_id, &policy_id, &budgeted))
+		reservation_not_found(reservation_id);
+	tenant_check(merchant_id);
+	/* confirming does not move the budget: no policy lock */
+	status = lock_reservation(reservation_id, coupon_id, policy_id, false, &lapsed);
+
+	if (strcmp(status, "released") == 0)
+		coupon_error(REASON_RESERVATION_RELEASED, ids,
+					 "reservation %lld was released", (long long) reservation_id);
+	if (strcmp(status, "expired") == 0 || (strcmp(status, "held") == 0 && lapsed))
+		coupon_error(REASON_RESERVATION_EXPIRED, ids,
+					 "reservation %lld has expired", (long long) reservation_id);
+	if (strcmp(status, "held") == 0)
+	{
+		spi_run(&confirm_plan, &arg, NULL, false, 1);
+		result = spi_result_row(fcinfo);
+	}
+	else
+		result = reservation_result(fcinfo, reservation_id);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Undo a hold: the coupon goes back to its holder and the discount back to
+ * the budget.  With `expiring`, only a lapsed hold is touched and it ends as
+ * 'expired'.  Returns true if this call changed it.  Inside SPI.
+ */
+static bool
+undo_hold(int64 reservation_id, bool expiring)
+{
+	int64		coupon_id,
+				merchant_id,
+				policy_id;
+	bool		budgeted,
+				lapsed;
+	char	   *status;
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	if (!load_reservation(reservation_id, &coupon_id, &merchant_id, &policy_id, &budgeted))
+		reservation_not_found(reservation_id);
+	if (!expiring)
+		tenant_check(merchant_id);
+	status = lock_reservation(reservation_id, coupon_id, policy_id, budgeted, &lapsed);
+
+	if (strcmp(status, "confirmed") == 0)
+	{
+		if (expiring)
+			return false;
+		coupon_error(REASON_RESERVATION_CONFIRMED, json_id("reservation_id", reservation_id),
+					 "reservation %lld was confirmed and cannot be released",
+					 (long long) reservation_id);
+	}
+	if (strcmp(status, "held") != 0 || (expiring && !lapsed))
+		return false;
+
+	args[0] = Int64GetDatum(reservation_id);
+	args[1] = CStringGetTextDatum(expiring ? "expired" : "released");
+	args[2] = Int64GetDatum(policy_id);
+	if (!budgeted)
+		nulls[2] = 'n';
+	spi_run(&undo_plan, args, nulls, false, 1);
+	return true;
+}
+
+/* coupon.release(reservation_id) */
+Datum
+coupon_release(PG_FUNCTION_ARGS)
+{
+	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
+	Datum		result;
+
+	SPI_connect();
+	if (undo_hold(reservation_id, false))
+		result = spi_result_row(fcinfo);
+	else
+		result = reservation_result(fcinfo, reservation_id);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* coupon.expire_reservations(max_rows): release lapsed holds */
+Datum
+coupon_expire_reservations(PG_FUNCTION_ARGS)
+{
+	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 1000000,
+										   REASON_INVALID_COUNT);
+	Datum		arg = Int32GetDatum(max_rows);
+	uint64		n;
+	int64	   *ids;
+	int32		expired = 0;
+
+	SPI_connect();
+	n = spi_run(&due_reservations_plan, &arg, NULL, false, max_rows);
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = spi_int64(i, 1, NULL);
+	for (uint64 i = 0; i < n; i++)
+		if (undo_hold(ids[i], true))
+			expired++;
+	SPI_finish();
+	PG_RETURN_INT32(expired);
+}
+
+/* coupon.expire_coupons(max_rows): mark issued coupons past expires_at */
+Datum
+coupon_expire_coupons(PG_FUNCTION_ARGS)
+{
+	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 10000000,
+										   REASON_INVALID_COUNT);
+	Datum		arg = Int32GetDatum(max_rows);
+	uint64		n;
+
+	SPI_connect();
+	n = spi_run(&expire_coupons_plan, &arg, NULL, false, 0);
+	SPI_finish();
+	PG_RETURN_INT32((int32) n);
+}

@@ -1,0 +1,127 @@
+/*
+ * throttle.c
+ *		Counting failed code attempts per user in shared memory, where a
+ *		rolled-back transaction cannot erase them.
+ *
+ * A fixed table of slots keyed by a 64-bit hash of the user id, probed
+ * linearly; when every probed slot is busy the one whose window started
+ * earliest is reused.  Without shared memory (not preloaded) nothing is
+ * throttled and a warning says so once per backend.
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "utils/timestamp.h"
+
+#include "coupon.h"
+#include "shmem.h"
+#include "throttle.h"
+
+/* the 64-bit hash of a user id; 0 is reserved for empty slots */
+static uint64
+user_key(const char *user_id)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) user_id,
+										strlen(user_id), 0x636f75706f6eULL);
+
+	return h == 0 ? 1 : h;
+}
+
+/* the shared table, warning once when it is missing */
+static CouponShared *
+throttle_table(void)
+{
+	static bool warned = false;
+	CouponShared *s = coupon_shared();
+
+	if (s == NULL && !warned)
+	{
+		ereport(WARNING,
+				(errmsg("wrong-code throttling is off"),
+				 errhint("Add coupon to shared_preload_libraries.")));
+		warned = true;
+	}
+	return s;
+}
+
+/* the slot of `key` (or the one to reuse for it); caller holds the lock */
+static ThrottleSlot *
+find_slot(CouponShared *s, uint64 key, bool *found)
+{
+	uint32		start = (uint32) (key % THROTTLE_SLOTS);
+	ThrottleSlot *victim = NULL;
+
+	for (int i = 0; i < THROTTLE_PROBE; i++)
+	{
+		ThrottleSlot *slot = &s->throttle[(start + i) % THROTTLE_SLOTS];
+
+		if (slot->key == key)
+		{
+			*found = true;
+			return slot;
+		}
+		if (slot->key == 0)
+		{
+			*found = false;
+			return slot;
+		}
+		if (victim == NULL || slot->window_start < victim->window_start)
+			victim = slot;
+	}
+	*found = false;
+	return victim;
+}
+
+/* is the slot's window still open at `now`? */
+static bool
+window_open(const ThrottleSlot *slot, TimestampTz now)
+{
+	return now - slot->window_start <
+		(TimestampTz) coupon_code_failure_window * USECS_PER_SEC;
+}
+
+/* true if the user has too many recent failures */
+bool
+throttle_blocked(const char *user_id)
+{
+	CouponShared *s = throttle_table();
+	uint64		key;
+	bool		found;
+	bool		blocked = false;
+	ThrottleSlot *slot;
+
+	if (s == NULL)
+		return false;
+	key = user_key(user_id);
+	LWLockAcquire(s->throttle_lock, LW_SHARED);
+	slot = find_slot(s, key, &found);
+	if (found && window_open(slot, GetCurrentTimestamp()))
+		blocked = slot->failures >= coupon_code_max_failures;
+	LWLockRelease(s->throttle_lock);
+	return blocked;
+}
+
+/* record one failure of the user, opening a new window if the last closed */
+void
+throttle_record_failure(const char *user_id)
+{
+	CouponShared *s = throttle_table();
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		key;
+	bool		found;
+	ThrottleSlot *slot;
+
+	if (s == NULL)
+		return;
+	key = user_key(user_id);
+	LWLockAcquire(s->throttle_lock, LW_EXCLUSIVE);
+	slot = find_slot(s, key, &found);
+	if (!found || !window_open(slot, now))
+	{
+		slot->key = key;
+		slot->window_start = now;
+		slot->failures = 0;
+	}
+	slot->failures++;
+	LWLockRelease(s->throttle_lock);
+}
