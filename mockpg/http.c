@@ -400,12 +400,12 @@ http_start(const HttpOptions *o, int *bound_port)
 		flags |= MHD_USE_IPv6;
 	daemon_handle = MHD_start_daemon(flags, 0, NULL, NULL,
 									 handle_request, NULL,
+									 MHD_OPTION_EXTERNAL_LOGGER, log_message, NULL,
 									 MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
 									 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) o->threads,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) o->max_connections,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) o->idle_timeout_s,
 									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
-									 MHD_OPTION_EXTERNAL_LOGGER, log_message, NULL,
 									 MHD_OPTION_END);
 	if (daemon_handle == NULL)
 	{
