@@ -3,11 +3,11 @@
  *		coupon.issue: direct and first-come-first-served issuance.
  *
  * A limited policy's stock is split over up to 64 shard rows
- * (coupon.policy_stock).  An issuer decrements one shard picked at random,
- * falls back to any shard nobody holds, and only then waits for a busy one,
- * so concurrent issuers rarely queue on the same row and the count can never
- * go below zero (a CHECK and a conditional write).  Once a policy is seen
- * sold out the backend remembers it and answers sold_out without a query.
+ * (coupon.policy_stock).  An issuer decrements one shard picked at random
+ * and falls back to the others in turn, so concurrent issuers rarely queue
+ * on the same row, and the count never goes below zero (a conditional write
+ * backed by a CHECK).  Once a policy is seen sold out the backend remembers
+ * it and answers sold_out without a query.
  */
 #include "postgres.h"
 
@@ -43,26 +43,13 @@ static SavedPlan take_shard_plan = {
 	.argtypes = {INT8OID, INT4OID}
 };
 
-static SavedPlan take_free_plan = {
-	.sql = "WITH pick AS (SELECT shard FROM coupon.policy_stock"
-	"               WHERE policy_id = $1 AND remaining > 0"
-	"               ORDER BY (shard + " CppAsString2(COUPON_STOCK_SHARDS) " - $2)"
-	"                     % " CppAsString2(COUPON_STOCK_SHARDS)
-	"               LIMIT 1 FOR UPDATE SKIP LOCKED)"
-	" UPDATE coupon.policy_stock s SET remaining = s.remaining - 1 FROM pick"
-	"  WHERE s.policy_id = $1 AND s.shard = pick.shard",
+static SavedPlan candidates_plan = {
+	.sql = "SELECT shard FROM coupon.policy_stock"
+	" WHERE policy_id = $1 AND remaining > 0"
+	" ORDER BY (shard + " CppAsString2(COUPON_STOCK_SHARDS) " - $2)"
+	"          % " CppAsString2(COUPON_STOCK_SHARDS),
 	.nargs = 2,
 	.argtypes = {INT8OID, INT4OID}
-};
-
-static SavedPlan take_any_plan = {
-	.sql = "WITH pick AS (SELECT shard FROM coupon.policy_stock"
-	"               WHERE policy_id = $1 AND remaining > 0"
-	"               ORDER BY shard LIMIT 1 FOR UPDATE)"
-	" UPDATE coupon.policy_stock s SET remaining = s.remaining - 1 FROM pick"
-	"  WHERE s.policy_id = $1 AND s.shard = pick.shard",
-	.nargs = 1,
-	.argtypes = {INT8OID}
 };
 
 static SavedPlan insert_plan = {
@@ -104,13 +91,19 @@ remember_sold_out(const PolicyIssueInfo *p)
 }
 
 /*
- * Take one unit of stock.  False only when every shard is committed at
- * zero: the last step waits for shards other issuers hold.
+ * Take one unit of stock: the random shard if it has any, else each shard
+ * that had stock in a fresh snapshot, in turn from the random one.  Only
+ * conditional UPDATEs of one row are used: a transaction waits on at most
+ * one shard and holds none while it waits, so issuers cannot deadlock.
+ * Stock only goes down, so a shard committed at zero stays empty: when no
+ * candidate is left the policy is sold out.
  */
 static bool
 take_stock(int64 policy_id, int64 total)
 {
 	int32		nshards = (int32) Min(total, COUPON_STOCK_SHARDS);
+	int32		shards[COUPON_STOCK_SHARDS];
+	uint64		n;
 	Datum		args[2];
 
 	args[0] = Int64GetDatum(policy_id);
@@ -118,9 +111,17 @@ take_stock(int64 policy_id, int64 total)
 														  nshards - 1));
 	if (spi_run(&take_shard_plan, args, NULL, false, 0) == 1)
 		return true;
-	if (spi_run(&take_free_plan, args, NULL, false, 0) == 1)
-		return true;
-	return spi_run(&take_any_plan, args, NULL, false, 0) == 1;
+
+	n = spi_run(&candidates_plan, args, NULL, false, COUPON_STOCK_SHARDS);
+	for (uint64 i = 0; i < n; i++)
+		shards[i] = spi_int32(i, 1, NULL);
+	for (uint64 i = 0; i < n; i++)
+	{
+		args[1] = Int32GetDatum(shards[i]);
+		if (spi_run(&take_shard_plan, args, NULL, false, 0) == 1)
+			return true;
+	}
+	return false;
 }
 
 /* coupon.issue(policy_id, user_id, idempotency_key) */
