@@ -1,0 +1,83 @@
+#!/bin/bash
+# bench/mockpg/run.sh: load coupon-mockpg's confirm endpoint with wrk and
+# print requests/s and latency percentiles, without and with --journal.
+# Prints figures only; it never asserts a time (benchmarks are not tests).
+#
+#   make -C mockpg && bench/mockpg/run.sh
+#
+# Environment: DURATION (seconds per run, default 10), CONNECTIONS (default
+# 64), WRK_THREADS (default 2), JOURNAL_DIR (where the journal goes; its
+# file system decides the fsync cost; default $TMPDIR or /tmp).
+# Three runs of DURATION plus start-up: about 35 s with the defaults.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${MOCKPG_BIN:-$ROOT/mockpg/coupon-mockpg}
+LUA=$ROOT/bench/mockpg/confirm.lua
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+SECRET=bench_sk_mockpg
+WORK=$(mktemp -d "${JOURNAL_DIR:-${TMPDIR:-/tmp}}/mockpg-bench.XXXXXX")
+SPID=""
+
+# Stop the server we started and remove the journal, however we exit.
+cleanup() {
+	if [ -n "$SPID" ] && kill -0 "$SPID" 2>/dev/null; then
+		kill -TERM "$SPID" 2>/dev/null || true
+		wait "$SPID" 2>/dev/null || true
+	fi
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in wrk curl; do
+	command -v "$tool" >/dev/null || { echo "$tool is not installed (Debian package: $tool)"; exit 1; }
+done
+[ -x "$BIN" ] || { echo "$BIN not built; run: make -C mockpg"; exit 1; }
+
+# start_server FLAGS...: start on a free loopback port; sets BASE and SPID.
+start_server() {
+	"$BIN" --port 0 --secret "$SECRET" "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
+	SPID=$!
+	for _ in $(seq 1 100); do
+		grep -q '^coupon-mockpg listening on ' "$WORK/server.out" && break
+		sleep 0.05
+	done
+	BASE="http://$(sed -n 's/^coupon-mockpg listening on //p' "$WORK/server.out")"
+}
+
+# stop_server: SIGTERM and wait.
+stop_server() {
+	kill -TERM "$SPID"
+	wait "$SPID" || true
+	SPID=""
+}
+
+# run NAME IDEMPOTENCY FLAGS...: one wrk run against a fresh server.
+run() {
+	local name=$1 idem=$2
+	shift 2
+	start_server "$@"
+	echo "== $name (server flags: ${*:-none}; Idempotency-Key: $([ "$idem" = 1 ] && echo yes || echo no))"
+	echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	MOCKPG_AUTH="Basic $(printf '%s:' "$SECRET" | base64 -w0)" MOCKPG_RUN="$name" \
+		MOCKPG_IDEMPOTENCY=$idem \
+		wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$LUA" "$BASE/" |
+		sed -n -e 's/^/   /' -e '/Latency Distribution/,$p'
+	curl -s "$BASE/__mock/stats" |
+		sed -n 's/.*"approvals":\([0-9]*\).*"records":\([0-9]*\),"fsyncs":\([0-9]*\).*/   approvals: \1, journal records: \2, fsyncs: \3/p'
+	echo    # the stats body has no trailing newline
+	stop_server
+	echo
+}
+
+echo "coupon-mockpg benchmark: POST /v1/payments/confirm, unique orderIds"
+echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(. /etc/os-release && echo "$PRETTY_NAME")"
+echo "wrk: $WRK_THREADS threads, $CONNECTIONS connections, ${DURATION}s per run; journal in $WORK"
+echo
+
+run no-journal 0
+run journal 0 --journal "$WORK/a.jnl"
+run journal-idempotency 1 --journal "$WORK/b.jnl"
