@@ -36,3 +36,14 @@ unit: test/unit/test_unit
 	test/unit/test_unit
 
 EXTRA_CLEAN = test/unit/test_unit output_iso
+
+# the mock payment gateway is part of the build
+all: mockpg/coupon-mockpg
+
+mockpg/coupon-mockpg: $(wildcard mockpg/*.c mockpg/*.h) mockpg/Makefile
+	$(MAKE) -C mockpg
+
+.PHONY: clean-mockpg
+clean: clean-mockpg
+clean-mockpg:
+	$(MAKE) -C mockpg clean
