@@ -1,0 +1,131 @@
+# test/load/lib.bash: shared by the load tests in this directory (sourced,
+# not run: scripts/test.sh runs only *.sh).
+#
+# The caller runs as root with PGHOST/PGPORT pointing at a running private
+# cluster and WORK at a scratch directory the postgres user owns.  Every
+# client program runs as the postgres user.  Results are TAP-ish lines; the
+# script exits non-zero when any check failed.
+
+: "${PGHOST:?PGHOST must point at the socket directory of the cluster}"
+: "${PGPORT:?PGPORT must be set}"
+: "${WORK:?WORK must be a scratch directory owned by postgres}"
+
+LOAD_NAME=$(basename "$0" .sh)
+LOAD_TESTS=0
+LOAD_FAILED=0
+LOAD_DBS=()
+LOAD_DIR=$(mktemp -d "$WORK/load-$LOAD_NAME.XXXXXX")
+chmod 755 "$LOAD_DIR"
+chown postgres:postgres "$LOAD_DIR"
+LOAD_START=$(date +%s)
+
+# run a client program as postgres against the private cluster
+as_pg() {
+	runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres \
+		PGOPTIONS="-c client_min_messages=warning" "$@"
+}
+
+# psql on database $1, quiet, stop on error; extra arguments follow
+psql_db() {
+	local db=$1
+	shift
+	as_pg psql -X -q -v ON_ERROR_STOP=1 -d "$db" "$@"
+}
+
+# one value from a query on database $1
+query() {
+	as_pg psql -X -q -v ON_ERROR_STOP=1 -At -d "$1" -c "$2"
+}
+
+# TAP-ish result lines
+ok() {
+	LOAD_TESTS=$((LOAD_TESTS + 1))
+	echo "ok $LOAD_TESTS - $LOAD_NAME: $*"
+}
+not_ok() {
+	LOAD_TESTS=$((LOAD_TESTS + 1))
+	LOAD_FAILED=$((LOAD_FAILED + 1))
+	echo "not ok $LOAD_TESTS - $LOAD_NAME: $*"
+}
+diag() {
+	echo "# $*"
+}
+
+# check NAME GOT WANT: equal strings pass
+check() {
+	local name=$1 got=$2 want=$3
+	if [ "$got" = "$want" ]; then
+		ok "$name"
+	else
+		not_ok "$name"
+		diag "  got:  $got"
+		diag "  want: $want"
+	fi
+}
+
+# a fresh database with the extension; dropped when the script ends
+create_db() {
+	local db=$1
+	psql_db postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+	LOAD_DBS+=("$db")
+	psql_db "$db" -c "CREATE EXTENSION coupon"
+}
+
+# pgbench as postgres: pgbench_run DB SCRIPT_FILE [pgbench options...]
+pgbench_run() {
+	local db=$1 script=$2
+	shift 2
+	local log="$LOAD_DIR/pgbench-$(basename "$script").log"
+	if as_pg pgbench -n -f "$script" "$@" "$db" >"$log" 2>&1; then
+		ok "pgbench $(basename "$script") ran without aborted clients"
+		grep -E '^(number of (transactions actually processed|failed)|tps)' "$log" | sed 's/^/#   /' || true
+	else
+		not_ok "pgbench $(basename "$script") ran without aborted clients"
+		sed 's/^/#   /' "$log" | tail -40
+	fi
+}
+
+# a file for pgbench or psql in the scratch directory, readable by postgres
+scratch_file() {
+	local f="$LOAD_DIR/$1"
+	cat >"$f"
+	chown postgres:postgres "$f"
+	echo "$f"
+}
+
+load_cleanup() {
+	local rc=$?
+	for db in "${LOAD_DBS[@]}"; do
+		psql_db postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+	done
+	rm -rf "$LOAD_DIR"
+	exit $rc
+}
+trap load_cleanup EXIT
+
+# the summary line and the exit status
+load_finish() {
+	echo "1..$LOAD_TESTS"
+	diag "$LOAD_NAME: $((LOAD_TESTS - LOAD_FAILED))/$LOAD_TESTS passed in $(($(date +%s) - LOAD_START)) s"
+	[ "$LOAD_FAILED" -eq 0 ]
+}
+
+# SQL for a helper that records the outcome of one call: the table
+# load_outcome(op, outcome) gets 'ok' or '<SQLSTATE> <reason>' per attempt.
+# Every error is caught, so no pgbench client ever aborts; the checks then
+# say which outcomes are allowed.
+outcome_sql() {
+	cat <<'SQL'
+CREATE TABLE load_outcome (op text NOT NULL, outcome text NOT NULL);
+-- full text of errors that are not business errors (deadlocks, internal faults)
+CREATE TABLE load_fault (op text, sqlstate text, message text, detail text, context text);
+CREATE FUNCTION load_err(st text, det text, msg text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN
+	RETURN st || ' ' || coalesce(det::jsonb ->> 'reason', msg);
+EXCEPTION WHEN OTHERS THEN
+	RETURN st || ' ' || msg;
+END
+$f$;
+SQL
+}
