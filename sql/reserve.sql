@@ -1,0 +1,221 @@
+-- reserve.sql: coupon.reserve, coupon.confirm, coupon.release
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+-- try(stmt, args...): runs format(stmt, args...) and answers 'ok', or the
+-- error's SQLSTATE and the reason of its JSON DETAIL ('-': DETAIL not JSON)
+CREATE OR REPLACE FUNCTION try(stmt text, VARIADIC args text[] DEFAULT '{}')
+RETURNS text LANGUAGE plpgsql AS $fn$
+DECLARE
+	st text;
+	dt text;
+BEGIN
+	EXECUTE format(stmt, VARIADIC args);
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, dt = PG_EXCEPTION_DETAIL;
+	RETURN st || ' ' || CASE WHEN dt LIKE '{%' THEN coalesce(dt::jsonb ->> 'reason', '?') ELSE '-' END;
+END
+$fn$;
+-- ids of this file start at 8000 whatever ran before, so output is stable
+DO $$ BEGIN
+	PERFORM setval('coupon.merchant_id_seq', 8000, false);
+	PERFORM setval('coupon.policy_id_seq', 8000, false);
+	PERFORM setval('coupon.coupon_id_seq', 8000 * 10, false);
+	PERFORM setval('coupon.reservation_id_seq', 8000, false);
+END $$;
+
+SELECT id AS m1 FROM coupon.create_merchant('Reserve shop') \gset
+SELECT id AS m2 FROM coupon.create_merchant('Reserve other shop') \gset
+SELECT id AS p_fixed FROM coupon.create_policy(:m1, 'fixed 3000', 'fixed', 3000, per_user_limit => NULL) \gset
+SELECT id AS p_bal FROM coupon.create_policy(:m1, 'gift 20000', 'balance', 20000, per_user_limit => NULL) \gset
+SELECT id AS p_budget FROM coupon.create_policy(:m1, 'budget 5000', 'fixed', 3000, budget => 5000, per_user_limit => NULL) \gset
+SELECT id AS p_min FROM coupon.create_policy(:m1, 'from 10000', 'fixed', 1000, min_order_amount => 10000) \gset
+SELECT id AS p_future FROM coupon.create_policy(:m1, 'from tomorrow', 'fixed', 1000, valid_from => now() + interval '1 day') \gset
+SELECT id AS p_pause FROM coupon.create_policy(:m1, 'paused later', 'fixed', 1000) \gset
+SELECT id AS p_huge FROM coupon.create_policy(:m1, 'fixed 10^15', 'fixed', 1000000000000000) \gset
+
+SELECT id AS c1 FROM coupon.issue(:p_fixed, 'rita') \gset
+SELECT id AS c2 FROM coupon.issue(:p_fixed, 'rita') \gset
+SELECT id AS c3 FROM coupon.issue(:p_fixed, 'rita') \gset
+SELECT id AS c_ttl FROM coupon.issue(:p_fixed, 'rita') \gset
+SELECT id AS c_lapse FROM coupon.issue(:p_fixed, 'rita') \gset
+SELECT id AS c_bal FROM coupon.issue(:p_bal, 'rita') \gset
+SELECT id AS c_b1 FROM coupon.issue(:p_budget, 'rita') \gset
+SELECT id AS c_b2 FROM coupon.issue(:p_budget, 'rita') \gset
+SELECT id AS c_b3 FROM coupon.issue(:p_budget, 'rita') \gset
+SELECT id AS c_min FROM coupon.issue(:p_min, 'rita') \gset
+SELECT id AS c_future FROM coupon.issue(:p_future, 'rita') \gset
+SELECT id AS c_pause FROM coupon.issue(:p_pause, 'rita') \gset
+SELECT id AS c_huge FROM coupon.issue(:p_huge, 'rita') \gset
+SELECT id AS c_cancel FROM coupon.issue(:p_fixed, 'rita') \gset
+SELECT id AS c_late FROM coupon.issue(:p_fixed, 'rita') \gset
+SELECT id AS c_sam FROM coupon.issue(:p_fixed, 'sam') \gset
+SELECT status FROM coupon.set_policy_status(:p_pause, 'paused');
+-- no function cancels a coupon yet, and time cannot be waited for here
+UPDATE coupon.coupon SET status = 'cancelled' WHERE id = :c_cancel;
+UPDATE coupon.coupon SET expires_at = now() - interval '1 second' WHERE id = :c_late;
+
+-- a hold: the coupon becomes reserved for coupon.reservation_ttl (900 s)
+SELECT id, coupon_id = :c1 AS on_c1, merchant_id = :m1 AS at_m1, user_id, order_id, payment_id,
+       order_amount, discount, status, expires_at - created_at AS ttl
+  FROM coupon.reserve(:c1, 'rita', :m1, 'order-1', 10000);
+SELECT id AS r1 FROM coupon.reservation WHERE coupon_id = :c1 AND order_id = 'order-1' \gset
+SELECT status FROM coupon.coupon WHERE id = :c1;
+-- the same request again (a retry) returns the same hold
+SELECT count(*) AS reservations_before FROM coupon.reservation \gset
+SELECT id = :r1 AS same_hold, status FROM coupon.reserve(:c1, 'rita', :m1, 'order-1', 10000);
+SELECT count(*) - :reservations_before AS new_rows FROM coupon.reservation;
+-- any other request finds the coupon held
+SELECT coupon.reserve(:c1, 'rita', :m1, 'order-2', 10000);
+SELECT try($$SELECT coupon.reserve(%s, 'rita', %s, 'order-1', 20000)$$, :'c1', :'m1') AS other_amount;
+SELECT try($$SELECT coupon.reserve(%s, 'sam', %s, 'order-1', 10000)$$, :'c1', :'m1') AS other_user;
+
+-- confirm spends the coupon; confirming again returns it unchanged
+SELECT id = :r1 AS same, status, discount FROM coupon.confirm(:r1);
+SELECT status, used_at IS NOT NULL AS used_at_set FROM coupon.coupon WHERE id = :c1;
+SELECT updated_at AS r1_updated FROM coupon.reservation WHERE id = :r1 \gset
+SELECT status, updated_at = :'r1_updated' AS unchanged FROM coupon.confirm(:r1);
+SELECT coupon.release(:r1);
+SELECT coupon.reserve(:c1, 'rita', :m1, 'order-3', 10000);
+SELECT status FROM coupon.reservation WHERE id = :r1;
+
+-- release gives the coupon back; releasing again returns it unchanged
+SELECT id AS r2 FROM coupon.reserve(:c2, 'rita', :m1, 'order-4', 10000) \gset
+SELECT status FROM coupon.release(:r2);
+SELECT status FROM coupon.coupon WHERE id = :c2;
+SELECT updated_at AS r2_updated FROM coupon.reservation WHERE id = :r2 \gset
+SELECT status, updated_at = :'r2_updated' AS unchanged FROM coupon.release(:r2);
+SELECT coupon.confirm(:r2);
+-- and the coupon can be held again, for another order
+SELECT id <> :r2 AS new_hold, status, order_id FROM coupon.reserve(:c2, 'rita', :m1, 'order-5', 10000);
+
+-- ttl: explicit, or coupon.reservation_ttl seconds
+SELECT expires_at - created_at AS ttl FROM coupon.reserve(:c3, 'rita', :m1, 'order-6', 10000, interval '10 minutes');
+SELECT status FROM coupon.release((SELECT id FROM coupon.reservation WHERE order_id = 'order-6'));
+SELECT expires_at - created_at AS ttl FROM coupon.reserve(:c3, 'rita', :m1, 'order-7', 10000, interval '7 days');
+SELECT status FROM coupon.release((SELECT id FROM coupon.reservation WHERE order_id = 'order-7'));
+SELECT expires_at - created_at AS ttl FROM coupon.reserve(:c3, 'rita', :m1, 'order-8', 10000, interval '1 second');
+SELECT status FROM coupon.release((SELECT id FROM coupon.reservation WHERE order_id = 'order-8'));
+SET coupon.reservation_ttl = 60;
+SELECT expires_at - created_at AS ttl FROM coupon.reserve(:c3, 'rita', :m1, 'order-9', 10000);
+RESET coupon.reservation_ttl;
+SELECT status FROM coupon.release((SELECT id FROM coupon.reservation WHERE order_id = 'order-9'));
+SET coupon.reservation_ttl = 0;
+
+-- a hold past its expires_at cannot be confirmed, but can still be released
+SELECT id AS r_lapse FROM coupon.reserve(:c_lapse, 'rita', :m1, 'order-lapse', 10000) \gset
+UPDATE coupon.reservation SET expires_at = now() - interval '1 second' WHERE id = :r_lapse;
+SELECT coupon.confirm(:r_lapse);
+SELECT r.status, c.status AS coupon_status FROM coupon.reservation r JOIN coupon.coupon c ON c.id = r.coupon_id
+ WHERE r.id = :r_lapse;
+SELECT status FROM coupon.release(:r_lapse);
+SELECT status FROM coupon.coupon WHERE id = :c_lapse;
+
+-- a balance coupon is spent over several orders
+SELECT discount FROM coupon.confirm((SELECT id FROM coupon.reserve(:c_bal, 'rita', :m1, 'gift-1', 5000)));
+SELECT status, balance FROM coupon.coupon WHERE id = :c_bal;
+SELECT discount FROM coupon.confirm((SELECT id FROM coupon.reserve(:c_bal, 'rita', :m1, 'gift-2', 30000)));
+SELECT status, balance FROM coupon.coupon WHERE id = :c_bal;
+SELECT coupon.reserve(:c_bal, 'rita', :m1, 'gift-3', 1000);
+
+-- the budget counts held and spent discounts; a release gives it back
+SELECT id AS rb1 FROM coupon.reserve(:c_b1, 'rita', :m1, 'budget-1', 10000) \gset
+SELECT budget, budget_used FROM coupon.policy_stats WHERE policy_id = :p_budget;
+SELECT coupon.reserve(:c_b2, 'rita', :m1, 'budget-2', 10000);
+SELECT status FROM coupon.release(:rb1);
+SELECT budget_used FROM coupon.policy WHERE id = :p_budget;
+SELECT discount FROM coupon.confirm((SELECT id FROM coupon.reserve(:c_b2, 'rita', :m1, 'budget-2', 10000)));
+SELECT budget_used, reserved, used FROM coupon.policy_stats WHERE policy_id = :p_budget;
+SELECT discount FROM coupon.reserve(:c_b1, 'rita', :m1, 'budget-3', 2000);
+SELECT budget, budget_used FROM coupon.policy WHERE id = :p_budget;
+
+-- the largest order and discount
+SELECT order_amount, discount FROM coupon.reserve(:c_huge, 'rita', :m1, 'huge', 1000000000000000);
+
+-- every reason of validate, raised
+SELECT coupon.reserve(999999999, 'rita', :m1, 'o', 10000);
+SELECT coupon.reserve(:c_sam, 'rita', :m1, 'o', 10000);
+SELECT coupon.reserve(:c_pause, 'rita', :m1, 'o', 10000);
+SELECT coupon.reserve(:c_cancel, 'rita', :m1, 'o', 10000);
+SELECT coupon.reserve(:c_late, 'rita', :m1, 'o', 10000);
+SELECT coupon.reserve(:c_future, 'rita', :m1, 'o', 10000);
+SELECT coupon.reserve(:c3, 'rita', :m2, 'o', 10000);
+SELECT coupon.reserve(:c_min, 'rita', :m1, 'o', 9999);
+SELECT coupon.reserve(:c_b3, 'rita', :m1, 'o', 10000);
+
+-- refusals and malformed input change nothing
+SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) AS coupons_md5 FROM coupon.coupon c \gset
+SELECT md5(string_agg(p::text, ',' ORDER BY p.id)) AS policies_md5 FROM coupon.policy p \gset
+SELECT count(*) AS reservations_before FROM coupon.reservation \gset
+SELECT label, try(stmt, VARIADIC args) AS result FROM (VALUES
+	('coupon NULL',       $$SELECT coupon.reserve(NULL, 'rita', %s, 'o', 1)$$, ARRAY[:'m1']),
+	('coupon -1',         $$SELECT coupon.reserve(-1, 'rita', %s, 'o', 1)$$, ARRAY[:'m1']),
+	('coupon 2^63-1',     $$SELECT coupon.reserve(9223372036854775807, 'rita', %s, 'o', 1)$$, ARRAY[:'m1']),
+	('user NULL',         $$SELECT coupon.reserve(%s, NULL, %s, 'o', 1)$$, ARRAY[:'c3', :'m1']),
+	('user empty',        $$SELECT coupon.reserve(%s, '', %s, 'o', 1)$$, ARRAY[:'c3', :'m1']),
+	('user 201',          $$SELECT coupon.reserve(%s, %L, %s, 'o', 1)$$, ARRAY[:'c3', repeat('r', 201), :'m1']),
+	('user 10000',        $$SELECT coupon.reserve(%s, %L, %s, 'o', 1)$$, ARRAY[:'c3', repeat('r', 10000), :'m1']),
+	('merchant NULL',     $$SELECT coupon.reserve(%s, 'rita', NULL, 'o', 1)$$, ARRAY[:'c3']),
+	('merchant -1',       $$SELECT coupon.reserve(%s, 'rita', -1, 'o', 1)$$, ARRAY[:'c3']),
+	('order NULL',        $$SELECT coupon.reserve(%s, 'rita', %s, NULL, 1)$$, ARRAY[:'c3', :'m1']),
+	('order empty',       $$SELECT coupon.reserve(%s, 'rita', %s, '', 1)$$, ARRAY[:'c3', :'m1']),
+	('order 201',         $$SELECT coupon.reserve(%s, 'rita', %s, %L, 1)$$, ARRAY[:'c3', :'m1', repeat('o', 201)]),
+	('order 10000',       $$SELECT coupon.reserve(%s, 'rita', %s, %L, 1)$$, ARRAY[:'c3', :'m1', repeat('o', 10000)]),
+	('amount NULL',       $$SELECT coupon.reserve(%s, 'rita', %s, 'o', NULL)$$, ARRAY[:'c3', :'m1']),
+	('amount -1',         $$SELECT coupon.reserve(%s, 'rita', %s, 'o', -1)$$, ARRAY[:'c3', :'m1']),
+	('amount 10^15+1',    $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1000000000000001)$$, ARRAY[:'c3', :'m1']),
+	('amount 2^63-1',     $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 9223372036854775807)$$, ARRAY[:'c3', :'m1']),
+	('amount 2^63',       $$SELECT coupon.reserve(%s, 'rita', %s, 'o', '9223372036854775808')$$, ARRAY[:'c3', :'m1']),
+	('ttl 0',             $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '0')$$, ARRAY[:'c3', :'m1']),
+	('ttl -1 second',     $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '-1 second')$$, ARRAY[:'c3', :'m1']),
+	('ttl 0.5 second',    $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '0.5 second')$$, ARRAY[:'c3', :'m1']),
+	('ttl 7 days 1 s',    $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '7 days 1 second')$$, ARRAY[:'c3', :'m1']),
+	('ttl 169 hours',     $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '169 hours')$$, ARRAY[:'c3', :'m1']),
+	('ttl 8 days',        $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '8 days')$$, ARRAY[:'c3', :'m1']),
+	('ttl 1 month',       $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '1 month')$$, ARRAY[:'c3', :'m1']),
+	('ttl -7 days',       $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '-7 days')$$, ARRAY[:'c3', :'m1']),
+	('ttl 1 day -2 days', $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '1 day -48 hours')$$, ARRAY[:'c3', :'m1']),
+	('ttl 10^6 years',    $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 1, '1000000 years')$$, ARRAY[:'c3', :'m1']),
+	('not found',         $$SELECT coupon.reserve(999999999, 'rita', %s, 'o', 1)$$, ARRAY[:'m1']),
+	('not owner',         $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c_sam', :'m1']),
+	('policy paused',     $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c_pause', :'m1']),
+	('held elsewhere',    $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c2', :'m1']),
+	('used',              $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c1', :'m1']),
+	('cancelled',         $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c_cancel', :'m1']),
+	('expired',           $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c_late', :'m1']),
+	('not yet valid',     $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c_future', :'m1']),
+	('merchant not allowed', $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c3', :'m2']),
+	('below min order',   $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 9999)$$, ARRAY[:'c_min', :'m1']),
+	('budget exhausted',  $$SELECT coupon.reserve(%s, 'rita', %s, 'o', 10000)$$, ARRAY[:'c_b3', :'m1'])
+) AS t(label, stmt, args);
+SELECT count(*) - :reservations_before AS reservations_made FROM coupon.reservation;
+SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) = :'coupons_md5' AS coupons_unchanged FROM coupon.coupon c;
+SELECT md5(string_agg(p::text, ',' ORDER BY p.id)) = :'policies_md5' AS policies_unchanged FROM coupon.policy p;
+
+-- confirm and release: missing reservations
+SELECT coupon.confirm(999999999);
+SELECT coupon.release(999999999);
+SELECT label, try(stmt) AS result FROM (VALUES
+	('confirm NULL',      $$SELECT coupon.confirm(NULL)$$),
+	('confirm -1',        $$SELECT coupon.confirm(-1)$$),
+	('confirm 0',         $$SELECT coupon.confirm(0)$$),
+	('confirm 2^63-1',    $$SELECT coupon.confirm(9223372036854775807)$$),
+	('confirm 2^63',      $$SELECT coupon.confirm('9223372036854775808')$$),
+	('release NULL',      $$SELECT coupon.release(NULL)$$),
+	('release -1',        $$SELECT coupon.release(-1)$$),
+	('release 2^63-1',    $$SELECT coupon.release(9223372036854775807)$$)
+) AS t(label, stmt);
+
+-- tenancy: a caller acting for m2 cannot hold, confirm or release at m1
+SELECT id AS r_t FROM coupon.reserve(:c3, 'rita', :m1, 'tenant', 10000) \gset
+SELECT set_config('request.jwt.claims', json_build_object('merchant_id', :m2)::text, false) IS NOT NULL AS as_m2;
+SELECT coupon.reserve(:c_ttl, 'rita', :m1, 'tenant-2', 10000);
+SELECT coupon.confirm(:r_t);
+SELECT coupon.release(:r_t);
+RESET request.jwt.claims;
+SELECT status FROM coupon.reservation WHERE id = :r_t;
+
+-- the user sees held and spent coupons
+SELECT status, count(*) FROM coupon.user_coupons('rita') GROUP BY status ORDER BY status;
+SELECT policy_id = :p_fixed AS fixed, reserved, used, available, cancelled FROM coupon.policy_stats WHERE policy_id = :p_fixed;
