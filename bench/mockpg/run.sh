@@ -39,6 +39,7 @@ done
 
 # start_server FLAGS...: start on a free loopback port; sets BASE and SPID.
 start_server() {
+	: >"$WORK/server.out"
 	"$BIN" --port 0 --secret "$SECRET" "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
 	SPID=$!
 	for _ in $(seq 1 100); do

@@ -132,6 +132,7 @@ start_server() {
 start_cmd() {
 	local name=$1
 	shift
+	: >"$TMP/$name.out"
 	"$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
 	SPID=$!
 	PIDS+=("$SPID")
