@@ -116,24 +116,24 @@ SELECT count(*) - :coupons_before AS coupons_created FROM coupon.coupon;
 SELECT (:'codes'::text[])[1] AS code1, (:'codes'::text[])[2] AS code2, (:'codes'::text[])[3] AS code3 \gset
 SELECT user_id, user_seq, status, code_hash IS NOT NULL AS keeps_hash, issued_at = now() AS issued_now,
        expires_at = issued_at + interval '7 days' AS seven_days, policy_id = :p5 AS of_p5
-  FROM coupon.redeem_code(:'code1', 'alice');
-SELECT id AS alice_coupon FROM coupon.coupon WHERE user_id = 'alice' AND policy_id = :p5 \gset
+  FROM coupon.redeem_code(:'code1', 'amy');
+SELECT id AS amy_coupon FROM coupon.coupon WHERE user_id = 'amy' AND policy_id = :p5 \gset
 -- the same user again (a retried request) gets the same coupon, also when
 -- typed in lower case with spaces instead of dashes, without counting a failure
-SELECT id = :alice_coupon AS same_coupon, status FROM coupon.redeem_code(:'code1', 'alice');
-SELECT id = :alice_coupon AS same_coupon FROM coupon.redeem_code(lower(replace(:'code1', '-', ' ')), 'alice');
-SELECT id = :alice_coupon AS same_coupon FROM coupon.redeem_code(replace(:'code1', '-', ''), 'alice');
-SELECT id = :alice_coupon AS same_coupon FROM coupon.redeem_code('  ' || :'code1' || ' ', 'alice');
+SELECT id = :amy_coupon AS same_coupon, status FROM coupon.redeem_code(:'code1', 'amy');
+SELECT id = :amy_coupon AS same_coupon FROM coupon.redeem_code(lower(replace(:'code1', '-', ' ')), 'amy');
+SELECT id = :amy_coupon AS same_coupon FROM coupon.redeem_code(replace(:'code1', '-', ''), 'amy');
+SELECT id = :amy_coupon AS same_coupon FROM coupon.redeem_code('  ' || :'code1' || ' ', 'amy');
 -- another user cannot take it
 SELECT coupon.redeem_code(:'code1', :'bob');
--- per_user_limit 1: alice cannot claim a second code of the policy; the code stays free
-SELECT coupon.redeem_code(:'code2', 'alice');
+-- per_user_limit 1: amy cannot claim a second code of the policy; the code stays free
+SELECT coupon.redeem_code(:'code2', 'amy');
 SELECT status, user_id FROM coupon.coupon WHERE policy_id = :p5 AND code_hash =
        hmac(replace(:'code2', '-', ''), current_setting('coupon.code_secret'), 'sha256');
 SELECT user_id, user_seq FROM coupon.redeem_code(:'code2', 'carl');
 -- a balance code carries its stored value; an unlimited one has no user_seq
 SELECT c AS gift FROM coupon.generate_codes(:p_gift, 1) c \gset
-SELECT status, balance, user_seq FROM coupon.redeem_code(:'gift', 'alice');
+SELECT status, balance, user_seq FROM coupon.redeem_code(:'gift', 'amy');
 SELECT unclaimed, issued, available FROM coupon.policy_stats WHERE policy_id = :p5;
 
 -- codes of policies that cannot issue now
@@ -145,49 +145,49 @@ SELECT c AS c_dead FROM coupon.generate_codes(:p_dead, 1) c \gset
 SELECT c AS c_gone FROM coupon.generate_codes(:p_gone, 1) c \gset
 SELECT c AS c_ret FROM coupon.generate_codes(:p_many, 1) c \gset
 UPDATE coupon.merchant SET status = 'suspended' WHERE id = :m_gone;
-SELECT coupon.redeem_code(:'c_paused', 'alice');
-SELECT coupon.redeem_code(:'c_later', 'alice');
-SELECT coupon.redeem_code(:'c_over', 'alice');
-SELECT coupon.redeem_code(:'c_dead', 'alice');
-SELECT coupon.redeem_code(:'c_gone', 'alice');
-SELECT coupon.redeem_code('2222-2222-2222-2222', 'alice');
+SELECT coupon.redeem_code(:'c_paused', 'amy');
+SELECT coupon.redeem_code(:'c_later', 'amy');
+SELECT coupon.redeem_code(:'c_over', 'amy');
+SELECT coupon.redeem_code(:'c_dead', 'amy');
+SELECT coupon.redeem_code(:'c_gone', 'amy');
+SELECT coupon.redeem_code('2222-2222-2222-2222', :'bob');
 
 -- a code that is wrong by one character fails its check character
 SELECT (CASE WHEN left(:'code3', 1) = '2' THEN '3' ELSE '2' END) || substr(:'code3', 2) AS typo \gset
-SELECT coupon.redeem_code(:'typo', 'alice');
+SELECT coupon.redeem_code(:'typo', 'amy');
 
 -- bad input to redeem_code changes nothing
 SELECT count(*) AS claimed_before FROM coupon.coupon WHERE user_id IS NOT NULL \gset
 SELECT label, try(stmt, VARIADIC args) AS result FROM (VALUES
-	('code NULL',          $$SELECT coupon.redeem_code(NULL, 'alice')$$, '{}'::text[]),
-	('code empty',         $$SELECT coupon.redeem_code('', 'alice')$$, '{}'),
-	('code dashes only',   $$SELECT coupon.redeem_code('----', 'alice')$$, '{}'),
-	('code word',          $$SELECT coupon.redeem_code('WELCOME', 'alice')$$, '{}'),
-	('code one short',     $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[left(:'code3', -1)]),
-	('code one too many',  $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'code3' || '2']),
-	('code with O',        $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY['O' || substr(:'code3', 2)]),
-	('code with 0',        $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY['0' || substr(:'code3', 2)]),
-	('code with 1',        $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY['1' || substr(:'code3', 2)]),
-	('code with I',        $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY['I' || substr(:'code3', 2)]),
-	('code one typo',      $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'typo']),
-	('code 10000 chars',   $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[repeat('A', 10000)]),
+	('code NULL',          $$SELECT coupon.redeem_code(NULL, 'amy')$$, '{}'::text[]),
+	('code empty',         $$SELECT coupon.redeem_code('', 'amy')$$, '{}'),
+	('code dashes only',   $$SELECT coupon.redeem_code('----', 'amy')$$, '{}'),
+	('code word',          $$SELECT coupon.redeem_code('WELCOME', 'amy')$$, '{}'),
+	('code one short',     $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[left(:'code3', -1)]),
+	('code one too many',  $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'code3' || '2']),
+	('code with O',        $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY['O' || substr(:'code3', 2)]),
+	('code with 0',        $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY['0' || substr(:'code3', 2)]),
+	('code with 1',        $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY['1' || substr(:'code3', 2)]),
+	('code with I',        $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY['I' || substr(:'code3', 2)]),
+	('code one typo',      $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'typo']),
+	('code 10000 chars',   $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[repeat('A', 10000)]),
 	('user NULL',          $$SELECT coupon.redeem_code(%L, NULL)$$, ARRAY[:'code3']),
 	('user empty',         $$SELECT coupon.redeem_code(%L, '')$$, ARRAY[:'code3']),
 	('user 201 chars',     $$SELECT coupon.redeem_code(%L, %L)$$, ARRAY[:'code3', repeat('u', 201)]),
 	('user 10000 chars',   $$SELECT coupon.redeem_code(%L, %L)$$, ARRAY[:'code3', repeat('u', 10000)]),
-	('paused policy',      $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'c_paused']),
-	('draft policy',       $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'c_draft']),
-	('not started',        $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'c_later']),
-	('ended',              $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'c_over']),
-	('past valid_until',   $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'c_dead']),
-	('merchant suspended', $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'c_gone']),
-	('per user limit',     $$SELECT coupon.redeem_code(%L, 'alice')$$, ARRAY[:'code3'])
+	('paused policy',      $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'c_paused']),
+	('draft policy',       $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'c_draft']),
+	('not started',        $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'c_later']),
+	('ended',              $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'c_over']),
+	('past valid_until',   $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'c_dead']),
+	('merchant suspended', $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'c_gone']),
+	('per user limit',     $$SELECT coupon.redeem_code(%L, 'amy')$$, ARRAY[:'code3'])
 ) AS t(label, stmt, args);
 SELECT count(*) - :claimed_before AS coupons_claimed FROM coupon.coupon WHERE user_id IS NOT NULL;
 
 -- a retired policy issues nothing more, by code either
 SELECT status FROM coupon.set_policy_status(:p_many, 'retired');
-SELECT try($$SELECT coupon.redeem_code(%L, 'alice')$$, :'c_ret') AS retired_policy;
+SELECT try($$SELECT coupon.redeem_code(%L, 'amy')$$, :'c_ret') AS retired_policy;
 
 -- tenancy: a caller acting for m2 neither generates nor redeems m1's codes
 SELECT set_config('request.jwt.claims', json_build_object('merchant_id', :m2)::text, false) IS NOT NULL AS as_m2;
