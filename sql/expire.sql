@@ -28,10 +28,13 @@ END $$;
 -- the sweepers see the whole database: start from a clean slate
 SELECT coupon.expire_reservations() >= 0 AS swept, coupon.expire_coupons() >= 0 AS swept;
 
+-- the setup runs in one transaction: its now() is fixed, so however slow the
+-- machine, everything below is made within the second it is valid for
+BEGIN;
 SELECT id AS m1 FROM coupon.create_merchant('Expire shop') \gset
 -- coupons valid for one more second
 SELECT id AS p_short FROM coupon.create_policy(:m1, 'one second', 'fixed', 1000, per_user_limit => NULL,
-       valid_until => clock_timestamp() + interval '1 second') \gset
+       valid_until => now() + interval '1 second') \gset
 SELECT id AS e1 FROM coupon.issue(:p_short, 'xena') \gset
 SELECT id AS e2 FROM coupon.issue(:p_short, 'xena') \gset
 SELECT id AS e3 FROM coupon.issue(:p_short, 'xena') \gset
@@ -57,6 +60,7 @@ SELECT status FROM coupon.release(:rl6);
 -- pay() does not exist yet: a payment id stands in for a live payment's hold
 UPDATE coupon.reservation SET payment_id = 424242 WHERE id = :rl3;
 SELECT budget_used FROM coupon.policy WHERE id = :p_long;
+COMMIT;
 
 SELECT pg_sleep(1.2);
 
