@@ -69,10 +69,8 @@ struct TxnStream
 	time_t		end;
 	int			stage;			/* 0 "[", 1 items, 2 "]", 3 done */
 	bool		first;
-	char	   *pending;
-	size_t		plen;
+	StrBuf		pending;		/* formatted, not yet sent */
 	size_t		poff;
-	size_t		pcap;
 };
 
 /* Remember the secret key; Basic auth is "KEY:" with an empty password. */
@@ -148,6 +146,17 @@ utf8_chars(const char *s)
 			n++;
 	}
 	return n;
+}
+
+/* A 200 with the Payment object. */
+static void
+reply_payment(Reply *out, const Payment *p)
+{
+	StrBuf		sb;
+
+	sb_init(&sb, 512);
+	payment_write(&sb, p);
+	reply_take(out, 200, &sb);
 }
 
 /* A 400 INVALID_REQUEST, counted. */
@@ -356,7 +365,7 @@ api_confirm(const ApiRequest *q, Reply *out)
 		{
 			/* confirming the same payment again just shows it */
 			STAT_ADD(reconfirms, 1);
-			reply_json(out, 200, payment_json(p));
+			reply_payment(out, p);
 		}
 		else
 			reply_error(out, 400, "ALREADY_PROCESSED_PAYMENT",
@@ -382,7 +391,7 @@ api_confirm(const ApiRequest *q, Reply *out)
 	p = store_approve(key, order, amount);
 	STAT_ADD(approvals, 1);
 	STAT_ADD(total_approved_amount, amount);
-	reply_json(out, 200, payment_json(p));
+	reply_payment(out, p);
 	idempotency_remember(q, out);
 	if (magic == MAGIC_TIMEOUT || faults_roll(fc.timeout_rate))
 	{
@@ -465,7 +474,7 @@ api_cancel(const ApiRequest *q, const char *key, Reply *out)
 	store_cancel(p, amount, reason);
 	STAT_ADD(cancels, 1);
 	STAT_ADD(total_canceled_amount, amount);
-	reply_json(out, 200, payment_json(p));
+	reply_payment(out, p);
 	idempotency_remember(q, out);
 	if (faults_roll(fc.timeout_rate))
 	{
@@ -488,7 +497,7 @@ api_lookup(const char *id, bool by_order, Reply *out)
 	store_lock();
 	p = by_order ? store_payment_by_order(id) : store_payment_by_key(id);
 	if (p != NULL)
-		reply_json(out, 200, payment_json(p));
+		reply_payment(out, p);
 	else
 	{
 		STAT_ADD(not_found, 1);
@@ -533,6 +542,7 @@ api_transactions(const ApiRequest *q, Reply *out)
 		return;
 	}
 	s = xcalloc(1, sizeof(TxnStream));
+	sb_init(&s->pending, STREAM_CHUNK * 2);
 	s->start = start;
 	s->end = end;
 	s->first = true;
@@ -544,19 +554,6 @@ api_transactions(const ApiRequest *q, Reply *out)
 	out->stream = s;
 }
 
-/* Add bytes to a stream's pending output. */
-static void
-stream_add(TxnStream *s, const char *data, size_t len)
-{
-	if (s->plen + len > s->pcap)
-	{
-		s->pcap = (s->plen + len) * 2;
-		s->pending = xrealloc(s->pending, s->pcap);
-	}
-	memcpy(s->pending + s->plen, data, len);
-	s->plen += len;
-}
-
 /* Format the next few matching transactions, taking the store lock briefly. */
 static void
 stream_refill(TxnStream *s)
@@ -564,26 +561,18 @@ stream_refill(TxnStream *s)
 	size_t		scanned = 0;
 
 	store_lock();
-	while (s->next < s->limit && s->plen < STREAM_CHUNK && scanned < 65536)
+	while (s->next < s->limit && s->pending.len < STREAM_CHUNK && scanned < 65536)
 	{
 		size_t		i = s->next++;
 		time_t		t = store_txn_time(i);
-		json_t	   *o;
-		char	   *text;
 
 		scanned++;
 		if (t < s->start || t > s->end)
 			continue;
-		o = store_txn_json(i);
-		text = json_dumps(o, JSON_COMPACT);
-		json_decref(o);
-		if (text == NULL)
-			fatal("cannot serialise a transaction");
 		if (!s->first)
-			stream_add(s, ",", 1);
+			sb_add(&s->pending, ",", 1);
 		s->first = false;
-		stream_add(s, text, strlen(text));
-		free(text);
+		store_txn_write(&s->pending, i);
 	}
 	store_unlock();
 }
@@ -599,22 +588,22 @@ txn_stream_read(TxnStream *s, char *buf, size_t max)
 
 	while (n < max && s->stage < 4)
 	{
-		if (s->poff < s->plen)
+		if (s->poff < s->pending.len)
 		{
-			size_t		k = s->plen - s->poff;
+			size_t		k = s->pending.len - s->poff;
 
 			if (k > max - n)
 				k = max - n;
-			memcpy(buf + n, s->pending + s->poff, k);
+			memcpy(buf + n, s->pending.data + s->poff, k);
 			s->poff += k;
 			n += k;
 			continue;
 		}
-		s->plen = s->poff = 0;
+		s->pending.len = s->poff = 0;
 		switch (s->stage)
 		{
 			case 0:
-				stream_add(s, "[", 1);
+				sb_add(&s->pending, "[", 1);
 				s->stage = 1;
 				break;
 			case 1:
@@ -624,7 +613,7 @@ txn_stream_read(TxnStream *s, char *buf, size_t max)
 					stream_refill(s);
 				break;
 			case 2:
-				stream_add(s, "]", 1);
+				sb_add(&s->pending, "]", 1);
 				s->stage = 3;
 				break;
 			default:
@@ -639,7 +628,7 @@ txn_stream_read(TxnStream *s, char *buf, size_t max)
 void
 txn_stream_free(TxnStream *s)
 {
-	free(s->pending);
+	free(s->pending.data);
 	free(s);
 }
 

@@ -28,26 +28,78 @@ reply_json(Reply *r, int status, json_t *value)
 	r->len = strlen(text);
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
+static size_t
+utf8_sequence(const unsigned char *s, size_t n)
+{
+	size_t		len;
+	uint32_t	cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	else if ((s[0] & 0xe0) == 0xc0)
+		len = 2, cp = s[0] & 0x1f;
+	else if ((s[0] & 0xf0) == 0xe0)
+		len = 3, cp = s[0] & 0x0f;
+	else if ((s[0] & 0xf8) == 0xf0)
+		len = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++)
+	{
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+		(len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		(cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/*
+ * Messages may quote client input (the parser's "near '...'"), so bytes that
+ * are not valid UTF-8 become '?' to keep the answer valid JSON.
+ */
+static void
+sanitize_utf8(char *s)
+{
+	size_t		n = strlen(s);
+
+	for (size_t i = 0; i < n;)
+	{
+		size_t		k = utf8_sequence((const unsigned char *) s + i, n - i);
+
+		if (k == 0)
+		{
+			s[i++] = '?';
+			continue;
+		}
+		i += k;
+	}
+}
+
 /* Every error answer has the Toss shape {"code": ..., "message": ...}. */
 void
 reply_error(Reply *r, int status, const char *code, const char *fmt,...)
 {
 	char		message[512];
 	va_list		ap;
-	json_t	   *o;
-	json_t	   *m;
+	StrBuf		sb;
 
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	/* messages may quote client input; stay valid UTF-8 no matter what */
-	m = json_string(message);
-	if (m == NULL)
-		m = json_string("the request is invalid");
-	o = json_object();
-	json_object_set_new(o, "code", json_string(code));
-	json_object_set_new(o, "message", m);
-	reply_json(r, status, o);
+	sanitize_utf8(message);
+	sb_init(&sb, 128 + strlen(message));
+	sb_adds(&sb, "{");
+	sb_member_string(&sb, "code", code);
+	sb_member_string(&sb, "message", message);
+	sb_adds(&sb, "}");
+	reply_take(r, status, &sb);
 }
 
 /* An answer replayed byte for byte from an idempotency record. */
@@ -58,6 +110,15 @@ reply_copy(Reply *r, int status, const char *body, size_t len)
 	r->status = status;
 	r->body = xmemdup(body, len);
 	r->len = len;
+}
+
+/* Take a buffer the caller has written as the answer's body. */
+void
+reply_take(Reply *r, int status, StrBuf *sb)
+{
+	free(r->body);
+	r->status = status;
+	r->body = sb_steal(sb, &r->len);
 }
 
 /* Release whatever the reply still owns. */

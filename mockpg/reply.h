@@ -17,6 +17,8 @@
 
 #include <jansson.h>
 
+#include "strbuf.h"
+
 typedef struct TxnStream TxnStream;
 
 typedef struct Reply
@@ -35,6 +37,7 @@ extern void reply_json(Reply *r, int status, json_t *value);
 extern void reply_error(Reply *r, int status, const char *code,
 						const char *fmt,...) __attribute__((format(printf, 4, 5)));
 extern void reply_copy(Reply *r, int status, const char *body, size_t len);
+extern void reply_take(Reply *r, int status, StrBuf *sb);
 extern void reply_free(Reply *r);
 
 /* Streams are implemented in api.c; http.c only pulls bytes from them. */

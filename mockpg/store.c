@@ -113,23 +113,12 @@ store_payment_by_order(const char *order_id)
 	return htab_get(&by_order, order_id);
 }
 
-/* Journal one record built by the caller, and drop it. */
+/* Journal one record (a JSON object the caller has written) and free it. */
 static void
-journal_record(json_t *rec)
+journal_record(StrBuf *rec)
 {
-	char	   *line;
-
-	if (rec == NULL)
-		fatal("cannot build a journal record");
-	if (journal_enabled())
-	{
-		line = json_dumps(rec, JSON_COMPACT);
-		if (line == NULL)
-			fatal("cannot serialise a journal record");
-		journal_append(line, strlen(line));
-		free(line);
-	}
-	json_decref(rec);
+	journal_append(rec->data, rec->len);
+	free(rec->data);
 }
 
 /* Transaction keys are a counter, so they are unique across restarts too. */
@@ -196,13 +185,21 @@ store_approve(const char *payment_key, const char *order_id, int64_t amount)
 
 	new_txkey(txkey);
 	p = apply_approve(payment_key, order_id, amount, now, txkey);
-	journal_record(json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}",
-							 "op", "approve",
-							 "paymentKey", payment_key,
-							 "orderId", order_id,
-							 "amount", (json_int_t) amount,
-							 "at", (json_int_t) now,
-							 "transactionKey", txkey));
+	if (journal_enabled())
+	{
+		StrBuf		rec;
+
+		sb_init(&rec, 256);
+		sb_adds(&rec, "{");
+		sb_member_string(&rec, "op", "approve");
+		sb_member_string(&rec, "paymentKey", payment_key);
+		sb_member_string(&rec, "orderId", order_id);
+		sb_member_int(&rec, "amount", amount);
+		sb_member_int(&rec, "at", (int64_t) now);
+		sb_member_string(&rec, "transactionKey", txkey);
+		sb_adds(&rec, "}");
+		journal_record(&rec);
+	}
 	return p;
 }
 
@@ -240,13 +237,21 @@ store_cancel(Payment *p, int64_t amount, const char *reason)
 
 	new_txkey(txkey);
 	c = apply_cancel(p, amount, reason, now, txkey);
-	journal_record(json_pack("{s:s, s:s, s:I, s:s, s:I, s:s}",
-							 "op", "cancel",
-							 "paymentKey", p->payment_key,
-							 "amount", (json_int_t) amount,
-							 "reason", reason,
-							 "at", (json_int_t) now,
-							 "transactionKey", txkey));
+	if (journal_enabled())
+	{
+		StrBuf		rec;
+
+		sb_init(&rec, 256);
+		sb_adds(&rec, "{");
+		sb_member_string(&rec, "op", "cancel");
+		sb_member_string(&rec, "paymentKey", p->payment_key);
+		sb_member_int(&rec, "amount", amount);
+		sb_member_string(&rec, "reason", reason);
+		sb_member_int(&rec, "at", (int64_t) now);
+		sb_member_string(&rec, "transactionKey", txkey);
+		sb_adds(&rec, "}");
+		journal_record(&rec);
+	}
 	return c;
 }
 
@@ -259,57 +264,55 @@ payment_status(const Payment *p)
 	return p->balance == 0 ? "CANCELED" : "PARTIAL_CANCELED";
 }
 
-/* A string member from a Unix time. */
-static json_t *
-json_time(time_t t)
+/* Append "name":"<ISO time>". */
+static void
+member_time(StrBuf *sb, const char *name, time_t t)
 {
-	char		buf[ISO_TIME_LEN];
-
-	format_iso_time(t, buf);
-	return json_string(buf);
+	sb_member(sb, name);
+	sb_json_time(sb, t);
 }
 
-/* The Payment object, in the shape of Toss Payments v1. */
-json_t *
-payment_json(const Payment *p)
+/* Write the Payment object, in the shape of Toss Payments v1. */
+void
+payment_write(StrBuf *sb, const Payment *p)
 {
-	json_t	   *o = json_object();
-	json_t	   *cancels = json_null();
-
-	json_object_set_new(o, "mId", json_string("mockpg"));
-	json_object_set_new(o, "version", json_string("2022-11-16"));
-	json_object_set_new(o, "paymentKey", json_string(p->payment_key));
-	json_object_set_new(o, "orderId", json_string(p->order_id));
-	json_object_set_new(o, "type", json_string("NORMAL"));
-	json_object_set_new(o, "status", json_string(payment_status(p)));
-	json_object_set_new(o, "method", json_string("CARD"));
-	json_object_set_new(o, "currency", json_string("KRW"));
-	json_object_set_new(o, "totalAmount", json_integer(p->total));
-	json_object_set_new(o, "balanceAmount", json_integer(p->balance));
-	json_object_set_new(o, "requestedAt", json_time(p->approved_at));
-	json_object_set_new(o, "approvedAt", json_time(p->approved_at));
-	json_object_set_new(o, "lastTransactionKey",
-						json_string(p->ncancels ? p->cancels[p->ncancels - 1].txkey
-									: p->txkey));
-	if (p->ncancels > 0)
+	sb_adds(sb, "{");
+	sb_member_string(sb, "mId", "mockpg");
+	sb_member_string(sb, "version", "2022-11-16");
+	sb_member_string(sb, "paymentKey", p->payment_key);
+	sb_member_string(sb, "orderId", p->order_id);
+	sb_member_string(sb, "type", "NORMAL");
+	sb_member_string(sb, "status", payment_status(p));
+	sb_member_string(sb, "method", "CARD");
+	sb_member_string(sb, "currency", "KRW");
+	sb_member_int(sb, "totalAmount", p->total);
+	sb_member_int(sb, "balanceAmount", p->balance);
+	member_time(sb, "requestedAt", p->approved_at);
+	member_time(sb, "approvedAt", p->approved_at);
+	sb_member_string(sb, "lastTransactionKey",
+					 p->ncancels ? p->cancels[p->ncancels - 1].txkey : p->txkey);
+	sb_member(sb, "cancels");
+	if (p->ncancels == 0)
+		sb_adds(sb, "null");
+	else
 	{
-		cancels = json_array();
+		sb_adds(sb, "[");
 		for (int i = 0; i < p->ncancels; i++)
 		{
 			const Cancel *c = &p->cancels[i];
-			json_t	   *co = json_object();
 
-			json_object_set_new(co, "transactionKey", json_string(c->txkey));
-			json_object_set_new(co, "cancelReason", json_string(c->reason));
-			json_object_set_new(co, "cancelAmount", json_integer(c->amount));
-			json_object_set_new(co, "refundableAmount", json_integer(c->balance_after));
-			json_object_set_new(co, "canceledAt", json_time(c->at));
-			json_object_set_new(co, "cancelStatus", json_string("DONE"));
-			json_array_append_new(cancels, co);
+			sb_adds(sb, i > 0 ? ",{" : "{");
+			sb_member_string(sb, "transactionKey", c->txkey);
+			sb_member_string(sb, "cancelReason", c->reason);
+			sb_member_int(sb, "cancelAmount", c->amount);
+			sb_member_int(sb, "refundableAmount", c->balance_after);
+			member_time(sb, "canceledAt", c->at);
+			sb_member_string(sb, "cancelStatus", "DONE");
+			sb_adds(sb, "}");
 		}
+		sb_adds(sb, "]");
 	}
-	json_object_set_new(o, "cancels", cancels);
-	return o;
+	sb_adds(sb, "}");
 }
 
 /* The idempotency record for a key, or NULL. */
@@ -351,14 +354,24 @@ store_idem_put(const char *key, const char *method, const char *path,
 	IdemRecord *r = apply_idem(key, method, path, request, request_len,
 							   status, response, response_len);
 
-	journal_record(json_pack("{s:s, s:s, s:s, s:s, s:s#, s:i, s:s#}",
-							 "op", "idem",
-							 "key", key,
-							 "method", method,
-							 "path", path,
-							 "request", request, request_len,
-							 "status", status,
-							 "response", response, response_len));
+	if (journal_enabled())
+	{
+		StrBuf		rec;
+
+		sb_init(&rec, 256 + request_len + response_len * 5 / 4);
+		sb_adds(&rec, "{");
+		sb_member_string(&rec, "op", "idem");
+		sb_member_string(&rec, "key", key);
+		sb_member_string(&rec, "method", method);
+		sb_member_string(&rec, "path", path);
+		sb_member(&rec, "request");
+		sb_json_string(&rec, request, request_len);
+		sb_member_int(&rec, "status", status);
+		sb_member(&rec, "response");
+		sb_json_string(&rec, response, response_len);
+		sb_adds(&rec, "}");
+		journal_record(&rec);
+	}
 	r->seq = journal_last_seq();
 	return r;
 }
@@ -380,15 +393,14 @@ store_txn_time(size_t i)
 }
 
 /*
- * Transaction record i of GET /v1/transactions: one per approval and one per
- * cancel; status is the payment's status right after that transaction.
+ * Write transaction record i of GET /v1/transactions: one per approval and
+ * one per cancel; status is the payment's status right after it.
  */
-json_t *
-store_txn_json(size_t i)
+void
+store_txn_write(StrBuf *sb, size_t i)
 {
 	const TxnRef *t = &txns[i];
 	const Payment *p = t->payment;
-	json_t	   *o = json_object();
 	const char *txkey,
 			   *status;
 	int64_t		amount;
@@ -410,16 +422,17 @@ store_txn_json(size_t i)
 		at = c->at;
 		status = c->balance_after == 0 ? "CANCELED" : "PARTIAL_CANCELED";
 	}
-	json_object_set_new(o, "transactionKey", json_string(txkey));
-	json_object_set_new(o, "paymentKey", json_string(p->payment_key));
-	json_object_set_new(o, "orderId", json_string(p->order_id));
-	json_object_set_new(o, "type", json_string(t->cancel < 0 ? "APPROVE" : "CANCEL"));
-	json_object_set_new(o, "amount", json_integer(amount));
-	json_object_set_new(o, "status", json_string(status));
-	json_object_set_new(o, "transactionAt", json_time(at));
-	json_object_set_new(o, "method", json_string("CARD"));
-	json_object_set_new(o, "currency", json_string("KRW"));
-	return o;
+	sb_adds(sb, "{");
+	sb_member_string(sb, "transactionKey", txkey);
+	sb_member_string(sb, "paymentKey", p->payment_key);
+	sb_member_string(sb, "orderId", p->order_id);
+	sb_member_string(sb, "type", t->cancel < 0 ? "APPROVE" : "CANCEL");
+	sb_member_int(sb, "amount", amount);
+	sb_member_string(sb, "status", status);
+	member_time(sb, "transactionAt", at);
+	sb_member_string(sb, "method", "CARD");
+	sb_member_string(sb, "currency", "KRW");
+	sb_adds(sb, "}");
 }
 
 /* Sizes for GET /__mock/stats. */

@@ -23,6 +23,8 @@
 
 #include <jansson.h>
 
+#include "strbuf.h"
+
 #define TXKEY_LEN 32
 
 typedef struct Cancel
@@ -78,7 +80,7 @@ extern Payment *store_approve(const char *payment_key, const char *order_id,
 							  int64_t amount);
 extern const Cancel *store_cancel(Payment *p, int64_t amount, const char *reason);
 extern const char *payment_status(const Payment *p);
-extern json_t *payment_json(const Payment *p);
+extern void payment_write(StrBuf *sb, const Payment *p);
 
 extern IdemRecord *store_idem_get(const char *key);
 extern IdemRecord *store_idem_put(const char *key, const char *method,
@@ -88,7 +90,7 @@ extern IdemRecord *store_idem_put(const char *key, const char *method,
 
 extern size_t store_txn_count(void);
 extern time_t store_txn_time(size_t i);
-extern json_t *store_txn_json(size_t i);
+extern void store_txn_write(StrBuf *sb, size_t i);
 
 extern StoreSizes store_sizes(void);
 extern bool store_apply_record(json_t *rec, char *err, size_t errlen);
