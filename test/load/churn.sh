@@ -10,6 +10,11 @@
 # budgeted policy, never above the budget; no coupon with two held
 # reservations; a coupon is reserved exactly when it has a held reservation;
 # balances add up; a fixed coupon is used exactly once.
+#
+# Phase "one sweeper": only client 0 runs expire_reservations(); the others
+# only let holds lapse.  Phase "all sweep": every client sweeps, so several
+# expire_reservations() calls overlap: they must not deadlock each other
+# (DESIGN section 5: one lock order everywhere).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -29,10 +34,11 @@ CREATE FUNCTION held_of(n int) RETURNS bigint LANGUAGE sql STABLE AS \$f\$
 	 WHERE pool.n = \$1 AND r.status = 'held'
 \$f\$;
 
--- mark the held reservation of coupon n as lapsed (its own transaction)
+-- let the held reservation of coupon n lapse, as time passing would (its
+-- own transaction; a hold lapses once, its expires_at never moves again)
 CREATE FUNCTION lapse(n int) RETURNS void LANGUAGE sql AS \$f\$
 	UPDATE coupon.reservation SET expires_at = now() - interval '1 second'
-	 WHERE id = held_of(\$1)
+	 WHERE id = held_of(\$1) AND expires_at > now()
 \$f\$;
 
 -- one operation on pool coupon n; records its outcome
