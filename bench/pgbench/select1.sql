@@ -1,0 +1,2 @@
+-- baseline: the cheapest statement a client can send (one round trip)
+SELECT 1;

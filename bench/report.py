@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""bench/report.py: the benchmark table, from bench/run.sh's results file.
+
+Usage: report.py RESULTS_TSV
+
+Each line of RESULTS_TSV (tab-separated) describes one pgbench run:
+    key  label  clients  tps  log_prefix  status  wal_bytes  xacts  cutoff
+key names the workload (the comparisons below use it), label is what the
+table shows, tps is pgbench's own figure, log_prefix names the per-transaction
+log files (pgbench -l --log-prefix: PREFIX.<pid>[.<thread>]), status is "ok"
+or why the run is suspect, wal_bytes is the WAL the run wrote, xacts the
+transactions pgbench counted, cutoff (epoch seconds, or "-") restricts the
+row to transactions that ended after it (the sold-out phase of a sell-out).
+
+Latency percentiles are nearest-rank over every logged transaction: the log's
+third field is the transaction's latency in microseconds.
+"""
+import glob
+import math
+import sys
+
+# workload key -> [(baseline key, target ratio or None)], same client count
+COMPARE = {
+    "validate_sql": [("select1", None)],
+    "validate": [("select1", 0.50), ("validate_sql", 1.00)],
+    "issue_fcfs": [("issue_counter", 3.00)],
+    "issue_small": [("issue_counter", None)],
+    "issue_small_soldout": [("select1", None)],
+    "reserve_confirm": [("simple_update", 0.60)],
+}
+SHORT = {
+    "select1": "SELECT 1",
+    "simple_update": "simple-update",
+    "validate_sql": "sql validate",
+    "issue_counter": "counter",
+}
+
+
+def latencies(prefix, cutoff):
+    """latencies in ms of the logged transactions (ended after cutoff)"""
+    out = []
+    for path in glob.glob(glob.escape(prefix) + ".*"):
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) < 6 or not p[2].isdigit():
+                    continue  # skipped or failed transactions carry no latency
+                if cutoff is not None and int(p[4]) + int(p[5]) / 1e6 < cutoff:
+                    continue
+                out.append((int(p[2]), int(p[4]) + int(p[5]) / 1e6))
+    return out
+
+
+def pct(sorted_ms, q):
+    if not sorted_ms:
+        return float("nan")
+    k = max(0, math.ceil(q / 100.0 * len(sorted_ms)) - 1)
+    return sorted_ms[k]
+
+
+def fmt_ms(v):
+    if math.isnan(v):
+        return "-"
+    return "%.3f" % v if v < 1 else ("%.2f" % v if v < 100 else "%.0f" % v)
+
+
+def main():
+    rows = []
+    with open(sys.argv[1]) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            key, label, clients, tps, prefix, status, wal, xacts, cutoff = \
+                line.rstrip("\n").split("\t")
+            cut = None if cutoff == "-" else float(cutoff)
+            lat = latencies(prefix, cut)
+            ms = sorted(l / 1000.0 for l, _ in lat)
+            tps_v = float(tps) if tps not in ("", "-") else float("nan")
+            if cut is not None:
+                # the phase after cutoff: its own rate, from the log
+                ends = [e for _, e in lat]
+                span = (max(ends) - cut) if ends else 0
+                tps_v = len(ends) / span if span > 0 else float("nan")
+            xacts_v = int(xacts) if xacts.isdigit() else 0
+            wal_tx = (int(wal) / xacts_v) if (wal.isdigit() and xacts_v and cut is None) else None
+            rows.append(dict(key=key, label=label, clients=int(clients), tps=tps_v,
+                             p50=pct(ms, 50), p95=pct(ms, 95), p99=pct(ms, 99),
+                             n=len(ms), status=status, wal_tx=wal_tx))
+
+    by = {(r["key"], r["clients"]): r for r in rows}
+    header = ("workload", "clients", "tps", "p50 ms", "p95 ms", "p99 ms", "WAL B/tx",
+              "ratio vs baseline (target)")
+    table = []
+    for r in rows:
+        notes = []
+        for base, target in COMPARE.get(r["key"], []):
+            b = by.get((base, r["clients"]))
+            if b is None or not b["tps"] or math.isnan(b["tps"]) or math.isnan(r["tps"]):
+                continue
+            ratio = r["tps"] / b["tps"]
+            s = "%.2fx %s" % (ratio, SHORT.get(base, base))
+            if target is not None:
+                s += " (>=%.2f %s)" % (target, "met" if ratio >= target else "NOT met")
+            notes.append(s)
+        if r["status"] != "ok":
+            notes.append("[%s]" % r["status"])
+        table.append((r["label"], str(r["clients"]),
+                      "-" if math.isnan(r["tps"]) else "%.0f" % r["tps"],
+                      fmt_ms(r["p50"]), fmt_ms(r["p95"]), fmt_ms(r["p99"]),
+                      "-" if r["wal_tx"] is None else "%.0f" % r["wal_tx"],
+                      "; ".join(notes) or "-"))
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
+    right = {1, 2, 3, 4, 5, 6}
+
+    def line(cells):
+        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for t in table:
+        print(line(t))
+
+
+if __name__ == "__main__":
+    main()
