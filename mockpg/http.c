@@ -105,6 +105,8 @@ send_reply(Request *r)
 	enum MHD_Result ret;
 	Reply	   *rep = &r->reply;
 
+	if (rep->status == 0)		/* an endpoint forgot to answer: say so */
+		reply_error(rep, 500, "INTERNAL_ERROR", "the mock gateway produced no answer");
 	if (rep->stream != NULL)
 	{
 		resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
