@@ -25,6 +25,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: rebuild every object when a header changes
+$(OBJS): $(wildcard src/*.h)
+
 # pure C parts, unit-tested without a server
 UNIT_SRCS = test/unit/test_unit.c src/discount.c src/codefmt.c src/currency.c src/reason.c
 

@@ -208,6 +208,23 @@ SELECT pg_catalog.pg_extension_config_dump('coupon.reservation', '');
 SELECT pg_catalog.pg_extension_config_dump('coupon.reservation_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('coupon.idempotency_key', '');
 
+/*
+ * Row level security on every table.  The API functions are SECURITY
+ * DEFINER and run as the extension owner, who bypasses it; direct reads by
+ * the roles below see only what a policy grants.
+ */
+DO $rls$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['merchant', 'policy', 'policy_stock', 'coupon', 'reservation', 'idempotency_key']
+	LOOP
+		EXECUTE pg_catalog.format('ALTER TABLE coupon.%I ENABLE ROW LEVEL SECURITY', t);
+		EXECUTE pg_catalog.format('CREATE POLICY admin_all ON coupon.%I TO coupon_admin USING (true)', t);
+	END LOOP;
+END
+$rls$;
+
 /* ------------------------------------------------------------- functions */
 
 CREATE FUNCTION coupon.create_merchant(
@@ -272,7 +289,7 @@ AS 'MODULE_PATHNAME', 'coupon_generate_codes'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION coupon.generate_codes(bigint, integer) IS
-'Generates count (1..100000) codes for a code policy and returns them in plain text, once: only their HMAC-SHA256 is stored. Codes are 12 random characters from an unambiguous 32-character alphabet plus a check character, shown as XXXX-XXXX-XXXX-C. Errors: PT404 policy_not_found; PT422 wrong_issue_method, policy_inactive, quantity_exceeded; PT400 invalid_count; 55000 when coupon.code_secret is not set.';
+'Generates count (1..100000) codes for a code policy and returns them in plain text, once: only their HMAC-SHA256 is stored. Codes are 15 random characters from an unambiguous 32-character alphabet plus a check character, shown as XXXX-XXXX-XXXX-XXXX. Errors: PT404 policy_not_found; PT422 wrong_issue_method, policy_inactive, quantity_exceeded; PT400 invalid_count; 55000 when coupon.code_secret is not set.';
 
 CREATE FUNCTION coupon.redeem_code(code text, user_id text)
 RETURNS coupon.coupon
@@ -281,6 +298,13 @@ LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION coupon.redeem_code(text, text) IS
 'Claims the coupon behind a code for a user (case, spaces and dashes are ignored). Redeeming one''s own code again returns the same coupon. Repeated wrong codes from one user are refused for a while. Errors: PT400 invalid_code, invalid_user_id; PT404 code_not_found; PT409 code_redeemed, per_user_limit; PT422 policy_inactive, issue_not_started, issue_ended, expired; PT429 too_many_code_attempts.';
+
+CREATE FUNCTION coupon.check_acting_user(user_id text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'coupon_check_acting_user'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION coupon.check_acting_user(text) IS
+'Internal: returns true, or raises PT403 wrong_tenant when a customer session (role coupon_customer) asks for another user''s data; used by the SQL-language readers.';
 
 CREATE FUNCTION coupon.user_coupons(user_id text, status text DEFAULT NULL)
 RETURNS TABLE (
@@ -307,7 +331,8 @@ AS $$
 		   c.issued_at, p.valid_from, c.expires_at, c.used_at
 	  FROM coupon.coupon c
 	  JOIN coupon.policy p ON p.id = c.policy_id
-	 WHERE c.user_id = $1
+	 WHERE coupon.check_acting_user($1)
+	   AND c.user_id = $1
 	   AND ($2 IS NULL OR c.status = $2)
 	 ORDER BY c.id
 $$;
@@ -327,7 +352,7 @@ AS 'MODULE_PATHNAME', 'coupon_validate'
 LANGUAGE C STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION coupon.validate(bigint, text, bigint, bigint) IS
-'Tells whether a coupon applies to an order and the discount it would give, without changing anything. A business rule that fails is reported in reason (coupon_not_found, not_owner, policy_inactive, coupon_used, coupon_reserved, coupon_cancelled, expired, not_yet_valid, merchant_not_allowed, min_order_amount, budget_exhausted), never raised; malformed input raises PT400.';
+'Tells whether a coupon applies to an order and the discount it would give, without changing anything. A business rule that fails is reported in reason (coupon_not_found, not_owner, policy_inactive, coupon_used, coupon_reserved, coupon_cancelled, expired, not_yet_valid, merchant_not_found, merchant_not_allowed, merchant_inactive, min_order_amount, budget_exhausted), never raised; malformed input raises PT400.';
 
 CREATE FUNCTION coupon.reserve(
 	coupon_id bigint,

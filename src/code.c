@@ -218,7 +218,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	coupon_id = spi_int64(0, 1, NULL);
 	holder = spi_text(0, 3);
 	policy_load_issue_info(spi_int64(0, 2, NULL), &policy);
-	tenant_check(policy.merchant_id);
+	tenant_check_for(policy.merchant_id, user_id);
 
 	args[0] = Int64GetDatum(coupon_id);
 	if (holder != NULL && strcmp(holder, user_id) == 0)

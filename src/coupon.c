@@ -63,4 +63,5 @@ _PG_init(void)
 {
 	coupon_guc_init();
 	coupon_shmem_init();
+	coupon_issue_init();
 }

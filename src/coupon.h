@@ -19,6 +19,7 @@
 /* First key of the two-int advisory locks, so ours never meet the app's. */
 #define COUPON_LOCK_PER_USER	0x43500001
 #define COUPON_LOCK_IDEMPOTENCY	0x43500002
+#define COUPON_LOCK_ORDER		0x43500003
 
 /* settings (coupon.c) */
 extern char *coupon_code_secret;
@@ -28,5 +29,6 @@ extern int	coupon_code_failure_window;
 
 /* per-part initialisation, called from _PG_init */
 extern void coupon_shmem_init(void);
+extern void coupon_issue_init(void);
 
 #endif							/* COUPON_H */

@@ -133,6 +133,8 @@ discount_evaluate(const CouponFacts *f, int64_t merchant_id,
 	*discount = 0;
 	if (f->policy_status == POLICY_DRAFT || f->policy_status == POLICY_PAUSED)
 		return REASON_POLICY_INACTIVE;
+	if (!f->issuer_active)
+		return REASON_MERCHANT_INACTIVE;
 	switch (f->status)
 	{
 		case COUPON_UNCLAIMED:
@@ -148,8 +150,12 @@ discount_evaluate(const CouponFacts *f, int64_t merchant_id,
 		case COUPON_ISSUED:
 			break;
 	}
+	if (!f->merchant_exists)
+		return REASON_MERCHANT_NOT_FOUND;
 	if (!merchant_allowed(f, merchant_id))
 		return REASON_MERCHANT_NOT_ALLOWED;
+	if (!f->merchant_active)
+		return REASON_MERCHANT_INACTIVE;
 	if (f->has_expires_at && now >= f->expires_at)
 		return REASON_EXPIRED;
 	if (f->has_valid_from && now < f->valid_from)

@@ -43,8 +43,12 @@ typedef enum PolicyStatus
 /* what the engine needs to know of one coupon and its policy */
 typedef struct CouponFacts
 {
-	/* policy */
+	/* merchants */
 	int64_t		issuer_id;
+	bool		issuer_active;
+	bool		merchant_exists;	/* the merchant where the coupon is spent */
+	bool		merchant_active;
+	/* policy */
 	PolicyStatus policy_status;
 	DiscountType type;
 	int64_t		value;			/* amount, basis points, or starting balance */

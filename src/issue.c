@@ -11,6 +11,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "utils/builtins.h"
@@ -26,15 +27,21 @@ PG_FUNCTION_INFO_V1(coupon_issue);
 
 #define SOLD_OUT_CACHE 64
 
-/* policies this backend saw sold out; created_at tells a reused id apart */
+/*
+ * Policies this backend saw sold out; created_at tells a reused id apart.
+ * An entry counts only once the transaction that saw it commits: that
+ * transaction may itself have taken the last unit and may yet roll back.
+ */
 typedef struct SoldOut
 {
 	int64		policy_id;
 	TimestampTz created_at;
+	bool		committed;
 } SoldOut;
 
 static SoldOut sold_out_cache[SOLD_OUT_CACHE];
 static int	sold_out_next = 0;
+static bool sold_out_pending = false;
 
 static SavedPlan take_shard_plan = {
 	.sql = "UPDATE coupon.policy_stock SET remaining = remaining - 1"
@@ -75,7 +82,8 @@ static bool
 known_sold_out(const PolicyIssueInfo *p)
 {
 	for (int i = 0; i < SOLD_OUT_CACHE; i++)
-		if (sold_out_cache[i].policy_id == p->id &&
+		if (sold_out_cache[i].committed &&
+			sold_out_cache[i].policy_id == p->id &&
 			sold_out_cache[i].created_at == p->created_at)
 			return true;
 	return false;
@@ -87,7 +95,54 @@ remember_sold_out(const PolicyIssueInfo *p)
 {
 	sold_out_cache[sold_out_next].policy_id = p->id;
 	sold_out_cache[sold_out_next].created_at = p->created_at;
+	sold_out_cache[sold_out_next].committed = false;
 	sold_out_next = (sold_out_next + 1) % SOLD_OUT_CACHE;
+	sold_out_pending = true;
+}
+
+/* settle the entries of the ending (sub)transaction: keep on commit, drop on abort */
+static void
+settle_sold_out(bool commit)
+{
+	if (!sold_out_pending)
+		return;
+	for (int i = 0; i < SOLD_OUT_CACHE; i++)
+	{
+		if (sold_out_cache[i].committed || sold_out_cache[i].policy_id == 0)
+			continue;
+		if (commit)
+			sold_out_cache[i].committed = true;
+		else
+			sold_out_cache[i].policy_id = 0;
+	}
+	sold_out_pending = false;
+}
+
+/* top-level end: what the transaction saw holds only if it committed */
+static void
+sold_out_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		settle_sold_out(true);
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		settle_sold_out(false);
+}
+
+/* a rolled-back savepoint may have returned the last unit: forget */
+static void
+sold_out_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		settle_sold_out(false);
+}
+
+/* register the transaction callbacks of the sold-out cache */
+void
+coupon_issue_init(void)
+{
+	RegisterXactCallback(sold_out_xact_callback, NULL);
+	RegisterSubXactCallback(sold_out_subxact_callback, NULL);
 }
 
 /*
@@ -140,7 +195,10 @@ coupon_issue(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	policy_load_issue_info(policy_id, &policy);
-	tenant_check(policy.merchant_id);
+	if (caller_kind() == CALLER_CUSTOMER && strcmp(policy.issue_method, "fcfs") != 0)
+		coupon_error(REASON_WRONG_TENANT, json_id("policy_id", policy_id),
+					 "customers may claim only first-come-first-served coupons");
+	tenant_check_for(policy.merchant_id, user_id);
 
 	if (key != NULL)
 	{

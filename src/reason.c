@@ -36,6 +36,7 @@ static const ReasonInfo reason_table[REASON_COUNT] = {
 	[REASON_INVALID_MERCHANTS] = {"invalid_merchants", 400, "List existing merchant ids once each, at most 1000 of them."},
 	[REASON_INVALID_TTL] = {"invalid_ttl", 400, "A hold lasts between 1 second and 7 days."},
 	[REASON_INVALID_COUNT] = {"invalid_count", 400, "Generate between 1 and 100000 codes per call."},
+	[REASON_INVALID_MAX_ROWS] = {"invalid_max_rows", 400, "max_rows is a positive number of rows to handle in one call."},
 	[REASON_INVALID_CODE] = {"invalid_code", 400, "Check the code for typing mistakes."},
 	[REASON_INVALID_KEY] = {"invalid_key", 400, "Idempotency keys are 1 to 300 characters."},
 	[REASON_KEY_TOO_LONG] = {"key_too_long", 400, "Idempotency keys are 1 to 300 characters."},

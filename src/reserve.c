@@ -12,9 +12,11 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
 #include "coupon.h"
@@ -37,11 +39,14 @@ static SavedPlan facts_plan = {
 	.sql = "SELECT c.policy_id, c.user_id, c.status, c.balance, c.expires_at,"
 	"       p.merchant_id, p.status, p.discount_type, p.discount_value,"
 	"       p.max_discount, p.min_order_amount, p.valid_from,"
-	"       p.allowed_merchants, p.budget, p.budget_used, p.stackable"
+	"       p.allowed_merchants, p.budget, p.budget_used, p.stackable,"
+	"       m.status = 'active', sm.id IS NOT NULL, sm.status = 'active'"
 	"  FROM coupon.coupon c JOIN coupon.policy p ON p.id = c.policy_id"
+	"  JOIN coupon.merchant m ON m.id = p.merchant_id"
+	"  LEFT JOIN coupon.merchant sm ON sm.id = $2"
 	" WHERE c.id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID}
 };
 
 static SavedPlan lock_policy_plan = {
@@ -61,6 +66,19 @@ static SavedPlan held_plan = {
 	"   AND merchant_id = $2 AND order_id = $3 AND order_amount = $4 AND user_id = $5",
 	.nargs = 5,
 	.argtypes = {INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID}
+};
+
+/* the other coupons already held or spent for the same order */
+static SavedPlan order_plan = {
+	.sql = "SELECT count(*), coalesce(sum(r.discount), 0),"
+	"       count(*) FILTER (WHERE NOT p.stackable)"
+	"  FROM coupon.reservation r"
+	"  JOIN coupon.coupon c ON c.id = r.coupon_id"
+	"  JOIN coupon.policy p ON p.id = c.policy_id"
+	" WHERE r.merchant_id = $1 AND r.order_id = $2 AND r.coupon_id <> $3"
+	"   AND r.status IN ('held', 'confirmed')",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, INT8OID}
 };
 
 static SavedPlan hold_plan = {
@@ -165,16 +183,21 @@ coupon_status_col(int row, int col)
 	return s;
 }
 
-/* read the coupon and its policy (facts_plan) into a CouponRow; false if missing */
+/*
+ * Read the coupon, its policy and both merchants (facts_plan) into a
+ * CouponRow for use at merchant_id; false if the coupon does not exist.
+ */
 static bool
-load_coupon(int64 coupon_id, bool read_only, CouponRow *row)
+load_coupon(int64 coupon_id, int64 merchant_id, bool read_only, CouponRow *row)
 {
-	Datum		arg = Int64GetDatum(coupon_id);
+	Datum		args[2];
 	CouponFacts *f = &row->facts;
 	bool		isnull;
 	char	   *s;
 
-	if (spi_run(&facts_plan, &arg, NULL, read_only, 1) == 0)
+	args[0] = Int64GetDatum(coupon_id);
+	args[1] = Int64GetDatum(merchant_id);
+	if (spi_run(&facts_plan, args, NULL, read_only, 1) == 0)
 		return false;
 	memset(f, 0, sizeof(*f));
 	row->policy_id = spi_int64(0, 1, NULL);
@@ -218,6 +241,9 @@ load_coupon(int64 coupon_id, bool read_only, CouponRow *row)
 	f->has_budget = !isnull;
 	f->budget_used = spi_int64(0, 15, NULL);
 	f->stackable = spi_bool(0, 16);
+	f->issuer_active = spi_bool(0, 17);
+	f->merchant_exists = spi_bool(0, 18);
+	f->merchant_active = spi_bool(0, 19);
 	return true;
 }
 
@@ -250,6 +276,13 @@ raise_unusable(CouponReason reason, int64 coupon_id, int64 merchant_id)
 			coupon_error(reason, psprintf("%s, %s", ids, json_id("merchant_id", merchant_id)),
 						 "coupon %lld cannot be used at merchant %lld", c,
 						 (long long) merchant_id);
+		case REASON_MERCHANT_NOT_FOUND:
+			coupon_error(reason, json_id("merchant_id", merchant_id),
+						 "merchant %lld does not exist", (long long) merchant_id);
+		case REASON_MERCHANT_INACTIVE:
+			coupon_error(reason, psprintf("%s, %s", ids, json_id("merchant_id", merchant_id)),
+						 "coupon %lld cannot be used while its merchant or merchant %lld is suspended",
+						 c, (long long) merchant_id);
 		case REASON_MIN_ORDER_AMOUNT:
 			coupon_error(reason, ids, "the order amount is below the minimum for coupon %lld", c);
 		case REASON_BUDGET_EXHAUSTED:
@@ -288,9 +321,9 @@ coupon_validate(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 
-	tenant_check(merchant_id);
+	tenant_check_for(merchant_id, user_id);
 	SPI_connect();
-	if (load_coupon(coupon_id, true, &row))
+	if (load_coupon(coupon_id, merchant_id, true, &row))
 		reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
 	else
 		reason = REASON_COUPON_NOT_FOUND;
@@ -322,6 +355,33 @@ ttl_seconds(FunctionCallInfo fcinfo, int argno)
 	return (int32) (usecs / USECS_PER_SEC);
 }
 
+/*
+ * Several coupons on one order follow the stacking rules: at most one of
+ * them non-stackable, and their discounts together never above the order
+ * amount.  Returns the discount this coupon may still give.  The caller
+ * holds the order's advisory lock, so concurrent holds for one order queue.
+ */
+static int64
+order_stacking(int64 merchant_id, const char *order_id, int64 coupon_id,
+			   const CouponRow *row, int64 order_amount, int64 discount)
+{
+	Datum		args[3];
+	int64		others_discount;
+
+	args[0] = Int64GetDatum(merchant_id);
+	args[1] = CStringGetTextDatum(order_id);
+	args[2] = Int64GetDatum(coupon_id);
+	spi_run(&order_plan, args, NULL, false, 1);
+	if (spi_int64(0, 1, NULL) == 0)
+		return discount;
+	if (spi_int64(0, 3, NULL) + (row->facts.stackable ? 0 : 1) > 1)
+		coupon_error(REASON_NOT_STACKABLE, json_id("coupon_id", coupon_id),
+					 "coupon %lld cannot be combined with the coupons already on order \"%s\"",
+					 (long long) coupon_id, order_id);
+	others_discount = spi_int64(0, 2, NULL);
+	return Max(0, Min(discount, order_amount - others_discount));
+}
+
 /* coupon.reserve(coupon_id, user_id, merchant_id, order_id, order_amount, ttl) */
 Datum
 coupon_reserve(PG_FUNCTION_ARGS)
@@ -342,8 +402,14 @@ coupon_reserve(PG_FUNCTION_ARGS)
 
 	tenant_check(merchant_id);
 	SPI_connect();
-	if (!load_coupon(coupon_id, false, &row))
+	if (!load_coupon(coupon_id, merchant_id, false, &row))
 		raise_unusable(REASON_COUPON_NOT_FOUND, coupon_id, merchant_id);
+
+	/* holds for one order queue here, before any row lock */
+	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(COUPON_LOCK_ORDER),
+						Int32GetDatum((int32) hash_bytes_extended((const unsigned char *) order_id,
+																  strlen(order_id),
+																  (uint64) merchant_id)));
 
 	/* lock in the global order, refreshing what may have changed */
 	args[0] = Int64GetDatum(row.policy_id);
@@ -376,6 +442,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
 	if (reason != REASON_NONE)
 		raise_unusable(reason, coupon_id, merchant_id);
+	discount = order_stacking(merchant_id, order_id, coupon_id, &row, order_amount, discount);
 
 	args[0] = Int64GetDatum(coupon_id);
 	args[1] = Int64GetDatum(merchant_id);
@@ -553,7 +620,7 @@ Datum
 coupon_expire_reservations(PG_FUNCTION_ARGS)
 {
 	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 1000000,
-										   REASON_INVALID_COUNT);
+										   REASON_INVALID_MAX_ROWS);
 	Datum		arg = Int32GetDatum(max_rows);
 	uint64		n;
 	int64	   *ids;
@@ -576,7 +643,7 @@ Datum
 coupon_expire_coupons(PG_FUNCTION_ARGS)
 {
 	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 10000000,
-										   REASON_INVALID_COUNT);
+										   REASON_INVALID_MAX_ROWS);
 	Datum		arg = Int32GetDatum(max_rows);
 	uint64		n;
 

@@ -1,58 +1,162 @@
 /*
  * tenant.c
- *		Who the caller acts for: the merchant_id claim of the JWT that
- *		PostgREST puts in request.jwt.claims.  A session without claims is a
- *		trusted backend (role coupon_app or coupon_admin) acting for any
- *		merchant.
+ *		Who the caller acts for.
+ *
+ * The calling role is the one PostgREST (or SET ROLE) chose, which a
+ * SECURITY DEFINER function still sees as the outer user.  Web roles are
+ * bound to their JWT claims as PostgREST puts them in request.jwt.claims:
+ * coupon_merchant to the merchant_id claim, coupon_customer to the sub
+ * claim.  Trusted roles (superuser, coupon_admin, coupon_app) act for
+ * anyone, unless claims narrow them to one merchant.
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
-#include "utils/numeric.h"
+
+#include "fmgr.h"
 
 #include "coupon.h"
 #include "error.h"
 #include "tenant.h"
 
-/* the merchant the caller is limited to, or -1 for a trusted caller */
-int64
-tenant_merchant(void)
+/* is `role` one of the caller's privileges (by name; false if it does not exist) */
+static bool
+caller_has_role(Oid caller, const char *role)
+{
+	Oid			oid = get_role_oid(role, true);
+
+	return OidIsValid(oid) && has_privs_of_role(caller, oid);
+}
+
+/* the kind of the calling role */
+CallerKind
+caller_kind(void)
+{
+	Oid			caller = GetOuterUserId();
+
+	if (superuser_arg(caller) ||
+		caller_has_role(caller, "coupon_admin") ||
+		caller_has_role(caller, "coupon_app"))
+		return CALLER_TRUSTED;
+	if (caller_has_role(caller, "coupon_merchant"))
+		return CALLER_MERCHANT;
+	if (caller_has_role(caller, "coupon_customer"))
+		return CALLER_CUSTOMER;
+	return CALLER_TRUSTED;
+}
+
+/* the claim `key` of request.jwt.claims, or NULL (no claims, no such key) */
+static JsonbValue *
+claim(const char *key)
 {
 	const char *claims = GetConfigOption("request.jwt.claims", true, false);
 	Jsonb	   *jb;
 	JsonbValue *v;
 
 	if (claims == NULL || claims[0] == '\0')
-		return -1;
+		return NULL;
 	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims)));
 	if (!JB_ROOT_IS_OBJECT(jb))
-		return -1;
-	v = getKeyJsonValueFromContainer(&jb->root, "merchant_id",
-									 strlen("merchant_id"), NULL);
+		return NULL;
+	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
 	if (v == NULL || v->type == jbvNull)
-		return -1;
-	if (v->type == jbvNumeric)
-		return DatumGetInt64(DirectFunctionCall1(numeric_int8,
-												 NumericGetDatum(v->val.numeric)));
+		return NULL;
+	return v;
+}
+
+/* a claim's text (a string, or a number's canonical form), or NULL */
+static char *
+claim_text(JsonbValue *v)
+{
+	if (v == NULL)
+		return NULL;
 	if (v->type == jbvString)
-		return DatumGetInt64(DirectFunctionCall1(int8in,
-												 CStringGetDatum(pnstrdup(v->val.string.val,
-																		  v->val.string.len))));
-	coupon_error(REASON_WRONG_TENANT, NULL, "the merchant_id claim is not a number");
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+	return "";
+}
+
+/*
+ * The merchant the claims bind the caller to: -1 without a merchant_id
+ * claim; PT403 when the claim is not a whole number.
+ */
+static int64
+claimed_merchant(void)
+{
+	char	   *s = claim_text(claim("merchant_id"));
+	char	   *end;
+	long long	id;
+
+	if (s == NULL)
+		return -1;
+	errno = 0;
+	id = strtoll(s, &end, 10);
+	if (s[0] == '\0' || *end != '\0' || errno != 0 || id < 0)
+		coupon_error(REASON_WRONG_TENANT, NULL, "the merchant_id claim is not a merchant id");
+	return (int64) id;
 }
 
 /* raise PT403 wrong_tenant unless the caller may act for merchant_id */
 void
 tenant_check(int64 merchant_id)
 {
-	int64		acting = tenant_merchant();
+	CallerKind kind = caller_kind();
+	int64		acting;
 
+	if (kind == CALLER_CUSTOMER)
+		coupon_error(REASON_WRONG_TENANT, json_id("merchant_id", merchant_id),
+					 "a customer may not act for merchant %lld", (long long) merchant_id);
+	acting = claimed_merchant();
+	if (acting < 0 && kind == CALLER_MERCHANT)
+		coupon_error(REASON_WRONG_TENANT, json_id("merchant_id", merchant_id),
+					 "a merchant session needs a merchant_id claim");
 	if (acting >= 0 && acting != merchant_id)
 		coupon_error(REASON_WRONG_TENANT,
 					 psprintf("%s, %s", json_id("merchant_id", merchant_id),
 							  json_id("acting_merchant_id", acting)),
 					 "merchant %lld may not act on merchant %lld's data",
 					 (long long) acting, (long long) merchant_id);
+}
+
+/* raise PT403 wrong_tenant unless the caller may act for user_id */
+void
+tenant_check_user(const char *user_id)
+{
+	char	   *sub;
+
+	if (caller_kind() != CALLER_CUSTOMER)
+		return;
+	sub = claim_text(claim("sub"));
+	if (sub == NULL || strcmp(sub, user_id) != 0)
+		coupon_error(REASON_WRONG_TENANT, NULL,
+					 "a customer may act only on their own coupons");
+}
+
+/* customers for themselves (user_id), everyone else for merchant_id */
+void
+tenant_check_for(int64 merchant_id, const char *user_id)
+{
+	if (caller_kind() == CALLER_CUSTOMER)
+		tenant_check_user(user_id);
+	else
+		tenant_check(merchant_id);
+}
+
+PG_FUNCTION_INFO_V1(coupon_check_acting_user);
+
+/* coupon.check_acting_user(user_id): true, or PT403 (for SQL-language readers) */
+Datum
+coupon_check_acting_user(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		coupon_error(REASON_MISSING_ARGUMENT, "\"argument\": \"user_id\"",
+					 "user_id must not be null");
+	tenant_check_user(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_BOOL(true);
 }

@@ -1,15 +1,29 @@
 /*
  * tenant.h
- *		Who the caller acts for.  Every function that touches a merchant's
- *		rows goes through tenant_check, so tenancy rules live in one place.
+ *		Who the caller acts for.  Every function that touches a merchant's or
+ *		a user's rows goes through these checks, so tenancy lives in one place.
  */
 #ifndef COUPON_TENANT_H
 #define COUPON_TENANT_H
 
-/* the merchant the caller is limited to, or -1 for a trusted caller */
-extern int64 tenant_merchant(void);
+/* what kind of caller this is, from its role */
+typedef enum CallerKind
+{
+	CALLER_TRUSTED,				/* superuser, coupon_admin, coupon_app, or a role granted directly */
+	CALLER_MERCHANT,			/* coupon_merchant: a merchant's web session */
+	CALLER_CUSTOMER				/* coupon_customer: a customer's web session */
+} CallerKind;
+
+/* the kind of the calling role (the role SET ROLE chose, not the definer) */
+extern CallerKind caller_kind(void);
 
 /* raise PT403 wrong_tenant unless the caller may act for merchant_id */
 extern void tenant_check(int64 merchant_id);
+
+/* raise PT403 wrong_tenant unless the caller may act for user_id */
+extern void tenant_check_user(const char *user_id);
+
+/* customers for themselves (user_id), everyone else for merchant_id */
+extern void tenant_check_for(int64 merchant_id, const char *user_id);
 
 #endif							/* COUPON_TENANT_H */

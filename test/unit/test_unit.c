@@ -34,6 +34,9 @@ base_facts(void)
 
 	memset(&f, 0, sizeof(f));
 	f.issuer_id = 1;
+	f.issuer_active = true;
+	f.merchant_exists = true;
+	f.merchant_active = true;
 	f.policy_status = POLICY_ACTIVE;
 	f.type = DISCOUNT_FIXED;
 	f.value = 2000;
@@ -92,6 +95,16 @@ test_evaluate(void)
 	f.status = COUPON_CANCELLED;
 	check(eval(&f, 10000, &d) == REASON_COUPON_CANCELLED, "cancelled coupon");
 
+	f = base_facts();
+	f.issuer_active = false;
+	check(eval(&f, 10000, &d) == REASON_MERCHANT_INACTIVE, "a suspended issuer's coupons cannot be used");
+	f = base_facts();
+	f.merchant_active = false;
+	check(eval(&f, 10000, &d) == REASON_MERCHANT_INACTIVE, "a suspended merchant cannot take coupons");
+	f = base_facts();
+	f.merchant_exists = false;
+	check(discount_evaluate(&f, 99, 10000, 1000, &d) == REASON_MERCHANT_NOT_FOUND,
+		  "an unknown merchant is not found");
 	f = base_facts();
 	check(discount_evaluate(&f, 2, 10000, 1000, &d) == REASON_MERCHANT_NOT_ALLOWED,
 		  "only the issuer when allowed_merchants is NULL");
