@@ -219,3 +219,20 @@ SELECT status FROM coupon.reservation WHERE id = :r_t;
 -- the user sees held and spent coupons
 SELECT status, count(*) FROM coupon.user_coupons('rita') GROUP BY status ORDER BY status;
 SELECT policy_id = :p_fixed AS fixed, reserved, used, available, cancelled FROM coupon.policy_stats WHERE policy_id = :p_fixed;
+
+-- several coupons on one order: at most one non-stackable, and the discounts
+-- together never above the order amount
+SELECT id AS p_stack FROM coupon.create_policy(:m1, 'stackable 4000', 'fixed', 4000, stackable => true, per_user_limit => NULL) \gset
+SELECT id AS p_solo FROM coupon.create_policy(:m1, 'solo 4000', 'fixed', 4000, per_user_limit => NULL) \gset
+SELECT id AS s1 FROM coupon.issue(:p_stack, 'sam') \gset
+SELECT id AS s2 FROM coupon.issue(:p_stack, 'sam') \gset
+SELECT id AS s3 FROM coupon.issue(:p_solo, 'sam') \gset
+SELECT id AS s4 FROM coupon.issue(:p_solo, 'sam') \gset
+SELECT discount FROM coupon.reserve(:s3, 'sam', :m1, 'stack-1', 10000);
+SELECT try($$SELECT coupon.reserve(%s, 'sam', %s, 'stack-1', 10000)$$, :'s4', :'m1') AS second_solo;
+SELECT discount FROM coupon.reserve(:s1, 'sam', :m1, 'stack-1', 10000);
+-- only 2000 of the order is left for the third coupon
+SELECT discount FROM coupon.reserve(:s2, 'sam', :m1, 'stack-1', 10000);
+SELECT sum(discount) AS order_discount, count(*) AS holds
+  FROM coupon.reservation WHERE merchant_id = :m1 AND order_id = 'stack-1' AND status = 'held';
+SELECT status FROM coupon.coupon WHERE id = :s4;

@@ -70,7 +70,7 @@ static SavedPlan held_plan = {
 
 /* the other coupons already held or spent for the same order */
 static SavedPlan order_plan = {
-	.sql = "SELECT count(*), coalesce(sum(r.discount), 0),"
+	.sql = "SELECT count(*), coalesce(sum(r.discount), 0)::bigint,"
 	"       count(*) FILTER (WHERE NOT p.stackable)"
 	"  FROM coupon.reservation r"
 	"  JOIN coupon.coupon c ON c.id = r.coupon_id"
