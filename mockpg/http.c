@@ -407,6 +407,7 @@ http_start(const HttpOptions *o, int *bound_port)
 									 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) o->threads,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) o->max_connections,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) o->idle_timeout_s,
+									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 32768,
 									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
 									 MHD_OPTION_END);
 	if (daemon_handle == NULL)
