@@ -56,17 +56,42 @@ stop_server() {
 	SPID=""
 }
 
-# run NAME IDEMPOTENCY FLAGS...: one wrk run against a fresh server.
+# cpu_busy: jiffies the whole machine has spent not idle (all CPUs).
+cpu_busy() {
+	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# proc_cpu PID: jiffies a process has used (user + system).
+proc_cpu() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# run NAME IDEMPOTENCY FLAGS...: one wrk run against a fresh server.  Also
+# reports how much CPU other processes used meanwhile, since wrk and the
+# server share this machine's CPUs with whatever else runs on it.
 run() {
-	local name=$1 idem=$2
+	local name=$1 idem=$2 busy0 busy1 srv0 srv1 wrk_s
 	shift 2
 	start_server "$@"
 	echo "== $name (server flags: ${*:-none}; Idempotency-Key: $([ "$idem" = 1 ] && echo yes || echo no))"
-	echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-	MOCKPG_AUTH="Basic $(printf '%s:' "$SECRET" | base64 -w0)" MOCKPG_RUN="$name" \
+	busy0=$(cpu_busy)
+	srv0=$(proc_cpu "$SPID")
+	TIMEFORMAT='%U %S'
+	{ time MOCKPG_AUTH="Basic $(printf '%s:' "$SECRET" | base64 -w0)" MOCKPG_RUN="$name" \
 		MOCKPG_IDEMPOTENCY=$idem \
-		wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$LUA" "$BASE/" |
-		sed -n -e 's/^/   /' -e '/Latency Distribution/,$p'
+		wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$LUA" "$BASE/" \
+		>"$WORK/wrk.out"; } 2>"$WORK/wrk.time"
+	busy1=$(cpu_busy)
+	srv1=$(proc_cpu "$SPID")
+	sed -n -e 's/^/   /' -e '/Latency Distribution/,$p' "$WORK/wrk.out"
+	wrk_s=$(awk '{ print $1 + $2 }' "$WORK/wrk.time")
+	awk -v busy=$((busy1 - busy0)) -v srv=$((srv1 - srv0)) -v wrk="$wrk_s" \
+		-v hz="$(getconf CLK_TCK)" -v ncpu="$(nproc)" -v secs="$DURATION" 'BEGIN {
+		other = busy / hz - srv / hz - wrk
+		if (other < 0) other = 0
+		printf "   CPU seconds: server %.1f, wrk %.1f, other processes %.1f (of %d available)\n",
+			srv / hz, wrk, other, ncpu * secs
+	}'
 	curl -s "$BASE/__mock/stats" |
 		sed -n 's/.*"approvals":\([0-9]*\).*"records":\([0-9]*\),"fsyncs":\([0-9]*\).*/   approvals: \1, journal records: \2, fsyncs: \3/p'
 	echo    # the stats body has no trailing newline
