@@ -250,14 +250,24 @@ log "checking coupon.validate against the plain SQL baseline"
 # a few holds so that coupon_reserved shows up too
 q bench "SELECT count(*) FROM (SELECT coupon.reserve(id, user_id, $MID, 'check-' || id, 50000)
 	FROM coupon.coupon WHERE policy_id = $VPID ORDER BY id LIMIT 50) s" >/dev/null
+# a suspended merchant: coupons it issued, and coupons spendable there
+SUSP=$(q bench "SELECT id FROM coupon.create_merchant('suspended shop')")
+SPOL1=$(q bench "SELECT id FROM coupon.create_policy($SUSP, 'issued by a suspended shop', 'fixed', 500,
+	per_user_limit => NULL, allowed_merchants => ARRAY[$SUSP, $MID]::bigint[])")
+SPOL2=$(q bench "SELECT id FROM coupon.create_policy($MID, 'spendable at a suspended shop', 'fixed', 500,
+	per_user_limit => NULL, allowed_merchants => ARRAY[$SUSP, $MID]::bigint[])")
+q bench "SELECT count(*) FROM (SELECT coupon.issue(p, 'u' || g) FROM generate_series(1, 30) g,
+	unnest(ARRAY[$SPOL1, $SPOL2]::bigint[]) p) s" >/dev/null
+q bench "UPDATE coupon.merchant SET status = 'suspended' WHERE id = $SUSP" >/dev/null
 read -r checked mismatched answers < <(q bench "
 	WITH cases AS (
 		SELECT c.id,
 			   CASE WHEN c.id % 5 = 0 THEN 'someone-else' ELSE c.user_id END AS uid,
-			   CASE WHEN c.id % 3 = 0 THEN $OTHER_MID ELSE $MID END AS mid,
+			   CASE WHEN c.policy_id = $SPOL2 THEN $SUSP WHEN c.id % 13 = 0 THEN -7
+					WHEN c.id % 3 = 0 THEN $OTHER_MID ELSE $MID END AS mid,
 			   CASE WHEN c.id % 4 = 0 THEN 500 ELSE 10000 + c.id % 90000 END AS amount
 		  FROM coupon.coupon c
-		 WHERE c.id % 11 = 0 OR c.id < $VMIN + 50
+		 WHERE c.id % 11 = 0 OR c.id < $VMIN + 50 OR c.policy_id IN ($SPOL1, $SPOL2)
 		UNION ALL SELECT -1, 'nobody', $MID, 1000),
 	 answers AS (
 		SELECT v.ok AS ok1, v.discount AS d1, v.reason AS r1, s.ok AS ok2, s.discount AS d2, s.reason AS r2

@@ -9,8 +9,10 @@ CREATE SCHEMA IF NOT EXISTS bench;
 /*
  * bench.validate_sql: the rules of coupon.validate() (src/discount.c,
  * discount_evaluate(), and evaluate() in src/reserve.c) written as one SQL
- * statement over the same tables, in the same order, with the same reason
- * names.  LANGUAGE sql, STABLE, RETURNS TABLE (one row), no SET clause and
+ * statement over the same tables (coupon, its policy, the issuing merchant
+ * and the merchant where it is spent), in the same order, with the same
+ * reason names.  Keep it in step with those files: run.sh asks both the same
+ * questions and prints how many answers differ.  LANGUAGE sql, STABLE, RETURNS TABLE (one row), no SET clause and
  * not SECURITY DEFINER: the planner inlines it into the caller's query
  * (SELECT * FROM bench.validate_sql(...)), so it is the fastest plain-SQL
  * form, not a straw man.
@@ -27,8 +29,12 @@ AS $$
 		SELECT c.user_id AS holder, c.status AS c_status, c.balance, c.expires_at,
 			   p.merchant_id AS issuer, p.status AS p_status, p.discount_type,
 			   p.discount_value, p.max_discount, p.min_order_amount, p.valid_from,
-			   p.allowed_merchants, p.budget, p.budget_used
+			   p.allowed_merchants, p.budget, p.budget_used,
+			   m.status = 'active' AS issuer_active, sm.id IS NOT NULL AS merchant_exists,
+			   sm.status = 'active' AS merchant_active
 		  FROM coupon.coupon c JOIN coupon.policy p ON p.id = c.policy_id
+		  JOIN coupon.merchant m ON m.id = p.merchant_id
+		  LEFT JOIN coupon.merchant sm ON sm.id = $3
 		 WHERE c.id = $1
 	), d AS (
 		SELECT f.*,
@@ -47,14 +53,17 @@ AS $$
 				   WHEN d.holder IS NULL THEN 'coupon_not_found'
 				   WHEN d.holder <> $2 THEN 'not_owner'
 				   WHEN d.p_status IN ('draft', 'paused') THEN 'policy_inactive'
+				   WHEN NOT d.issuer_active THEN 'merchant_inactive'
 				   WHEN d.c_status = 'unclaimed' THEN 'coupon_not_found'
 				   WHEN d.c_status = 'reserved' THEN 'coupon_reserved'
 				   WHEN d.c_status = 'used' THEN 'coupon_used'
 				   WHEN d.c_status = 'expired' THEN 'expired'
 				   WHEN d.c_status = 'cancelled' THEN 'coupon_cancelled'
+				   WHEN NOT d.merchant_exists THEN 'merchant_not_found'
 				   WHEN NOT CASE WHEN d.allowed_merchants IS NULL THEN $3 = d.issuer
 								 ELSE coalesce($3 = ANY (d.allowed_merchants), false) END
 					   THEN 'merchant_not_allowed'
+				   WHEN NOT d.merchant_active THEN 'merchant_inactive'
 				   WHEN d.expires_at IS NOT NULL AND transaction_timestamp() >= d.expires_at THEN 'expired'
 				   WHEN d.valid_from IS NOT NULL AND transaction_timestamp() < d.valid_from THEN 'not_yet_valid'
 				   WHEN $4 < d.min_order_amount THEN 'min_order_amount'
