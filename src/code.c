@@ -32,7 +32,7 @@ PG_FUNCTION_INFO_V1(coupon_redeem_code);
 
 static SavedPlan lock_policy_plan = {
 	.sql = "SELECT merchant_id, issue_method, status, total_quantity, codes_generated"
-	"  FROM coupon.policy WHERE id = $1 FOR UPDATE",
+	"  FROM coupon.policy WHERE id = $1 FOR NO KEY UPDATE",
 	.nargs = 1,
 	.argtypes = {INT8OID}
 };

@@ -70,7 +70,7 @@ static SavedPlan stock_plan = {
 };
 
 static SavedPlan lock_policy_plan = {
-	.sql = "SELECT * FROM coupon.policy WHERE id = $1 FOR UPDATE",
+	.sql = "SELECT * FROM coupon.policy WHERE id = $1 FOR NO KEY UPDATE",
 	.nargs = 1,
 	.argtypes = {INT8OID}
 };

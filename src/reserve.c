@@ -49,16 +49,54 @@ static SavedPlan facts_plan = {
 	.argtypes = {INT8OID, INT8OID}
 };
 
-static SavedPlan lock_policy_plan = {
-	.sql = "SELECT budget_used, status FROM coupon.policy WHERE id = $1 FOR UPDATE",
-	.nargs = 1,
-	.argtypes = {INT8OID}
+/*
+ * Row locks of the global order.  NO KEY UPDATE: we never change keys, so
+ * inserts whose foreign keys point at these rows are not held up.  The
+ * [1] variants skip a row another transaction holds (the sweeper's).
+ */
+static SavedPlan lock_policy_plan[2] = {
+	{
+		.sql = "SELECT budget_used, status FROM coupon.policy WHERE id = $1"
+		" FOR NO KEY UPDATE",
+		.nargs = 1,
+		.argtypes = {INT8OID}
+	},
+	{
+		.sql = "SELECT budget_used, status FROM coupon.policy WHERE id = $1"
+		" FOR NO KEY UPDATE SKIP LOCKED",
+		.nargs = 1,
+		.argtypes = {INT8OID}
+	}
 };
 
-static SavedPlan lock_coupon_plan = {
-	.sql = "SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1 FOR UPDATE",
-	.nargs = 1,
-	.argtypes = {INT8OID}
+static SavedPlan lock_coupon_plan[2] = {
+	{
+		.sql = "SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1"
+		" FOR NO KEY UPDATE",
+		.nargs = 1,
+		.argtypes = {INT8OID}
+	},
+	{
+		.sql = "SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1"
+		" FOR NO KEY UPDATE SKIP LOCKED",
+		.nargs = 1,
+		.argtypes = {INT8OID}
+	}
+};
+
+static SavedPlan lock_reservation_plan[2] = {
+	{
+		.sql = "SELECT status, expires_at <= now() AND payment_id IS NULL"
+		"  FROM coupon.reservation WHERE id = $1 FOR NO KEY UPDATE",
+		.nargs = 1,
+		.argtypes = {INT8OID}
+	},
+	{
+		.sql = "SELECT status, expires_at <= now() AND payment_id IS NULL"
+		"  FROM coupon.reservation WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+		.nargs = 1,
+		.argtypes = {INT8OID}
+	}
 };
 
 static SavedPlan held_plan = {
@@ -106,13 +144,6 @@ static SavedPlan reservation_plan = {
 	.argtypes = {INT8OID}
 };
 
-static SavedPlan lock_reservation_plan = {
-	.sql = "SELECT status, expires_at <= now() AND payment_id IS NULL"
-	"  FROM coupon.reservation WHERE id = $1 FOR UPDATE",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
 static SavedPlan get_reservation_plan = {
 	.sql = "SELECT * FROM coupon.reservation WHERE id = $1",
 	.nargs = 1,
@@ -156,7 +187,7 @@ static SavedPlan due_reservations_plan = {
 static SavedPlan expire_coupons_plan = {
 	.sql = "WITH due AS (SELECT id FROM coupon.coupon"
 	"              WHERE status = 'issued' AND expires_at <= now()"
-	"              ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	"              ORDER BY expires_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)"
 	" UPDATE coupon.coupon c SET status = 'expired', updated_at = now()"
 	"   FROM due WHERE c.id = due.id",
 	.nargs = 1,
@@ -415,12 +446,12 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	args[0] = Int64GetDatum(row.policy_id);
 	if (row.facts.has_budget)
 	{
-		spi_run(&lock_policy_plan, args, NULL, false, 1);
+		spi_run(&lock_policy_plan[0], args, NULL, false, 1);
 		row.facts.budget_used = spi_int64(0, 1, NULL);
 		policy_status_from_name(spi_text(0, 2), &row.facts.policy_status);
 	}
 	args[0] = Int64GetDatum(coupon_id);
-	spi_run(&lock_coupon_plan, args, NULL, false, 1);
+	spi_run(&lock_coupon_plan[0], args, NULL, false, 1);
 	row.facts.status = coupon_status_col(0, 1);
 	row.facts.balance = spi_int64(0, 2, NULL);
 	row.facts.expires_at = spi_int64(0, 3, &isnull);
@@ -479,22 +510,29 @@ load_reservation(int64 reservation_id, int64 *coupon_id, int64 *merchant_id,
 /*
  * Take the locks of an existing reservation in the global order; returns
  * its status and whether a hold has lapsed (past expires_at, no payment).
+ * With skip_locked, returns NULL as soon as a row is held by another
+ * transaction instead of waiting: a sweeper that never waits can never be
+ * part of a deadlock, whatever order it meets the rows in.
  */
 static char *
 lock_reservation(int64 reservation_id, int64 coupon_id, int64 policy_id,
-				 bool budgeted, bool *lapsed)
+				 bool budgeted, bool skip_locked, bool *lapsed)
 {
 	Datum		arg;
+	int			v = skip_locked ? 1 : 0;
 
 	if (budgeted)
 	{
 		arg = Int64GetDatum(policy_id);
-		spi_run(&lock_policy_plan, &arg, NULL, false, 1);
+		if (spi_run(&lock_policy_plan[v], &arg, NULL, false, 1) == 0)
+			return NULL;
 	}
 	arg = Int64GetDatum(coupon_id);
-	spi_run(&lock_coupon_plan, &arg, NULL, false, 1);
+	if (spi_run(&lock_coupon_plan[v], &arg, NULL, false, 1) == 0)
+		return NULL;
 	arg = Int64GetDatum(reservation_id);
-	spi_run(&lock_reservation_plan, &arg, NULL, false, 1);
+	if (spi_run(&lock_reservation_plan[v], &arg, NULL, false, 1) == 0)
+		return NULL;
 	*lapsed = spi_bool(0, 2);
 	return spi_text(0, 1);
 }
@@ -537,7 +575,7 @@ coupon_confirm(PG_FUNCTION_ARGS)
 		reservation_not_found(reservation_id);
 	tenant_check(merchant_id);
 	/* confirming does not move the budget: no policy lock */
-	status = lock_reservation(reservation_id, coupon_id, policy_id, false, &lapsed);
+	status = lock_reservation(reservation_id, coupon_id, policy_id, false, false, &lapsed);
 
 	if (strcmp(status, "released") == 0)
 		coupon_error(REASON_RESERVATION_RELEASED, ids,
@@ -559,7 +597,8 @@ coupon_confirm(PG_FUNCTION_ARGS)
 /*
  * Undo a hold: the coupon goes back to its holder and the discount back to
  * the budget.  With `expiring`, only a lapsed hold is touched and it ends as
- * 'expired'.  Returns true if this call changed it.  Inside SPI.
+ * 'expired', and a hold whose rows are busy is skipped.  Returns true if
+ * this call changed it.  Inside SPI.
  */
 static bool
 undo_hold(int64 reservation_id, bool expiring)
@@ -577,8 +616,10 @@ undo_hold(int64 reservation_id, bool expiring)
 		reservation_not_found(reservation_id);
 	if (!expiring)
 		tenant_check(merchant_id);
-	status = lock_reservation(reservation_id, coupon_id, policy_id, budgeted, &lapsed);
-
+	status = lock_reservation(reservation_id, coupon_id, policy_id, budgeted, expiring,
+							  &lapsed);
+	if (status == NULL)
+		return false;			/* busy: the next sweep gets it */
 	if (strcmp(status, "confirmed") == 0)
 	{
 		if (expiring)
