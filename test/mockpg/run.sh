@@ -36,6 +36,14 @@ if [ ! -x "$BIN" ]; then
 	echo "Bail out! $BIN not built; run: make -C mockpg"
 	exit 1
 fi
+if ! command -v curl >/dev/null; then
+	echo "Bail out! curl is not installed (Debian package: curl)"
+	exit 1
+fi
+if [ "${MOCKPG_SKIP_VALGRIND:-0}" != 1 ] && ! command -v valgrind >/dev/null; then
+	echo "Bail out! valgrind is not installed (Debian package: valgrind; MOCKPG_SKIP_VALGRIND=1 skips that part)"
+	exit 1
+fi
 
 # ---------------------------------------------------------------- TAP helpers
 n=0
@@ -146,9 +154,9 @@ start_cmd() {
 		kill -0 "$SPID" 2>/dev/null || break
 		sleep 0.1
 	done
-	echo "# server $name did not start:"
+	echo "Bail out! server $name did not start:"
 	sed 's/^/#   /' "$TMP/$name.err"
-	return 1
+	exit 1
 }
 
 # stop_server [SIGNAL]: stop the current server; its exit status goes to STOP_RC.
