@@ -17,7 +17,7 @@
 void
 reply_json(Reply *r, int status, json_t *value)
 {
-	char	   *text = json_dumps(value, JSON_COMPACT);
+	char	   *text = json_dumps(value, JSON_COMPACT | JSON_REAL_PRECISION(15));
 
 	if (text == NULL)
 		fatal("cannot serialise a JSON answer");
