@@ -6,7 +6,7 @@ MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
 	src/codefmt.o src/throttle.o src/merchant.o src/policy.o src/issue.o \
-	src/code.o src/reserve.o
+	src/code.o src/reserve.o src/fetch.o
 DATA = coupon--$(EXTVERSION).sql
 PGFILEDESC = "coupon - coupon and payment platform"
 

@@ -93,7 +93,7 @@ SELECT status FROM coupon.coupon WHERE id = :l1;
 -- and its coupon can be held again
 SELECT status FROM coupon.reserve(:l1, 'xena', :m1, 'second-try', 5000);
 
--- the hold on a coupon past its validity ends by release; then the coupon expires
+-- releasing the hold on a coupon past its validity returns it as expired (nothing left for the sweeper)
 SELECT status FROM coupon.release(:re4);
 SELECT status FROM coupon.coupon WHERE id = :e4;
 SELECT coupon.expire_coupons() AS marked;

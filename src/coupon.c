@@ -8,11 +8,13 @@
 #include "utils/guc.h"
 
 #include "coupon.h"
+#include "fetch.h"
 
 PG_MODULE_MAGIC;
 
 char	   *coupon_code_secret = NULL;
 int			coupon_reservation_ttl = 900;
+int			coupon_expire_lookback = 30;
 int			coupon_code_max_failures = 5;
 int			coupon_code_failure_window = 600;
 
@@ -37,6 +39,14 @@ coupon_guc_init(void)
 							900, 1, 7 * 24 * 3600,
 							PGC_USERSET,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("coupon.expire_lookback",
+							"Days back that expire_coupons() looks for coupons to mark expired.",
+							"Run expire_coupons() at least this often.",
+							&coupon_expire_lookback,
+							30, 1, 3650,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("coupon.code_max_failures",
 							"Wrong codes one user may enter within coupon.code_failure_window.",
@@ -64,4 +74,5 @@ _PG_init(void)
 	coupon_guc_init();
 	coupon_shmem_init();
 	coupon_issue_init();
+	coupon_fetch_init();
 }

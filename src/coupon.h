@@ -24,6 +24,7 @@
 /* settings (coupon.c) */
 extern char *coupon_code_secret;
 extern int	coupon_reservation_ttl;
+extern int	coupon_expire_lookback;
 extern int	coupon_code_max_failures;
 extern int	coupon_code_failure_window;
 

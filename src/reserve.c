@@ -22,6 +22,7 @@
 #include "coupon.h"
 #include "discount.h"
 #include "error.h"
+#include "fetch.h"
 #include "spi_util.h"
 #include "tenant.h"
 
@@ -33,21 +34,6 @@ PG_FUNCTION_INFO_V1(coupon_expire_reservations);
 PG_FUNCTION_INFO_V1(coupon_expire_coupons);
 
 #define MAX_TTL_SECONDS (7 * 24 * 3600)
-
-/* a coupon with its policy, read without locks */
-static SavedPlan facts_plan = {
-	.sql = "SELECT c.policy_id, c.user_id, c.status, c.balance, c.expires_at,"
-	"       p.merchant_id, p.status, p.discount_type, p.discount_value,"
-	"       p.max_discount, p.min_order_amount, p.valid_from,"
-	"       p.allowed_merchants, p.budget, p.budget_used, p.stackable,"
-	"       m.status = 'active', sm.id IS NOT NULL, sm.status = 'active'"
-	"  FROM coupon.coupon c JOIN coupon.policy p ON p.id = c.policy_id"
-	"  JOIN coupon.merchant m ON m.id = p.merchant_id"
-	"  LEFT JOIN coupon.merchant sm ON sm.id = $2"
-	" WHERE c.id = $1",
-	.nargs = 2,
-	.argtypes = {INT8OID, INT8OID}
-};
 
 /*
  * Row locks of the global order.  NO KEY UPDATE: we never change keys, so
@@ -108,15 +94,20 @@ static SavedPlan held_plan = {
 
 /* the other coupons already held or spent for the same order */
 static SavedPlan order_plan = {
-	.sql = "SELECT count(*), coalesce(sum(r.discount), 0)::bigint,"
-	"       count(*) FILTER (WHERE NOT p.stackable)"
-	"  FROM coupon.reservation r"
-	"  JOIN coupon.coupon c ON c.id = r.coupon_id"
-	"  JOIN coupon.policy p ON p.id = c.policy_id"
-	" WHERE r.merchant_id = $1 AND r.order_id = $2 AND r.coupon_id <> $3"
-	"   AND r.status IN ('held', 'confirmed')",
+	.sql = "SELECT coalesce(sum(discount), 0)::bigint, array_agg(coupon_id)"
+	"  FROM coupon.reservation"
+	" WHERE merchant_id = $1 AND order_id = $2 AND coupon_id <> $3"
+	"   AND status IN ('held', 'confirmed')",
 	.nargs = 3,
 	.argtypes = {INT8OID, TEXTOID, INT8OID}
+};
+
+/* how many of these coupons are not stackable */
+static SavedPlan non_stackable_plan = {
+	.sql = "SELECT count(*) FROM coupon.coupon c JOIN coupon.policy p ON p.id = c.policy_id"
+	" WHERE c.id = ANY ($1) AND NOT p.stackable",
+	.nargs = 1,
+	.argtypes = {INT8ARRAYOID}
 };
 
 static SavedPlan hold_plan = {
@@ -150,16 +141,26 @@ static SavedPlan get_reservation_plan = {
 	.argtypes = {INT8OID}
 };
 
+/* the owner of a reservation, for confirm(), read without locks */
+static SavedPlan owner_plan = {
+	.sql = "SELECT coupon_id, merchant_id FROM coupon.reservation WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+/* spend a live hold; no row when the hold is not (or no longer) live */
 static SavedPlan confirm_plan = {
-	.sql = "WITH c AS (UPDATE coupon.coupon c"
+	.sql = "WITH r AS (UPDATE coupon.reservation SET status = 'confirmed', updated_at = now()"
+	"            WHERE id = $1 AND status = 'held'"
+	"              AND (expires_at > now() OR payment_id IS NOT NULL)"
+	"            RETURNING *),"
+	"     c AS (UPDATE coupon.coupon c"
 	"              SET balance = c.balance - r.discount,"
 	"                  status = CASE WHEN c.balance - r.discount > 0"
 	"                                THEN 'issued' ELSE 'used' END,"
 	"                  used_at = now(), updated_at = now()"
-	"             FROM coupon.reservation r"
-	"            WHERE r.id = $1 AND c.id = r.coupon_id)"
-	" UPDATE coupon.reservation SET status = 'confirmed', updated_at = now()"
-	"  WHERE id = $1 RETURNING *",
+	"             FROM r WHERE c.id = r.coupon_id)"
+	" SELECT * FROM r",
 	.nargs = 1,
 	.argtypes = {INT8OID}
 };
@@ -167,7 +168,9 @@ static SavedPlan confirm_plan = {
 static SavedPlan undo_plan = {
 	.sql = "WITH r AS (UPDATE coupon.reservation SET status = $2, updated_at = now()"
 	"            WHERE id = $1 RETURNING *),"
-	"     c AS (UPDATE coupon.coupon c SET status = 'issued', updated_at = now()"
+	"     c AS (UPDATE coupon.coupon c SET updated_at = now(),"
+	"                  status = CASE WHEN c.expires_at <= now()"
+	"                                THEN 'expired' ELSE 'issued' END"
 	"             FROM r WHERE c.id = r.coupon_id AND c.status = 'reserved'),"
 	"     p AS (UPDATE coupon.policy p SET budget_used = p.budget_used - r.discount"
 	"             FROM r WHERE p.id = $3)"
@@ -187,11 +190,12 @@ static SavedPlan due_reservations_plan = {
 static SavedPlan expire_coupons_plan = {
 	.sql = "WITH due AS (SELECT id FROM coupon.coupon"
 	"              WHERE status = 'issued' AND expires_at <= now()"
+	"                AND expires_at > now() - $2 * interval '1 day'"
 	"              ORDER BY expires_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)"
 	" UPDATE coupon.coupon c SET status = 'expired', updated_at = now()"
 	"   FROM due WHERE c.id = due.id",
-	.nargs = 1,
-	.argtypes = {INT4OID}
+	.nargs = 2,
+	.argtypes = {INT4OID, INT4OID}
 };
 
 /* what reserve and validate learn of a coupon */
@@ -214,67 +218,101 @@ coupon_status_col(int row, int col)
 	return s;
 }
 
+/* the status column of a fetched row, parsed; an unknown name is corruption */
+static CouponStatus
+coupon_status_datum(Datum d)
+{
+	CouponStatus s;
+	char	   *name = TextDatumGetCString(d);
+
+	if (!coupon_status_from_name(name, &s))
+		elog(ERROR, "unknown coupon status \"%s\"", name);
+	return s;
+}
+
+/* is the merchant active? (false when it does not exist) */
+static bool
+merchant_active(int64 merchant_id, bool *exists)
+{
+	static const char *const cols[] = {"status"};
+	Datum		v[1];
+	bool		n[1];
+
+	*exists = fetch_columns(FETCH_MERCHANT, merchant_id, 1, cols, v, n);
+	return *exists && strcmp(TextDatumGetCString(v[0]), "active") == 0;
+}
+
 /*
- * Read the coupon, its policy and both merchants (facts_plan) into a
- * CouponRow for use at merchant_id; false if the coupon does not exist.
+ * Read the coupon, its policy and both merchants, by primary key and
+ * without locks, into a CouponRow for use at merchant_id; false if the
+ * coupon does not exist.
  */
 static bool
-load_coupon(int64 coupon_id, int64 merchant_id, bool read_only, CouponRow *row)
+load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row)
 {
-	Datum		args[2];
+	static const char *const ccols[] = {
+		"policy_id", "user_id", "status", "balance", "expires_at"
+	};
+	static const char *const pcols[] = {
+		"merchant_id", "status", "discount_type", "discount_value", "max_discount",
+		"min_order_amount", "valid_from", "allowed_merchants", "budget",
+		"budget_used", "stackable"
+	};
+	Datum		c[lengthof(ccols)];
+	bool		cn[lengthof(ccols)];
+	Datum		p[lengthof(pcols)];
+	bool		pn[lengthof(pcols)];
 	CouponFacts *f = &row->facts;
-	bool		isnull;
+	bool		exists;
 	char	   *s;
 
-	args[0] = Int64GetDatum(coupon_id);
-	args[1] = Int64GetDatum(merchant_id);
-	if (spi_run(&facts_plan, args, NULL, read_only, 1) == 0)
+	if (!fetch_columns(FETCH_COUPON, coupon_id, lengthof(ccols), ccols, c, cn))
 		return false;
+	row->policy_id = DatumGetInt64(c[0]);
+	if (!fetch_columns(FETCH_POLICY, row->policy_id, lengthof(pcols), pcols, p, pn))
+		elog(ERROR, "policy %lld of coupon %lld is missing",
+			 (long long) row->policy_id, (long long) coupon_id);
+
 	memset(f, 0, sizeof(*f));
-	row->policy_id = spi_int64(0, 1, NULL);
-	row->user_id = spi_text(0, 2);
-	f->status = coupon_status_col(0, 3);
-	f->balance = spi_int64(0, 4, NULL);
-	f->expires_at = spi_int64(0, 5, &isnull);
-	f->has_expires_at = !isnull;
-	f->issuer_id = spi_int64(0, 6, NULL);
-	s = spi_text(0, 7);
+	row->user_id = cn[1] ? NULL : TextDatumGetCString(c[1]);
+	f->status = coupon_status_datum(c[2]);
+	f->balance = cn[3] ? 0 : DatumGetInt64(c[3]);
+	f->has_expires_at = !cn[4];
+	f->expires_at = cn[4] ? 0 : DatumGetTimestampTz(c[4]);
+
+	f->issuer_id = DatumGetInt64(p[0]);
+	s = TextDatumGetCString(p[1]);
 	if (!policy_status_from_name(s, &f->policy_status))
 		elog(ERROR, "unknown policy status \"%s\"", s);
-	s = spi_text(0, 8);
+	s = TextDatumGetCString(p[2]);
 	if (!discount_type_from_name(s, &f->type))
 		elog(ERROR, "unknown discount type \"%s\"", s);
-	f->value = spi_int64(0, 9, NULL);
-	f->max_discount = spi_int64(0, 10, &isnull);
-	f->has_max_discount = !isnull;
-	f->min_order_amount = spi_int64(0, 11, NULL);
-	f->valid_from = spi_int64(0, 12, &isnull);
-	f->has_valid_from = !isnull;
+	f->value = DatumGetInt64(p[3]);
+	f->has_max_discount = !pn[4];
+	f->max_discount = pn[4] ? 0 : DatumGetInt64(p[4]);
+	f->min_order_amount = DatumGetInt64(p[5]);
+	f->has_valid_from = !pn[6];
+	f->valid_from = pn[6] ? 0 : DatumGetTimestampTz(p[6]);
+	if (!pn[7])
 	{
-		Datum		d = spi_datum(0, 13, &isnull);
+		Datum	   *elems;
+		bool	   *enulls;
+		int64	   *ids;
 
-		if (!isnull)
-		{
-			ArrayType  *arr = DatumGetArrayTypeP(d);
-			Datum	   *elems;
-			bool	   *nulls;
-			int64	   *ids;
-
-			deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-							  &elems, &nulls, &f->n_allowed);
-			ids = palloc(sizeof(int64) * Max(f->n_allowed, 1));
-			for (int i = 0; i < f->n_allowed; i++)
-				ids[i] = DatumGetInt64(elems[i]);
-			f->allowed = (const int64_t *) ids;
-		}
+		deconstruct_array(DatumGetArrayTypeP(p[7]), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &elems, &enulls, &f->n_allowed);
+		ids = palloc(sizeof(int64) * Max(f->n_allowed, 1));
+		for (int i = 0; i < f->n_allowed; i++)
+			ids[i] = DatumGetInt64(elems[i]);
+		f->allowed = (const int64_t *) ids;
 	}
-	f->budget = spi_int64(0, 14, &isnull);
-	f->has_budget = !isnull;
-	f->budget_used = spi_int64(0, 15, NULL);
-	f->stackable = spi_bool(0, 16);
-	f->issuer_active = spi_bool(0, 17);
-	f->merchant_exists = spi_bool(0, 18);
-	f->merchant_active = spi_bool(0, 19);
+	f->has_budget = !pn[8];
+	f->budget = pn[8] ? 0 : DatumGetInt64(p[8]);
+	f->budget_used = DatumGetInt64(p[9]);
+	f->stackable = DatumGetBool(p[10]);
+
+	f->issuer_active = merchant_active(f->issuer_id, &exists);
+	f->merchant_active = merchant_active(merchant_id, &f->merchant_exists);
 	return true;
 }
 
@@ -353,12 +391,10 @@ coupon_validate(PG_FUNCTION_ARGS)
 	bool		nulls[3] = {false, false, false};
 
 	tenant_check_for(merchant_id, user_id);
-	SPI_connect();
-	if (load_coupon(coupon_id, merchant_id, true, &row))
+	if (load_coupon(coupon_id, merchant_id, &row))
 		reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
 	else
 		reason = REASON_COUPON_NOT_FOUND;
-	SPI_finish();
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "validate must return a record");
@@ -398,18 +434,21 @@ order_stacking(int64 merchant_id, const char *order_id, int64 coupon_id,
 {
 	Datum		args[3];
 	int64		others_discount;
+	bool		isnull;
 
 	args[0] = Int64GetDatum(merchant_id);
 	args[1] = CStringGetTextDatum(order_id);
 	args[2] = Int64GetDatum(coupon_id);
 	spi_run(&order_plan, args, NULL, false, 1);
-	if (spi_int64(0, 1, NULL) == 0)
-		return discount;
-	if (spi_int64(0, 3, NULL) + (row->facts.stackable ? 0 : 1) > 1)
+	if (spi_isnull(0, 2))
+		return discount;		/* the only coupon of the order */
+	others_discount = spi_int64(0, 1, NULL);
+	args[0] = spi_datum(0, 2, &isnull);
+	spi_run(&non_stackable_plan, args, NULL, false, 1);
+	if (spi_int64(0, 1, NULL) + (row->facts.stackable ? 0 : 1) > 1)
 		coupon_error(REASON_NOT_STACKABLE, json_id("coupon_id", coupon_id),
 					 "coupon %lld cannot be combined with the coupons already on order \"%s\"",
 					 (long long) coupon_id, order_id);
-	others_discount = spi_int64(0, 2, NULL);
 	return Max(0, Min(discount, order_amount - others_discount));
 }
 
@@ -433,7 +472,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 
 	tenant_check(merchant_id);
 	SPI_connect();
-	if (!load_coupon(coupon_id, merchant_id, false, &row))
+	if (!load_coupon(coupon_id, merchant_id, &row))
 		raise_unusable(REASON_COUPON_NOT_FOUND, coupon_id, merchant_id);
 
 	/* holds for one order queue here, before any row lock */
@@ -561,35 +600,35 @@ coupon_confirm(PG_FUNCTION_ARGS)
 {
 	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
 	char	   *ids = json_id("reservation_id", reservation_id);
-	int64		coupon_id,
-				merchant_id,
-				policy_id;
-	bool		budgeted,
-				lapsed;
-	char	   *status;
 	Datum		arg = Int64GetDatum(reservation_id);
 	Datum		result;
+	char	   *status;
 
 	SPI_connect();
-	if (!load_reservation(reservation_id, &coupon_id, &merchant_id, &policy_id, &budgeted))
+	if (spi_run(&owner_plan, &arg, NULL, false, 1) == 0)
 		reservation_not_found(reservation_id);
-	tenant_check(merchant_id);
-	/* confirming does not move the budget: no policy lock */
-	status = lock_reservation(reservation_id, coupon_id, policy_id, false, false, &lapsed);
+	tenant_check(spi_int64(0, 2, NULL));
 
+	/* coupon first, in the global order; the update then locks the hold */
+	arg = Int64GetDatum(spi_int64(0, 1, NULL));
+	spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
+	arg = Int64GetDatum(reservation_id);
+	if (spi_run(&confirm_plan, &arg, NULL, false, 1) == 1)
+	{
+		result = spi_result_row(fcinfo);
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+
+	/* not a live hold: say why, or repeat a confirmation */
+	result = reservation_result(fcinfo, reservation_id);
+	status = spi_text(0, SPI_fnumber(SPI_tuptable->tupdesc, "status"));
 	if (strcmp(status, "released") == 0)
 		coupon_error(REASON_RESERVATION_RELEASED, ids,
 					 "reservation %lld was released", (long long) reservation_id);
-	if (strcmp(status, "expired") == 0 || (strcmp(status, "held") == 0 && lapsed))
+	if (strcmp(status, "confirmed") != 0)
 		coupon_error(REASON_RESERVATION_EXPIRED, ids,
 					 "reservation %lld has expired", (long long) reservation_id);
-	if (strcmp(status, "held") == 0)
-	{
-		spi_run(&confirm_plan, &arg, NULL, false, 1);
-		result = spi_result_row(fcinfo);
-	}
-	else
-		result = reservation_result(fcinfo, reservation_id);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -679,17 +718,25 @@ coupon_expire_reservations(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(expired);
 }
 
-/* coupon.expire_coupons(max_rows): mark issued coupons past expires_at */
+/*
+ * coupon.expire_coupons(max_rows): mark issued coupons past expires_at.
+ * Only the last coupon.expire_lookback days are looked at, so a sweep never
+ * rescans the coupons that expired or were used long ago (the expiry index
+ * leaves status out, to keep status changes HOT).  Whether a coupon may be
+ * used is always decided from expires_at itself, never from this mark.
+ */
 Datum
 coupon_expire_coupons(PG_FUNCTION_ARGS)
 {
 	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 10000000,
 										   REASON_INVALID_MAX_ROWS);
-	Datum		arg = Int32GetDatum(max_rows);
+	Datum		args[2];
 	uint64		n;
 
+	args[0] = Int32GetDatum(max_rows);
+	args[1] = Int32GetDatum(coupon_expire_lookback);
 	SPI_connect();
-	n = spi_run(&expire_coupons_plan, &arg, NULL, false, 0);
+	n = spi_run(&expire_coupons_plan, args, NULL, false, 0);
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);
 }
