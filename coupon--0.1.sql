@@ -169,8 +169,8 @@ CREATE TABLE coupon.reservation (
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
+/* one live hold per coupon; also the lookup of a coupon's hold */
 CREATE UNIQUE INDEX reservation_one_hold_idx ON coupon.reservation (coupon_id) WHERE status = 'held';
-CREATE INDEX reservation_coupon_idx ON coupon.reservation (coupon_id);
 CREATE INDEX reservation_order_idx ON coupon.reservation (merchant_id, order_id);
 CREATE INDEX reservation_expiry_idx ON coupon.reservation (expires_at) WHERE status = 'held';
 COMMENT ON TABLE coupon.reservation IS 'A hold on a coupon for one order, like a pending transfer: confirmed when the order is paid, released otherwise.';
