@@ -20,6 +20,7 @@
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -125,4 +126,16 @@ fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
 	index_close(index, AccessShareLock);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+/* is the merchant active? (false, and *exists false, when there is none) */
+bool
+fetch_merchant_active(int64 merchant_id, bool *exists)
+{
+	static const char *const cols[] = {"status"};
+	Datum		v[1];
+	bool		n[1];
+
+	*exists = fetch_columns(FETCH_MERCHANT, merchant_id, 1, cols, v, n);
+	return *exists && strcmp(TextDatumGetCString(v[0]), "active") == 0;
 }

@@ -23,6 +23,9 @@ typedef enum FetchTable
 extern bool fetch_columns(FetchTable table, int64 id, int ncols,
 						  const char *const *names, Datum *values, bool *nulls);
 
+/* is the merchant active? (false, and *exists false, when there is none) */
+extern bool fetch_merchant_active(int64 merchant_id, bool *exists);
+
 /* register the relcache callback that forgets cached relation ids */
 extern void coupon_fetch_init(void);
 

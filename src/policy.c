@@ -15,6 +15,7 @@
 
 #include "coupon.h"
 #include "error.h"
+#include "fetch.h"
 #include "policy.h"
 #include "spi_util.h"
 #include "tenant.h"
@@ -79,16 +80,6 @@ static SavedPlan set_status_plan = {
 	.sql = "UPDATE coupon.policy SET status = $2, updated_at = now() WHERE id = $1 RETURNING *",
 	.nargs = 2,
 	.argtypes = {INT8OID, TEXTOID}
-};
-
-static SavedPlan issue_info_plan = {
-	.sql = "SELECT p.merchant_id, p.issue_method, p.status, m.status = 'active',"
-	"       p.total_quantity, p.per_user_limit, p.issue_starts_at, p.issue_ends_at,"
-	"       p.valid_until, p.created_at"
-	"  FROM coupon.policy p JOIN coupon.merchant m ON m.id = p.merchant_id"
-	" WHERE p.id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
 };
 
 static SavedPlan count_user_plan = {
@@ -314,42 +305,45 @@ coupon_set_policy_status(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
-/* a nullable timestamptz column into (has, value) */
+/* a nullable timestamptz into (has, value) */
 static void
-read_ts(int col, bool *has, TimestampTz *value)
+read_ts(Datum d, bool isnull, bool *has, TimestampTz *value)
 {
-	bool		isnull;
-
-	*value = spi_int64(0, col, &isnull);
 	*has = !isnull;
+	*value = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* load a policy for issuance (inside SPI); raises PT404 when missing */
+/* load a policy for issuance by primary key; raises PT404 when missing */
 void
 policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 {
-	Datum		arg = Int64GetDatum(policy_id);
-	bool		isnull;
+	static const char *const cols[] = {
+		"merchant_id", "issue_method", "status", "total_quantity", "per_user_limit",
+		"issue_starts_at", "issue_ends_at", "valid_until", "created_at"
+	};
+	Datum		v[lengthof(cols)];
+	bool		n[lengthof(cols)];
+	bool		exists;
 	char	   *s;
 
-	if (spi_run(&issue_info_plan, &arg, NULL, true, 1) == 0)
+	if (!fetch_columns(FETCH_POLICY, policy_id, lengthof(cols), cols, v, n))
 		coupon_error(REASON_POLICY_NOT_FOUND, json_id("policy_id", policy_id),
 					 "policy %lld does not exist", (long long) policy_id);
 	info->id = policy_id;
-	info->merchant_id = spi_int64(0, 1, NULL);
-	strlcpy(info->issue_method, spi_text(0, 2), sizeof(info->issue_method));
-	s = spi_text(0, 3);
+	info->merchant_id = DatumGetInt64(v[0]);
+	text_to_cstring_buffer(DatumGetTextPP(v[1]), info->issue_method, sizeof(info->issue_method));
+	s = TextDatumGetCString(v[2]);
 	if (!policy_status_from_name(s, &info->status))
 		elog(ERROR, "policy %lld has unknown status \"%s\"", (long long) policy_id, s);
-	info->merchant_active = spi_bool(0, 4);
-	info->total_quantity = spi_int64(0, 5, &isnull);
-	info->has_total = !isnull;
-	info->per_user_limit = spi_int32(0, 6, &isnull);
-	info->has_limit = !isnull;
-	read_ts(7, &info->has_issue_start, &info->issue_starts_at);
-	read_ts(8, &info->has_issue_end, &info->issue_ends_at);
-	read_ts(9, &info->has_valid_until, &info->valid_until);
-	info->created_at = spi_int64(0, 10, NULL);
+	info->has_total = !n[3];
+	info->total_quantity = n[3] ? 0 : DatumGetInt64(v[3]);
+	info->has_limit = !n[4];
+	info->per_user_limit = n[4] ? 0 : DatumGetInt32(v[4]);
+	read_ts(v[5], n[5], &info->has_issue_start, &info->issue_starts_at);
+	read_ts(v[6], n[6], &info->has_issue_end, &info->issue_ends_at);
+	read_ts(v[7], n[7], &info->has_valid_until, &info->valid_until);
+	info->created_at = DatumGetTimestampTz(v[8]);
+	info->merchant_active = fetch_merchant_active(info->merchant_id, &exists);
 }
 
 /* raise unless coupons of the policy may be issued now */

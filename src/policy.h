@@ -30,7 +30,7 @@ typedef struct PolicyIssueInfo
 	TimestampTz created_at;
 } PolicyIssueInfo;
 
-/* load a policy for issuance (inside SPI); raises PT404 when missing */
+/* load a policy for issuance by primary key; raises PT404 when missing */
 extern void policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info);
 
 /* raise unless coupons of the policy may be issued now */

@@ -230,18 +230,6 @@ coupon_status_datum(Datum d)
 	return s;
 }
 
-/* is the merchant active? (false when it does not exist) */
-static bool
-merchant_active(int64 merchant_id, bool *exists)
-{
-	static const char *const cols[] = {"status"};
-	Datum		v[1];
-	bool		n[1];
-
-	*exists = fetch_columns(FETCH_MERCHANT, merchant_id, 1, cols, v, n);
-	return *exists && strcmp(TextDatumGetCString(v[0]), "active") == 0;
-}
-
 /*
  * Read the coupon, its policy and both merchants, by primary key and
  * without locks, into a CouponRow for use at merchant_id; false if the
@@ -311,8 +299,8 @@ load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row)
 	f->budget_used = DatumGetInt64(p[9]);
 	f->stackable = DatumGetBool(p[10]);
 
-	f->issuer_active = merchant_active(f->issuer_id, &exists);
-	f->merchant_active = merchant_active(merchant_id, &f->merchant_exists);
+	f->issuer_active = fetch_merchant_active(f->issuer_id, &exists);
+	f->merchant_active = fetch_merchant_active(merchant_id, &f->merchant_exists);
 	return true;
 }
 
