@@ -254,6 +254,14 @@ $rls$;
 
 /* ------------------------------------------------------------- functions */
 
+/*
+ * Every function is SECURITY DEFINER with a pinned search_path.  Every
+ * statement inside is a lookup or change by key, and their plans are cached
+ * per session from the first calls on, often while the tables are still
+ * nearly empty: enable_seqscan = off keeps those cached plans on the
+ * indexes, so they do not turn into sequential scans as the tables grow.
+ */
+
 CREATE FUNCTION coupon.create_merchant(
 	name text,
 	currency text DEFAULT 'KRW',
@@ -263,7 +271,8 @@ CREATE FUNCTION coupon.create_merchant(
 RETURNS coupon.merchant
 AS 'MODULE_PATHNAME', 'coupon_create_merchant'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.create_merchant(text, text, integer, integer, integer) IS
 'Creates a merchant (tenant). currency is an ISO 4217 code; commission_bp and pg_fee_bp are basis points 0..10000; settlement_delay_days 0..365. Errors: PT400 invalid_name, invalid_currency, invalid_percent, invalid_delay.';
 
@@ -290,7 +299,8 @@ CREATE FUNCTION coupon.create_policy(
 RETURNS coupon.policy
 AS 'MODULE_PATHNAME', 'coupon_create_policy'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.create_policy(bigint, text, text, bigint, text, bigint, integer, bigint, bigint, timestamptz, timestamptz, integer, timestamptz, timestamptz, bigint[], integer, bigint, boolean, text) IS
 'Creates a coupon policy after validating every field and their combinations. Errors: PT404 merchant_not_found; PT403 wrong_tenant; PT422 merchant_inactive; PT400 invalid_name, invalid_discount, invalid_amount, invalid_issue_method, invalid_quantity, invalid_limit, invalid_window, invalid_share, invalid_merchants, invalid_status.';
 
@@ -298,7 +308,8 @@ CREATE FUNCTION coupon.set_policy_status(policy_id bigint, status text)
 RETURNS coupon.policy
 AS 'MODULE_PATHNAME', 'coupon_set_policy_status'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.set_policy_status(bigint, text) IS
 'Moves a policy between draft, active, paused and retired (retired is final; nothing returns to draft). Setting the current status again changes nothing. Errors: PT404 policy_not_found; PT400 invalid_status; PT409 invalid_status_transition.';
 
@@ -306,7 +317,8 @@ CREATE FUNCTION coupon.issue(policy_id bigint, user_id text, idempotency_key tex
 RETURNS coupon.coupon
 AS 'MODULE_PATHNAME', 'coupon_issue'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.issue(bigint, text, text) IS
 'Issues one coupon of a direct or fcfs policy to a user; never issues beyond total_quantity or per_user_limit. With idempotency_key, a repeated call returns the first coupon. Errors: PT404 policy_not_found; PT422 policy_inactive, wrong_issue_method, issue_not_started, issue_ended, expired, idempotency_mismatch; PT409 sold_out, per_user_limit, idempotency_in_progress; PT400 invalid_user_id, key_too_long.';
 
@@ -314,7 +326,8 @@ CREATE FUNCTION coupon.generate_codes(policy_id bigint, count integer)
 RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'coupon_generate_codes'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.generate_codes(bigint, integer) IS
 'Generates count (1..100000) codes for a code policy and returns them in plain text, once: only their HMAC-SHA256 is stored. Codes are 15 random characters from an unambiguous 32-character alphabet plus a check character, shown as XXXX-XXXX-XXXX-XXXX. Errors: PT404 policy_not_found; PT422 wrong_issue_method, policy_inactive, quantity_exceeded; PT400 invalid_count; 55000 when coupon.code_secret is not set.';
 
@@ -322,7 +335,8 @@ CREATE FUNCTION coupon.redeem_code(code text, user_id text)
 RETURNS coupon.coupon
 AS 'MODULE_PATHNAME', 'coupon_redeem_code'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.redeem_code(text, text) IS
 'Claims the coupon behind a code for a user (case, spaces and dashes are ignored). Redeeming one''s own code again returns the same coupon. Repeated wrong codes from one user are refused for a while. Errors: PT400 invalid_code, invalid_user_id; PT404 code_not_found; PT409 code_redeemed, per_user_limit; PT422 policy_inactive, issue_not_started, issue_ended, expired; PT429 too_many_code_attempts.';
 
@@ -352,6 +366,7 @@ RETURNS TABLE (
 	used_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $$
 	SELECT c.id, p.id, p.merchant_id, p.name, p.discount_type, p.discount_value,
 		   p.max_discount, p.min_order_amount, p.stackable, c.status, c.balance,
@@ -377,7 +392,8 @@ CREATE FUNCTION coupon.validate(
 RETURNS record
 AS 'MODULE_PATHNAME', 'coupon_validate'
 LANGUAGE C STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.validate(bigint, text, bigint, bigint) IS
 'Tells whether a coupon applies to an order and the discount it would give, without changing anything. A business rule that fails is reported in reason (coupon_not_found, not_owner, policy_inactive, coupon_used, coupon_reserved, coupon_cancelled, expired, not_yet_valid, merchant_not_found, merchant_not_allowed, merchant_inactive, min_order_amount, budget_exhausted), never raised; malformed input raises PT400.';
 
@@ -391,7 +407,8 @@ CREATE FUNCTION coupon.reserve(
 RETURNS coupon.reservation
 AS 'MODULE_PATHNAME', 'coupon_reserve'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.reserve(bigint, text, bigint, text, bigint, interval) IS
 'Validates a coupon for an order and holds it until confirm(), release() or expiry (ttl, default coupon.reservation_ttl seconds). Repeating the call for the same order returns the same hold. Errors: the reasons of validate() as PT403/PT404/PT409/PT422, and PT400 for malformed input.';
 
@@ -399,7 +416,8 @@ CREATE FUNCTION coupon.confirm(reservation_id bigint)
 RETURNS coupon.reservation
 AS 'MODULE_PATHNAME', 'coupon_confirm'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.confirm(bigint) IS
 'Spends a held coupon: the coupon becomes used (a balance coupon keeps what is left and becomes issued again). Confirming a confirmed reservation returns it unchanged. Errors: PT404 reservation_not_found; PT409 reservation_released, reservation_expired.';
 
@@ -407,7 +425,8 @@ CREATE FUNCTION coupon.release(reservation_id bigint)
 RETURNS coupon.reservation
 AS 'MODULE_PATHNAME', 'coupon_release'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.release(bigint) IS
 'Gives a held coupon back to its holder and returns its discount to the policy budget. Releasing a released or expired reservation returns it unchanged. Errors: PT404 reservation_not_found; PT409 reservation_confirmed.';
 
@@ -415,7 +434,8 @@ CREATE FUNCTION coupon.expire_reservations(max_rows integer DEFAULT 1000)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'coupon_expire_reservations'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.expire_reservations(integer) IS
 'Releases up to max_rows held reservations past their expires_at that no payment owns, oldest first, and returns how many it released.';
 
@@ -423,7 +443,8 @@ CREATE FUNCTION coupon.expire_coupons(max_rows integer DEFAULT 10000)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'coupon_expire_coupons'
 LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.expire_coupons(integer) IS
 'Marks up to max_rows issued coupons whose expires_at passed within the last coupon.expire_lookback days as expired, and returns how many it marked. Reserved coupons are left to their reservation; a hold released after expiry returns its coupon as expired.';
 
