@@ -93,8 +93,15 @@ fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
 			  Datum *values, bool *nulls)
 {
 	FetchTarget *t = fetch_target(table);
-	Relation	rel = table_open(t->relid, AccessShareLock);
-	Relation	index = index_open(t->indexid, AccessShareLock);
+
+	/*
+	 * Copy the ids first: opening the table processes invalidations, and
+	 * the callback may clear the cache under our feet.
+	 */
+	Oid			relid = t->relid;
+	Oid			indexid = t->indexid;
+	Relation	rel = table_open(relid, AccessShareLock);
+	Relation	index = index_open(indexid, AccessShareLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	IndexScanDesc scan;
