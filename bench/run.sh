@@ -43,6 +43,8 @@ install_deps
 build_install
 
 WORK=$(make_workdir bench)
+# programs run as postgres inherit the working directory: make it one they can enter
+cd "$WORK"
 PORT=${BENCH_PORT:-$(free_port)}
 RESULTS=$WORK/results.tsv
 INFO=$WORK/info.txt

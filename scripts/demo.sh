@@ -15,6 +15,8 @@ install_deps
 build_install
 
 WORK=$(make_workdir demo)
+# programs run as postgres inherit the working directory: make it one they can enter
+cd "$WORK"
 PORT=${COUPON_DEMO_PORT:-$(free_port)}
 trap 'cluster_stop "$WORK"; rm -rf "$WORK"' EXIT
 

@@ -15,6 +15,8 @@ install_deps
 build_install
 
 WORK=$(make_workdir test)
+# programs run as postgres inherit the working directory: make it one they can enter
+cd "$WORK"
 PORT=${COUPON_TEST_PORT:-$(free_port)}
 passed=0
 failed=0
