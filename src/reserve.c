@@ -36,54 +36,25 @@ PG_FUNCTION_INFO_V1(coupon_expire_coupons);
 #define MAX_TTL_SECONDS (7 * 24 * 3600)
 
 /*
- * Row locks of the global order.  NO KEY UPDATE: we never change keys, so
- * inserts whose foreign keys point at these rows are not held up.  The
- * [1] variants skip a row another transaction holds (the sweeper's).
+ * Row locks of the global order, each as a pair of plans: [0] waits for the
+ * row, [1] skips a row another transaction holds (the sweeper's).  NO KEY
+ * UPDATE: we never change keys, so inserts whose foreign keys point at
+ * these rows are not held up.
  */
-static SavedPlan lock_policy_plan[2] = {
-	{
-		.sql = "SELECT budget_used, status FROM coupon.policy WHERE id = $1"
-		" FOR NO KEY UPDATE",
-		.nargs = 1,
-		.argtypes = {INT8OID}
-	},
-	{
-		.sql = "SELECT budget_used, status FROM coupon.policy WHERE id = $1"
-		" FOR NO KEY UPDATE SKIP LOCKED",
-		.nargs = 1,
-		.argtypes = {INT8OID}
-	}
-};
+#define LOCK_PLANS(select) { \
+	{.sql = select " FOR NO KEY UPDATE", .nargs = 1, .argtypes = {INT8OID}}, \
+	{.sql = select " FOR NO KEY UPDATE SKIP LOCKED", .nargs = 1, .argtypes = {INT8OID}} \
+}
 
-static SavedPlan lock_coupon_plan[2] = {
-	{
-		.sql = "SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1"
-		" FOR NO KEY UPDATE",
-		.nargs = 1,
-		.argtypes = {INT8OID}
-	},
-	{
-		.sql = "SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1"
-		" FOR NO KEY UPDATE SKIP LOCKED",
-		.nargs = 1,
-		.argtypes = {INT8OID}
-	}
-};
+static SavedPlan lock_policy_plan[2] =
+	LOCK_PLANS("SELECT budget_used, status FROM coupon.policy WHERE id = $1");
 
-static SavedPlan lock_reservation_plan[2] = {
-	{
-		.sql = "SELECT status, expires_at <= now() AND payment_id IS NULL"
-		"  FROM coupon.reservation WHERE id = $1 FOR NO KEY UPDATE",
-		.nargs = 1,
-		.argtypes = {INT8OID}
-	},
-	{
-		.sql = "SELECT status, expires_at <= now() AND payment_id IS NULL"
-		"  FROM coupon.reservation WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
-		.nargs = 1,
-		.argtypes = {INT8OID}
-	}
-};
+static SavedPlan lock_coupon_plan[2] =
+	LOCK_PLANS("SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1");
+
+static SavedPlan lock_reservation_plan[2] =
+	LOCK_PLANS("SELECT status, expires_at <= now() AND payment_id IS NULL"
+			   "  FROM coupon.reservation WHERE id = $1");
 
 static SavedPlan held_plan = {
 	.sql = "SELECT * FROM coupon.reservation WHERE coupon_id = $1 AND status = 'held'"
