@@ -4,8 +4,9 @@
 # Installs what it needs, builds and installs the extension, starts a private
 # cluster (postgres user, own directory and socket), runs a small shop
 # scenario (two merchants, policies of each kind, a first-come-first-served
-# rush of 64 concurrent clients, codes, holds confirmed and released), prints
-# what happened and stops everything it started.
+# rush of 64 concurrent clients, codes, holds confirmed and released), shows
+# the mock payment gateway answering over loopback, prints what happened and
+# stops everything it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -18,7 +19,7 @@ WORK=$(make_workdir demo)
 # programs run as postgres inherit the working directory: make it one they can enter
 cd "$WORK"
 PORT=${COUPON_DEMO_PORT:-$(free_port)}
-trap 'cluster_stop "$WORK"; rm -rf "$WORK"' EXIT
+trap 'mockpg_stop; cluster_stop "$WORK"; rm -rf "$WORK"' EXIT
 
 log "starting a private cluster in $WORK (socket only, port $PORT)"
 cluster_start "$WORK" "$PORT" </dev/null
@@ -47,5 +48,25 @@ pg -d shop -At -c "SELECT format('  issued %s of %s; stock left %s; customers ho
 log "codes, checkout holds, confirmations and a release"
 pg -d shop -f "$WORK/demo/checkout.sql"
 pg -d shop -f "$WORK/demo/report.sql"
+
+log "the mock payment gateway the payment saga will call (HTTP on loopback)"
+mockpg_start "$WORK" demo_sk
+echo "  listening at $MOCKPG_URL"
+gw() {
+	curl -s -u demo_sk: -H 'Content-Type: application/json' "$@"
+}
+# order-1001 above: 12,000 with a 2,000 coupon, so 10,000 is charged
+echo "  confirm order-1001 (10,000 charged):"
+gw -d '{"paymentKey":"pk_order_1001","orderId":"order-1001","amount":10000}' \
+	"$MOCKPG_URL/v1/payments/confirm" | python3 -c 'import json,sys; p=json.load(sys.stdin); print("    status %s, approved %s at %s" % (p["status"], p["totalAmount"], p["approvedAt"]))'
+echo "  a card the issuer refuses:"
+gw -d '{"paymentKey":"decline_card","orderId":"order-3001","amount":5000}' \
+	"$MOCKPG_URL/v1/payments/confirm" | python3 -c 'import json,sys; p=json.load(sys.stdin); print("    %s: %s" % (p["code"], p["message"]))'
+echo "  a partial refund of 3,000:"
+gw -d '{"cancelReason":"one item returned","cancelAmount":3000}' \
+	"$MOCKPG_URL/v1/payments/pk_order_1001/cancel" | python3 -c 'import json,sys; p=json.load(sys.stdin); print("    status %s, balance %s" % (p["status"], p["balanceAmount"]))'
+echo "  the gateway's counters:"
+curl -s "$MOCKPG_URL/__mock/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("    " + ", ".join("%s %s" % (k, s[k]) for k in ("confirms", "approvals", "declines", "cancels", "total_approved_amount", "total_canceled_amount")))'
+mockpg_stop
 
 log "demo finished; stopping the cluster"

@@ -88,3 +88,32 @@ pg() {
 	runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" \
 		psql -X -q -v ON_ERROR_STOP=1 "$@"
 }
+
+# start the mock payment gateway on a free loopback port, journal in $1;
+# sets MOCKPG_URL and MOCKPG_PID (secret $2)
+mockpg_start() {
+	local dir=$1 secret=$2
+	"$COUPON_ROOT/mockpg/coupon-mockpg" --port 0 --secret "$secret" \
+		--journal "$dir/mockpg.journal" >"$dir/mockpg.out" 2>"$dir/mockpg.err" &
+	MOCKPG_PID=$!
+	for _ in $(seq 1 100); do
+		local port
+		port=$(sed -n 's/^coupon-mockpg listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$dir/mockpg.out")
+		if [ -n "$port" ]; then
+			MOCKPG_URL="http://127.0.0.1:$port"
+			export MOCKPG_URL MOCKPG_PID
+			return 0
+		fi
+		kill -0 "$MOCKPG_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$dir/mockpg.err" >&2
+	return 1
+}
+
+# stop the mock gateway if it runs
+mockpg_stop() {
+	if [ -n "${MOCKPG_PID:-}" ] && kill -0 "$MOCKPG_PID" 2>/dev/null; then
+		kill "$MOCKPG_PID" && wait "$MOCKPG_PID" 2>/dev/null || true
+	fi
+}
