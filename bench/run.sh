@@ -37,14 +37,7 @@ SMALL_STOCK=${BENCH_SMALL_STOCK:-20000}
 PAIR_RATE=${BENCH_PAIR_RATE:-12000}
 STATEMENTS=${BENCH_STATEMENTS:-0}
 
-[ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and switches to the postgres user)" >&2; exit 2; }
-
-install_deps
-build_install
-
-WORK=$(make_workdir bench)
-# programs run as postgres inherit the working directory: make it one they can enter
-cd "$WORK"
+prepare_run bench
 PORT=${BENCH_PORT:-$(free_port)}
 RESULTS=$WORK/results.tsv
 INFO=$WORK/info.txt

@@ -10,14 +10,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and switches to the postgres user)" >&2; exit 2; }
-
-install_deps
-build_install
-
-WORK=$(make_workdir demo)
-# programs run as postgres inherit the working directory: make it one they can enter
-cd "$WORK"
+prepare_run demo
 PORT=${COUPON_DEMO_PORT:-$(free_port)}
 trap 'mockpg_stop; cluster_stop "$WORK"; rm -rf "$WORK"' EXIT
 

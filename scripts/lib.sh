@@ -117,3 +117,17 @@ mockpg_stop() {
 		kill "$MOCKPG_PID" && wait "$MOCKPG_PID" 2>/dev/null || true
 	fi
 }
+
+# the common start of demo, test and bench: as root, install, build, and a
+# fresh work directory $WORK (kind $1) that is also the working directory,
+# since programs run as postgres inherit it and must be able to enter it
+prepare_run() {
+	[ "$(id -u)" = 0 ] || {
+		echo "run as root (it installs packages and switches to the postgres user)" >&2
+		exit 2
+	}
+	install_deps
+	build_install
+	WORK=$(make_workdir "$1")
+	cd "$WORK"
+}
