@@ -1,13 +1,18 @@
 # coupon: PGXS build, tests and the mock gateway.
 
 EXTENSION = coupon
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
 	src/codefmt.o src/throttle.o src/merchant.o src/policy.o src/issue.o \
-	src/code.o src/reserve.o src/fetch.o
-DATA = coupon--$(EXTVERSION).sql
+	src/code.o src/reserve.o src/fetch.o src/payment.o src/gateway.o \
+	src/saga.o src/saga_worker.o src/pay.o
+# each released version's install script, and the upgrades between them;
+# the newest version's script is the 0.1 script plus every upgrade since
+DATA = coupon--0.1.sql coupon--0.1--0.2.sql
+DATA_built = coupon--$(EXTVERSION).sql
+SHLIB_LINK = -lcurl
 PGFILEDESC = "coupon - coupon and payment platform"
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -25,13 +30,18 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+coupon--$(EXTVERSION).sql: coupon--0.1.sql coupon--0.1--0.2.sql
+	cat $^ > $@
+
 # PGXS tracks no header dependencies: rebuild every object when a header changes
 $(OBJS): $(wildcard src/*.h)
 
 # pure C parts, unit-tested without a server
-UNIT_SRCS = test/unit/test_unit.c src/discount.c src/codefmt.c src/currency.c src/reason.c
+UNIT_SRCS = test/unit/test_unit.c src/discount.c src/codefmt.c src/currency.c src/reason.c \
+	src/payment.c
 
-test/unit/test_unit: $(UNIT_SRCS) src/discount.h src/codefmt.h src/currency.h src/reason.h
+test/unit/test_unit: $(UNIT_SRCS) src/discount.h src/codefmt.h src/currency.h src/reason.h \
+	src/payment.h
 	$(CC) -std=c99 -O1 -g -Wall -Wextra -Isrc -o $@ $(UNIT_SRCS)
 
 .PHONY: unit

@@ -9,6 +9,8 @@
 
 #include "coupon.h"
 #include "fetch.h"
+#include "saga.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -17,8 +19,76 @@ int			coupon_reservation_ttl = 900;
 int			coupon_expire_lookback = 30;
 int			coupon_code_max_failures = 5;
 int			coupon_code_failure_window = 600;
+char	   *coupon_database = NULL;
+int			coupon_workers = 1;
+char	   *coupon_gateway_url = NULL;
+char	   *coupon_gateway_secret = NULL;
+int			coupon_gateway_timeout_ms = 10000;
+int			coupon_max_inflight = 64;
+int			coupon_max_attempts = 8;
+int			coupon_retry_base_ms = 200;
+int			coupon_retry_max_ms = 60000;
+int			coupon_naptime_ms = 1000;
+int			coupon_circuit_failures = 5;
+int			coupon_circuit_cooldown_ms = 5000;
 
 void		_PG_init(void);
+
+/* an integer setting of the saga, reloaded on SIGHUP */
+static void
+define_saga_int(const char *name, const char *desc, int *var, int boot, int min, int max,
+				int flags)
+{
+	DefineCustomIntVariable(name, desc, NULL, var, boot, min, max, PGC_SIGHUP, flags,
+							NULL, NULL, NULL);
+}
+
+/* the payment saga's settings (DESIGN section 11) */
+static void
+coupon_saga_guc_init(void)
+{
+	DefineCustomStringVariable("coupon.database",
+							   "Database the saga workers connect to (where the extension is installed).",
+							   NULL, &coupon_database, "postgres", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("coupon.workers",
+							"Number of saga background workers (0 = none; use process_payments()).",
+							NULL, &coupon_workers, 1, 0, SAGA_MAX_WORKERS, PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("coupon.gateway_url",
+							   "Base URL of the payment gateway (http or https), e.g. http://127.0.0.1:8080.",
+							   NULL, &coupon_gateway_url, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("coupon.gateway_secret",
+							   "Secret key the saga authenticates to the gateway with.",
+							   NULL, &coupon_gateway_secret, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	define_saga_int("coupon.gateway_timeout_ms",
+					"Longest a gateway call may take before its outcome counts as unknown.",
+					&coupon_gateway_timeout_ms, 10000, 100, 600000, GUC_UNIT_MS);
+	define_saga_int("coupon.max_inflight",
+					"Gateway calls one worker (or process_payments call) keeps in flight at once.",
+					&coupon_max_inflight, 64, 1, 1000, 0);
+	define_saga_int("coupon.max_attempts",
+					"Gateway attempts of one saga step before the payment needs attention.",
+					&coupon_max_attempts, 8, 1, 1000, 0);
+	define_saga_int("coupon.retry_base_ms",
+					"First retry delay of a failed gateway step; it doubles per attempt, with jitter.",
+					&coupon_retry_base_ms, 200, 1, 3600000, GUC_UNIT_MS);
+	define_saga_int("coupon.retry_max_ms",
+					"Cap of the retry delay.",
+					&coupon_retry_max_ms, 60000, 1, 86400000, GUC_UNIT_MS);
+	define_saga_int("coupon.naptime_ms",
+					"Longest a saga worker sleeps when nothing wakes it.",
+					&coupon_naptime_ms, 1000, 10, 600000, GUC_UNIT_MS);
+	define_saga_int("coupon.circuit_failures",
+					"Gateway failures in a row that open the circuit breaker.",
+					&coupon_circuit_failures, 5, 1, 100000, 0);
+	define_saga_int("coupon.circuit_cooldown_ms",
+					"How long an open circuit stops gateway calls before one probe call.",
+					&coupon_circuit_cooldown_ms, 5000, 10, 3600000, GUC_UNIT_MS);
+}
 
 /* declare the coupon.* settings and reserve the prefix */
 static void
@@ -64,6 +134,7 @@ coupon_guc_init(void)
 							PGC_SUSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+	coupon_saga_guc_init();
 	MarkGUCPrefixReserved("coupon");
 }
 
@@ -75,4 +146,6 @@ _PG_init(void)
 	coupon_shmem_init();
 	coupon_issue_init();
 	coupon_fetch_init();
+	coupon_saga_init();
+	coupon_saga_worker_init();
 }

@@ -28,6 +28,20 @@ extern int	coupon_expire_lookback;
 extern int	coupon_code_max_failures;
 extern int	coupon_code_failure_window;
 
+/* the payment saga's settings (coupon.c) */
+extern char *coupon_database;
+extern int	coupon_workers;
+extern char *coupon_gateway_url;
+extern char *coupon_gateway_secret;
+extern int	coupon_gateway_timeout_ms;
+extern int	coupon_max_inflight;
+extern int	coupon_max_attempts;
+extern int	coupon_retry_base_ms;
+extern int	coupon_retry_max_ms;
+extern int	coupon_naptime_ms;
+extern int	coupon_circuit_failures;
+extern int	coupon_circuit_cooldown_ms;
+
 /* per-part initialisation, called from _PG_init */
 extern void coupon_shmem_init(void);
 extern void coupon_issue_init(void);

@@ -23,6 +23,7 @@
 #include "discount.h"
 #include "error.h"
 #include "fetch.h"
+#include "reserve.h"
 #include "spi_util.h"
 #include "tenant.h"
 
@@ -83,16 +84,16 @@ static SavedPlan non_stackable_plan = {
 
 static SavedPlan hold_plan = {
 	.sql = "WITH r AS (INSERT INTO coupon.reservation (coupon_id, merchant_id, user_id,"
-	"             order_id, order_amount, discount, expires_at)"
-	"           VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second')"
+	"             order_id, order_amount, discount, expires_at, payment_id)"
+	"           VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second', $9)"
 	"           RETURNING *),"
 	"     c AS (UPDATE coupon.coupon SET status = 'reserved', updated_at = now()"
 	"            WHERE id = $1),"
 	"     p AS (UPDATE coupon.policy SET budget_used = budget_used + $6"
 	"            WHERE id = $8)"
 	" SELECT * FROM r",
-	.nargs = 8,
-	.argtypes = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID, INT8OID}
+	.nargs = 9,
+	.argtypes = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID, INT8OID, INT8OID}
 };
 
 /* a reservation with what its undo needs, read without locks */
@@ -424,8 +425,8 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	CouponRow	row;
 	CouponReason reason;
 	int64		discount;
-	Datum		args[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', 'n'};
 	bool		isnull;
 	Datum		result;
 
@@ -434,11 +435,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	if (!load_coupon(coupon_id, merchant_id, &row))
 		raise_unusable(REASON_COUPON_NOT_FOUND, coupon_id, merchant_id);
 
-	/* holds for one order queue here, before any row lock */
-	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(COUPON_LOCK_ORDER),
-						Int32GetDatum((int32) hash_bytes_extended((const unsigned char *) order_id,
-																  strlen(order_id),
-																  (uint64) merchant_id)));
+	reserve_lock_order(merchant_id, order_id);
 
 	/* lock in the global order, refreshing what may have changed */
 	args[0] = Int64GetDatum(row.policy_id);
@@ -698,4 +695,289 @@ coupon_expire_coupons(PG_FUNCTION_ARGS)
 	n = spi_run(&expire_coupons_plan, args, NULL, false, 0);
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);
+}
+
+/* ------------------------------------------------------------------ */
+/* holds owned by a payment (pay.c and the saga)                      */
+/* ------------------------------------------------------------------ */
+
+/* the payment's holds in a given status, in coupon id order (the lock order) */
+static SavedPlan payment_holds_plan = {
+	.sql = "SELECT r.id, r.coupon_id, c.policy_id, p.budget IS NOT NULL"
+	"  FROM coupon.reservation r"
+	"  JOIN coupon.coupon c ON c.id = r.coupon_id"
+	"  JOIN coupon.policy p ON p.id = c.policy_id"
+	" WHERE r.payment_id = $1 AND r.status = $2"
+	" ORDER BY r.coupon_id",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID}
+};
+
+static SavedPlan payment_holds_idx_plan = {
+	.sql = "SELECT 1 FROM coupon.reservation WHERE payment_id = $1 LIMIT 1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+/* give a spent coupon back: its value, its status if still valid, its budget */
+static SavedPlan restore_plan = {
+	.sql = "WITH r AS (SELECT coupon_id, discount FROM coupon.reservation WHERE id = $1),"
+	"     c AS (UPDATE coupon.coupon c"
+	"              SET balance = c.balance + r.discount,"
+	"                  status = CASE WHEN c.status IN ('used', 'issued')"
+	"                                THEN CASE WHEN c.expires_at <= now()"
+	"                                          THEN 'expired' ELSE 'issued' END"
+	"                                ELSE c.status END,"
+	"                  used_at = NULL, updated_at = now()"
+	"             FROM r WHERE c.id = r.coupon_id)"
+	" UPDATE coupon.policy p SET budget_used = p.budget_used - r.discount"
+	"   FROM r WHERE p.id = $2",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID}
+};
+
+/* one hold of a payment, as the payment_holds_plan rows give it */
+typedef struct PaymentHold
+{
+	int64		reservation_id;
+	int64		coupon_id;
+	int64		policy_id;
+	bool		budgeted;
+} PaymentHold;
+
+/* serialize everything done for one order, before any row lock */
+void
+reserve_lock_order(int64 merchant_id, const char *order_id)
+{
+	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(COUPON_LOCK_ORDER),
+						Int32GetDatum((int32) hash_bytes_extended((const unsigned char *) order_id,
+																  strlen(order_id),
+																  (uint64) merchant_id)));
+}
+
+/* read the payment's holds in one status into a palloc'd array */
+static int
+payment_holds(int64 payment_id, const char *status, PaymentHold **holds)
+{
+	Datum		args[2];
+	uint64		n;
+
+	args[0] = Int64GetDatum(payment_id);
+	args[1] = CStringGetTextDatum(status);
+	n = spi_run(&payment_holds_plan, args, NULL, false, 0);
+	*holds = palloc(sizeof(PaymentHold) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		(*holds)[i].reservation_id = spi_int64(i, 1, NULL);
+		(*holds)[i].coupon_id = spi_int64(i, 2, NULL);
+		(*holds)[i].policy_id = spi_int64(i, 3, NULL);
+		(*holds)[i].budgeted = spi_bool(i, 4);
+	}
+	return (int) n;
+}
+
+/* lock each distinct budgeted policy of these holds, ascending (the global order) */
+static void
+lock_hold_policies(PaymentHold *holds, int n)
+{
+	int64		last = -1;
+
+	for (;;)
+	{
+		int64		next = -1;
+		Datum		arg;
+
+		for (int i = 0; i < n; i++)
+			if (holds[i].budgeted && holds[i].policy_id > last &&
+				(next < 0 || holds[i].policy_id < next))
+				next = holds[i].policy_id;
+		if (next < 0)
+			return;
+		arg = Int64GetDatum(next);
+		spi_run(&lock_policy_plan[0], &arg, NULL, false, 1);
+		last = next;
+	}
+}
+
+/*
+ * Hold every coupon of a new payment (coupon_ids sorted, distinct) and
+ * return the order's total discount.  All-or-nothing: any coupon that
+ * cannot be used raises its reason.  Inside SPI; the caller holds the
+ * order lock.
+ */
+int64
+reserve_for_payment(int64 payment_id, int64 merchant_id, const char *user_id,
+					const char *order_id, int64 amount, int n, const int64 *coupon_ids)
+{
+	CouponRow  *rows;
+	StackItem  *items;
+	PaymentHold *locks;
+	int64		total = 0;
+	CouponReason reason;
+
+	if (n == 0)
+		return 0;
+	rows = palloc(sizeof(CouponRow) * n);
+	items = palloc0(sizeof(StackItem) * n);
+	locks = palloc0(sizeof(PaymentHold) * n);
+
+	/* a cheap look without locks first: most refusals end here */
+	for (int i = 0; i < n; i++)
+	{
+		int64		discount;
+
+		if (!load_coupon(coupon_ids[i], merchant_id, &rows[i]))
+			raise_unusable(REASON_COUPON_NOT_FOUND, coupon_ids[i], merchant_id);
+		reason = evaluate(&rows[i], user_id, merchant_id, amount, &discount);
+		if (reason != REASON_NONE)
+			raise_unusable(reason, coupon_ids[i], merchant_id);
+		locks[i].coupon_id = coupon_ids[i];
+		locks[i].policy_id = rows[i].policy_id;
+		locks[i].budgeted = rows[i].facts.has_budget;
+	}
+
+	/* policies, then coupons, in ascending id order; refresh what may move */
+	lock_hold_policies(locks, n);
+	for (int i = 0; i < n; i++)
+	{
+		CouponFacts *f = &rows[i].facts;
+		Datum		arg = Int64GetDatum(coupon_ids[i]);
+		bool		isnull;
+		int64		discount;
+
+		if (f->has_budget)
+		{
+			Datum		parg = Int64GetDatum(rows[i].policy_id);
+
+			spi_run(&lock_policy_plan[0], &parg, NULL, false, 1);
+			f->budget_used = spi_int64(0, 1, NULL);
+			policy_status_from_name(spi_text(0, 2), &f->policy_status);
+		}
+		spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
+		f->status = coupon_status_col(0, 1);
+		f->balance = spi_int64(0, 2, &isnull);
+		f->expires_at = spi_int64(0, 3, &isnull);
+		f->has_expires_at = !isnull;
+		reason = evaluate(&rows[i], user_id, merchant_id, amount, &discount);
+		if (reason != REASON_NONE)
+			raise_unusable(reason, coupon_ids[i], merchant_id);
+		items[i].type = f->type;
+		items[i].value = f->value;
+		items[i].has_max_discount = f->has_max_discount;
+		items[i].max_discount = f->max_discount;
+		items[i].balance = f->balance;
+		items[i].stackable = f->stackable;
+	}
+
+	if (discount_stack(items, n, amount, &total) != REASON_NONE)
+		coupon_error(REASON_NOT_STACKABLE, json_id("coupon_id", coupon_ids[n - 1]),
+					 "at most one coupon of a payment may be non-stackable");
+
+	/* coupons of one budgeted policy share its budget */
+	for (int i = 0; i < n; i++)
+	{
+		int64		sum = 0;
+
+		if (!rows[i].facts.has_budget)
+			continue;
+		for (int j = 0; j < n; j++)
+			if (rows[j].policy_id == rows[i].policy_id)
+				sum += items[j].discount;
+		if (rows[i].facts.budget_used + sum > rows[i].facts.budget)
+			raise_unusable(REASON_BUDGET_EXHAUSTED, coupon_ids[i], merchant_id);
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		args[9];
+		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+		args[0] = Int64GetDatum(coupon_ids[i]);
+		args[1] = Int64GetDatum(merchant_id);
+		args[2] = CStringGetTextDatum(user_id);
+		args[3] = CStringGetTextDatum(order_id);
+		args[4] = Int64GetDatum(amount);
+		args[5] = Int64GetDatum(items[i].discount);
+		args[6] = Int32GetDatum(coupon_reservation_ttl);
+		args[7] = Int64GetDatum(rows[i].policy_id);
+		args[8] = Int64GetDatum(payment_id);
+		if (!rows[i].facts.has_budget)
+			nulls[7] = 'n';
+		spi_run(&hold_plan, args, nulls, false, 1);
+	}
+	return total;
+}
+
+/*
+ * Spend every hold of an approved payment, or none: true when all were
+ * still held (they are confirmed now), false when one was released behind
+ * the payment's back.  Inside SPI.
+ */
+bool
+reserve_spend_holds(int64 payment_id)
+{
+	PaymentHold *holds;
+	int			n;
+	Datum		arg = Int64GetDatum(payment_id);
+	int			held;
+
+	if (spi_run(&payment_holds_idx_plan, &arg, NULL, false, 1) == 0)
+		return true;			/* a payment without coupons */
+	n = payment_holds(payment_id, "held", &holds);
+	held = n;
+	for (int i = 0; i < n; i++)
+	{
+		arg = Int64GetDatum(holds[i].coupon_id);
+		spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
+	}
+	/* a hold that is no longer held (released by hand) fails the lot */
+	n = payment_holds(payment_id, "held", &holds);
+	if (n != held || n == 0)
+		return false;
+	for (int i = 0; i < n; i++)
+	{
+		arg = Int64GetDatum(holds[i].reservation_id);
+		if (spi_run(&confirm_plan, &arg, NULL, false, 1) != 1)
+			elog(ERROR, "hold %lld of payment %lld vanished under its lock",
+				 (long long) holds[i].reservation_id, (long long) payment_id);
+	}
+	return true;
+}
+
+/* give back the coupons of a payment that charged nothing.  Inside SPI. */
+void
+reserve_release_holds(int64 payment_id)
+{
+	PaymentHold *holds;
+	int			n = payment_holds(payment_id, "held", &holds);
+
+	for (int i = 0; i < n; i++)
+		undo_hold(holds[i].reservation_id, false);
+}
+
+/*
+ * A fully refunded payment gives its coupons back: balance restored, status
+ * issued again unless expired (or revoked), budget returned.  Inside SPI;
+ * runs once, on the payment's move to refunded.
+ */
+void
+reserve_restore_holds(int64 payment_id)
+{
+	PaymentHold *holds;
+	int			n = payment_holds(payment_id, "confirmed", &holds);
+
+	lock_hold_policies(holds, n);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		args[2];
+		char		nulls[2] = {' ', ' '};
+
+		args[0] = Int64GetDatum(holds[i].coupon_id);
+		spi_run(&lock_coupon_plan[0], args, NULL, false, 1);
+		args[0] = Int64GetDatum(holds[i].reservation_id);
+		args[1] = Int64GetDatum(holds[i].policy_id);
+		if (!holds[i].budgeted)
+			nulls[1] = 'n';
+		spi_run(&restore_plan, args, nulls, false, 0);
+	}
 }

@@ -41,6 +41,7 @@ coupon_shmem_startup(void)
 	{
 		memset(shared, 0, sizeof(CouponShared));
 		shared->throttle_lock = &(GetNamedLWLockTranche("coupon"))->lock;
+		SpinLockInit(&shared->saga_mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

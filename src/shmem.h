@@ -6,8 +6,12 @@
 #ifndef COUPON_SHMEM_H
 #define COUPON_SHMEM_H
 
+#include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 #include "utils/timestamp.h"
+
+#include "payment.h"
 
 #define THROTTLE_SLOTS		8192
 #define THROTTLE_PROBE		8
@@ -20,10 +24,41 @@ typedef struct ThrottleSlot
 	int32		failures;
 } ThrottleSlot;
 
+/* most saga workers coupon.workers may ask for */
+#define SAGA_MAX_WORKERS	16
+
+typedef enum SagaWorkerState
+{
+	WORKER_STOPPED = 0,
+	WORKER_STARTING,
+	WORKER_IDLE,
+	WORKER_WORKING,
+	WORKER_STANDBY,
+	WORKER_NO_EXTENSION,
+	WORKER_NO_GATEWAY
+} SagaWorkerState;
+
+/* what one saga worker shows in worker_status; written by that worker */
+typedef struct SagaWorkerSlot
+{
+	pid_t		pid;
+	Latch	   *latch;
+	SagaWorkerState state;
+	TimestampTz last_loop_at;
+	int32		in_flight;
+	uint64		done;
+	uint64		errors;
+} SagaWorkerSlot;
+
 typedef struct CouponShared
 {
 	LWLock	   *throttle_lock;
 	ThrottleSlot throttle[THROTTLE_SLOTS];
+
+	/* the saga: worker slots and the gateway's circuit breaker */
+	slock_t		saga_mutex;
+	Breaker		breaker;
+	SagaWorkerSlot workers[SAGA_MAX_WORKERS];
 } CouponShared;
 
 /* the shared state, or NULL when not preloaded */

@@ -1,0 +1,550 @@
+/*
+ * pay.c
+ *		coupon.pay, cancel_payment, payment_status, retry_payment and
+ *		process_payments: the SQL face of the payment saga.
+ *
+ * These functions only write state and ask for the workers to be woken at
+ * commit; gateway calls happen in saga.c, between transactions (or, for
+ * process_payments, in the calling backend).
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#include "coupon.h"
+#include "error.h"
+#include "fetch.h"
+#include "idempotency.h"
+#include "reserve.h"
+#include "saga.h"
+#include "spi_util.h"
+#include "tenant.h"
+
+PG_FUNCTION_INFO_V1(coupon_pay);
+PG_FUNCTION_INFO_V1(coupon_cancel_payment);
+PG_FUNCTION_INFO_V1(coupon_payment_status);
+PG_FUNCTION_INFO_V1(coupon_retry_payment);
+PG_FUNCTION_INFO_V1(coupon_process_payments);
+
+#define MAX_PAYMENT_COUPONS 10
+
+static SavedPlan order_taken_plan = {
+	.sql = "SELECT id FROM coupon.payment WHERE merchant_id = $1 AND order_id = $2",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID}
+};
+
+static SavedPlan next_id_plan = {
+	.sql = "SELECT nextval('coupon.payment_id_seq')",
+	.nargs = 0
+};
+
+static SavedPlan insert_plan = {
+	.sql = "INSERT INTO coupon.payment (id, merchant_id, user_id, order_id, amount, discount,"
+	"       coupon_ids, payment_key, state)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, 'pk-' || $1), $9)"
+	" RETURNING *",
+	.nargs = 9,
+	.argtypes = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8ARRAYOID,
+	TEXTOID, TEXTOID}
+};
+
+static SavedPlan created_event_plan = {
+	.sql = "INSERT INTO coupon.payment_event (payment_id, step, to_state, actor)"
+	" VALUES ($1, $2, $3, 'backend')",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID}
+};
+
+static SavedPlan get_plan = {
+	.sql = "SELECT * FROM coupon.payment WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan lock_plan = {
+	.sql = "SELECT merchant_id, state, attempts, amount - discount, approved_amount,"
+	"       refunded_amount, refund_amount, user_id"
+	"  FROM coupon.payment WHERE id = $1 FOR NO KEY UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan owner_plan = {
+	.sql = "SELECT merchant_id, user_id FROM coupon.payment WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+/* a refund: now (completed payments) or once the authorization is done */
+static SavedPlan request_refund_plan = {
+	.sql = "UPDATE coupon.payment SET state = $2, refund_amount = $3, refund_reason = $4,"
+	"       refunds = refunds + 1, attempts = CASE WHEN $2 = 'refunding' THEN 0 ELSE attempts END,"
+	"       next_attempt_at = CASE WHEN $2 = 'refunding' THEN now() ELSE next_attempt_at END,"
+	"       updated_at = now()"
+	" WHERE id = $1 RETURNING *",
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, INT8OID, TEXTOID}
+};
+
+/* a payment whose confirm was never sent: fail it here and now */
+static SavedPlan fail_now_plan = {
+	.sql = "UPDATE coupon.payment SET state = 'failed', failed_at = now(),"
+	"       refund_reason = $2, updated_at = now()"
+	" WHERE id = $1 RETURNING *",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID}
+};
+
+static SavedPlan retry_plan = {
+	.sql = "UPDATE coupon.payment SET state = resume_state, resume_state = NULL, attempts = 0,"
+	"       next_attempt_at = now(), lease_until = NULL, updated_at = now()"
+	" WHERE id = $1 RETURNING *",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SavedPlan state_event_plan = {
+	.sql = "INSERT INTO coupon.payment_event (payment_id, step, from_state, to_state, error, actor)"
+	" VALUES ($1, $2, $3, $4, $5, 'backend')",
+	.nargs = 5,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static SavedPlan status_plan = {
+	.sql = "SELECT to_jsonb(p) || jsonb_build_object('events', coalesce(("
+	"         SELECT jsonb_agg(to_jsonb(e) - 'payment_id' ORDER BY e.id DESC)"
+	"           FROM (SELECT * FROM coupon.payment_event"
+	"                  WHERE payment_id = p.id ORDER BY id DESC LIMIT $2) e), '[]'))"
+	"  FROM coupon.payment p WHERE p.id = $1",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT4OID}
+};
+
+static SavedPlan replay_plan = {
+	.sql = "SELECT * FROM coupon.payment WHERE id = ($1::jsonb ->> 'id')::bigint",
+	.nargs = 1,
+	.argtypes = {JSONBOID}
+};
+
+/* PT404 for a payment id that does not exist */
+static void
+payment_not_found(int64 payment_id)
+{
+	coupon_error(REASON_PAYMENT_NOT_FOUND, json_id("payment_id", payment_id),
+				 "payment %lld does not exist", (long long) payment_id);
+}
+
+/* the coupon ids argument: distinct, no NULLs, at most 10, sorted ascending */
+static int
+coupon_ids_arg(FunctionCallInfo fcinfo, int argno, int64 **ids)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	*ids = NULL;
+	if (PG_ARGISNULL(argno))
+		return 0;
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		coupon_error(REASON_INVALID_COUPONS, NULL, "coupon_ids must be a one-dimensional array");
+	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	if (n > MAX_PAYMENT_COUPONS)
+		coupon_error(REASON_TOO_MANY_COUPONS, NULL,
+					 "a payment carries at most %d coupons, not %d", MAX_PAYMENT_COUPONS, n);
+	*ids = palloc(sizeof(int64) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		int			j = i;
+
+		if (nulls[i])
+			coupon_error(REASON_INVALID_COUPONS, NULL, "coupon_ids must not contain NULL");
+		/* insertion sort: at most 10 ids */
+		while (j > 0 && (*ids)[j - 1] > DatumGetInt64(elems[i]))
+		{
+			(*ids)[j] = (*ids)[j - 1];
+			j--;
+		}
+		if (j > 0 && (*ids)[j - 1] == DatumGetInt64(elems[i]))
+			coupon_error(REASON_INVALID_COUPONS, json_id("coupon_id", DatumGetInt64(elems[i])),
+						 "coupon %lld is listed twice", (long long) DatumGetInt64(elems[i]));
+		(*ids)[j] = DatumGetInt64(elems[i]);
+	}
+	return n;
+}
+
+/* the payment_key argument: NULL, or what the gateway accepts in a URL path */
+static char *
+payment_key_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *key;
+	size_t		len;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	key = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	len = strlen(key);
+	if (len < 1 || len > 200)
+		coupon_error(REASON_INVALID_PAYMENT_KEY, NULL, "payment_key must be 1 to 200 characters");
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) key[i];
+
+		if (c <= 0x20 || c >= 0x7f || strchr("/?#%\\\"", c) != NULL)
+			coupon_error(REASON_INVALID_PAYMENT_KEY, NULL,
+						 "payment_key may hold only visible ASCII characters other than / ? # %% \\ and \"");
+	}
+	return key;
+}
+
+/* coupon.pay(merchant_id, user_id, order_id, amount, coupon_ids, payment_key, idempotency_key) */
+Datum
+coupon_pay(PG_FUNCTION_ARGS)
+{
+	int64		merchant_id = arg_int64(fcinfo, 0, "merchant_id");
+	char	   *user_id = arg_id_text(fcinfo, 1, "user_id", REASON_INVALID_USER_ID);
+	char	   *order_id = arg_id_text(fcinfo, 2, "order_id", REASON_INVALID_ORDER_ID);
+	int64		amount = arg_amount(fcinfo, 3, "amount");
+	int64	   *coupon_ids;
+	int			ncoupons = coupon_ids_arg(fcinfo, 4, &coupon_ids);
+	char	   *payment_key = payment_key_arg(fcinfo, 5);
+	text	   *key = idem_key_arg(fcinfo, 6);
+	IdemRequest idem;
+	bool		exists;
+	int64		payment_id;
+	int64		discount;
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum	   *elems;
+	Datum		result;
+	const char *state;
+
+	tenant_check_for(merchant_id, user_id);
+	if (!fetch_merchant_active(merchant_id, &exists))
+	{
+		if (!exists)
+			coupon_error(REASON_MERCHANT_NOT_FOUND, json_id("merchant_id", merchant_id),
+						 "merchant %lld does not exist", (long long) merchant_id);
+		coupon_error(REASON_MERCHANT_INACTIVE, json_id("merchant_id", merchant_id),
+					 "merchant %lld is suspended", (long long) merchant_id);
+	}
+
+	SPI_connect();
+	if (key != NULL)
+	{
+		StringInfoData sig;
+		Datum		replay;
+
+		initStringInfo(&sig);
+		appendStringInfo(&sig, "pay|%lld|%s|%s|%lld|%s|", (long long) merchant_id, user_id,
+						 order_id, (long long) amount, payment_key ? payment_key : "");
+		for (int i = 0; i < ncoupons; i++)
+			appendStringInfo(&sig, "%lld,", (long long) coupon_ids[i]);
+		replay = idem_begin(&idem, merchant_id, key, sig.data);
+		if (replay != (Datum) 0)
+		{
+			/* the same request again: the same payment, as it is now */
+			spi_run(&replay_plan, &replay, NULL, true, 1);
+			result = spi_result_row(fcinfo);
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
+	}
+
+	reserve_lock_order(merchant_id, order_id);
+	args[0] = Int64GetDatum(merchant_id);
+	args[1] = CStringGetTextDatum(order_id);
+	if (spi_run(&order_taken_plan, args, NULL, false, 1) > 0)
+		coupon_error(REASON_DUPLICATE_ORDER,
+					 psprintf("%s, %s", json_id("merchant_id", merchant_id),
+							  json_id("payment_id", spi_int64(0, 1, NULL))),
+					 "order \"%s\" of merchant %lld is already paid or being paid",
+					 order_id, (long long) merchant_id);
+
+	spi_run(&next_id_plan, NULL, NULL, false, 1);
+	payment_id = spi_int64(0, 1, NULL);
+	discount = reserve_for_payment(payment_id, merchant_id, user_id, order_id, amount,
+								   ncoupons, coupon_ids);
+
+	/* nothing left to charge: no gateway call, the saga just spends the coupons */
+	state = (amount - discount == 0) ? "approved" : "pending";
+	elems = palloc(sizeof(Datum) * Max(ncoupons, 1));
+	for (int i = 0; i < ncoupons; i++)
+		elems[i] = Int64GetDatum(coupon_ids[i]);
+	args[0] = Int64GetDatum(payment_id);
+	args[1] = Int64GetDatum(merchant_id);
+	args[2] = CStringGetTextDatum(user_id);
+	args[3] = CStringGetTextDatum(order_id);
+	args[4] = Int64GetDatum(amount);
+	args[5] = Int64GetDatum(discount);
+	args[6] = PointerGetDatum(construct_array(elems, ncoupons, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (payment_key)
+		args[7] = CStringGetTextDatum(payment_key);
+	else
+		nulls[7] = 'n';
+	args[8] = CStringGetTextDatum(state);
+	spi_run(&insert_plan, args, nulls, false, 1);
+	result = spi_result_row(fcinfo);
+	if (key != NULL)
+		idem_finish(&idem, result);
+
+	args[1] = CStringGetTextDatum("created");
+	args[2] = CStringGetTextDatum(state);
+	spi_run(&created_event_plan, args, NULL, false, 0);
+	SPI_finish();
+
+	saga_wake_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+/* lock a payment for a state change and check the caller may touch it */
+static void
+lock_payment(int64 payment_id)
+{
+	Datum		arg = Int64GetDatum(payment_id);
+
+	/* tenancy first, without a lock, so a stranger cannot even wait on it */
+	if (spi_run(&owner_plan, &arg, NULL, true, 1) == 0)
+		payment_not_found(payment_id);
+	tenant_check(spi_int64(0, 1, NULL));
+	if (spi_run(&lock_plan, &arg, NULL, false, 1) == 0)
+		payment_not_found(payment_id);
+}
+
+/* coupon.cancel_payment(payment_id, reason, amount, idempotency_key) */
+Datum
+coupon_cancel_payment(PG_FUNCTION_ARGS)
+{
+	int64		payment_id = arg_int64(fcinfo, 0, "payment_id");
+	char	   *reason = "customer request";
+	bool		full = PG_ARGISNULL(2);
+	int64		amount = full ? 0 : arg_amount(fcinfo, 2, "amount");
+	text	   *key = idem_key_arg(fcinfo, 3);
+	IdemRequest idem;
+	PayState	state;
+	int32		attempts;
+	int64		charge,
+				approved,
+				refunded,
+				refundable;
+	bool		pending_refund;
+	Datum		args[4];
+	Datum		result;
+	const char *next;
+
+	if (!PG_ARGISNULL(1))
+	{
+		reason = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		if (strlen(reason) < 1 || pg_mbstrlen(reason) > 200)
+			coupon_error(REASON_INVALID_REASON, NULL, "reason must be 1 to 200 characters");
+	}
+	if (!full && amount == 0)
+		coupon_error(REASON_INVALID_AMOUNT, NULL, "a refund amount must be positive");
+
+	SPI_connect();
+	lock_payment(payment_id);
+	if (key != NULL)
+	{
+		Datum		replay;
+
+		replay = idem_begin(&idem, spi_int64(0, 1, NULL), key,
+							psprintf("cancel_payment|%lld|%s|%lld", (long long) payment_id,
+									 reason, (long long) (full ? -1 : amount)));
+		if (replay != (Datum) 0)
+		{
+			spi_run(&replay_plan, &replay, NULL, true, 1);
+			result = spi_result_row(fcinfo);
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
+		lock_payment(payment_id);	/* idem_begin ran its own statements */
+	}
+
+	if (!pay_state_from_name(spi_text(0, 2), &state))
+		elog(ERROR, "payment %lld has an unknown state", (long long) payment_id);
+	attempts = spi_int32(0, 3, NULL);
+	charge = spi_int64(0, 4, NULL);
+	approved = spi_int64(0, 5, NULL);
+	refunded = spi_int64(0, 6, NULL);
+	pending_refund = !spi_isnull(0, 7);
+
+	args[0] = Int64GetDatum(payment_id);
+	if (state == PAY_PENDING && attempts == 0)
+	{
+		/* never sent to the gateway: nothing to refund, give the coupons back */
+		args[1] = CStringGetTextDatum(reason);
+		spi_run(&fail_now_plan, args, NULL, false, 1);
+		result = spi_result_row(fcinfo);
+		reserve_release_holds(payment_id);
+		next = "failed";
+	}
+	else if (state == PAY_COMPLETED || state == PAY_PARTIALLY_REFUNDED ||
+			 (!pending_refund && (state == PAY_PENDING || state == PAY_AUTHORIZING ||
+								  state == PAY_APPROVED)))
+	{
+		bool		now = (state == PAY_COMPLETED || state == PAY_PARTIALLY_REFUNDED);
+
+		/* before approval, what can be refunded later is the whole charge */
+		refundable = now ? approved - refunded : charge;
+		if (refundable <= 0)
+			coupon_error(REASON_PAYMENT_NOT_CANCELABLE, json_id("payment_id", payment_id),
+						 "payment %lld has nothing left to refund", (long long) payment_id);
+		if (!full && amount > refundable)
+			coupon_error(REASON_INVALID_AMOUNT, json_id("payment_id", payment_id),
+						 "the refund of %lld exceeds the %lld left on payment %lld",
+						 (long long) amount, (long long) refundable, (long long) payment_id);
+		next = now ? "refunding" : pay_state_name(state);
+		args[1] = CStringGetTextDatum(next);
+		args[2] = Int64GetDatum(full ? refundable : amount);
+		args[3] = CStringGetTextDatum(reason);
+		spi_run(&request_refund_plan, args, NULL, false, 1);
+		result = spi_result_row(fcinfo);
+	}
+	else
+		coupon_error(REASON_PAYMENT_NOT_CANCELABLE, json_id("payment_id", payment_id),
+					 "payment %lld is %s and cannot be cancelled now",
+					 (long long) payment_id, pay_state_name(state));
+
+	if (key != NULL)
+		idem_finish(&idem, result);
+	args[1] = CStringGetTextDatum(strcmp(next, "refunding") == 0 || strcmp(next, "failed") == 0
+								  ? "cancel" : "cancel_requested");
+	args[2] = CStringGetTextDatum(pay_state_name(state));
+	args[3] = CStringGetTextDatum(next);
+	{
+		Datum		ev[5] = {args[0], args[1], args[2], args[3], CStringGetTextDatum(reason)};
+
+		spi_run(&state_event_plan, ev, NULL, false, 0);
+	}
+	SPI_finish();
+	saga_wake_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+/* coupon.payment_status(payment_id, events) */
+Datum
+coupon_payment_status(PG_FUNCTION_ARGS)
+{
+	int64		payment_id = arg_int64(fcinfo, 0, "payment_id");
+	int32		events = arg_int32_range(fcinfo, 1, "events", 0, 1000, REASON_INVALID_MAX_ROWS);
+	Datum		args[2];
+	Datum		result;
+	bool		isnull;
+
+	SPI_connect();
+	args[0] = Int64GetDatum(payment_id);
+	if (spi_run(&owner_plan, args, NULL, true, 1) == 0)
+		payment_not_found(payment_id);
+	tenant_check_for(spi_int64(0, 1, NULL), spi_text(0, 2));
+	args[1] = Int32GetDatum(events);
+	spi_run(&status_plan, args, NULL, true, 1);
+	result = SPI_datumTransfer(spi_datum(0, 1, &isnull), false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* coupon.retry_payment(payment_id) */
+Datum
+coupon_retry_payment(PG_FUNCTION_ARGS)
+{
+	int64		payment_id = arg_int64(fcinfo, 0, "payment_id");
+	Datum		args[5];
+	Datum		result;
+	PayState	state;
+
+	SPI_connect();
+	lock_payment(payment_id);
+	if (!pay_state_from_name(spi_text(0, 2), &state))
+		elog(ERROR, "payment %lld has an unknown state", (long long) payment_id);
+	if (state != PAY_NEEDS_ATTENTION)
+	{
+		if (!pay_state_live(state))
+			coupon_error(REASON_PAYMENT_NOT_RETRYABLE, json_id("payment_id", payment_id),
+						 "payment %lld is %s, not waiting for a retry",
+						 (long long) payment_id, pay_state_name(state));
+		/* still moving: returned unchanged */
+		args[0] = Int64GetDatum(payment_id);
+		spi_run(&get_plan, args, NULL, true, 1);
+		result = spi_result_row(fcinfo);
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+	args[0] = Int64GetDatum(payment_id);
+	spi_run(&retry_plan, args, NULL, false, 1);
+	result = spi_result_row(fcinfo);
+	args[1] = CStringGetTextDatum("retry");
+	args[2] = CStringGetTextDatum("needs_attention");
+	args[3] = CStringGetTextDatum(spi_text(0, SPI_fnumber(SPI_tuptable->tupdesc, "state")));
+	args[4] = CStringGetTextDatum(psprintf("retried by %s", GetUserNameFromId(GetUserId(), false)));
+	spi_run(&state_event_plan, args, NULL, false, 0);
+	SPI_finish();
+	saga_wake_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * coupon.process_payments(max_rows): the worker's steps in this backend.
+ * Claims, calls and records inside the caller's transaction; every call is
+ * idempotent, so a rollback only means the next run repeats it.
+ */
+Datum
+coupon_process_payments(PG_FUNCTION_ARGS)
+{
+	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 100000,
+										   REASON_INVALID_MAX_ROWS);
+	SagaRunner	runner;
+	volatile int steps = 0;
+	long		next_due;
+
+	if (coupon_gateway_url[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("coupon.gateway_url is not set"),
+				 errhint("Set coupon.gateway_url and coupon.gateway_secret in postgresql.conf.")));
+
+	memset(&runner, 0, sizeof(runner));
+	runner.actor = "backend";
+	runner.call_cxt = CurrentMemoryContext;
+	runner.gw = gateway_open(coupon_gateway_url, coupon_gateway_secret,
+							 coupon_gateway_timeout_ms);
+	PG_TRY();
+	{
+		SPI_connect();
+		while (steps < max_rows)
+		{
+			int			batch = Min(max_rows - steps, coupon_max_inflight);
+			int			claimed = saga_claim(&runner, batch, &next_due);
+
+			while (gateway_in_flight(runner.gw) > 0)
+			{
+				CHECK_FOR_INTERRUPTS();
+				if (gateway_wait(runner.gw, 1000, PG_WAIT_EXTENSION))
+					ResetLatch(MyLatch);
+				saga_record(&runner);
+			}
+			steps += claimed;
+			if (claimed < batch)
+				break;
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		gateway_close(runner.gw);
+	}
+	PG_END_TRY();
+	PG_RETURN_INT32(steps);
+}

@@ -1,0 +1,662 @@
+/*
+ * saga.c
+ *		Claiming due payments, starting their gateway calls, recording the
+ *		answers, and the local steps (spending, releasing and restoring
+ *		coupons).  The transitions themselves are payment.c's.
+ *
+ * A gateway step goes through three moments: the claim (state and lease
+ * written, committed), the call (no transaction open), the record (answer
+ * and next state written, committed).  A crash between them leaves a row
+ * whose lease lapses, and whose state says what to do: a payment left in
+ * authorizing is looked up at the gateway before anything else.
+ *
+ * Lock order: the saga takes the payment row first and then its coupons.
+ * No other path locks a coupon and then a payment (pay() creates the
+ * payment after its holds, cancel_payment() locks only the payment), so
+ * this order cannot deadlock with the rest of the API.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "coupon.h"
+#include "reserve.h"
+#include "saga.h"
+#include "shmem.h"
+#include "spi_util.h"
+
+#define LIVE_STATES "('pending', 'authorizing', 'approved', 'voiding', 'releasing', 'refunding')"
+#define PAYMENT_COLUMNS "id, state, attempts, payment_key, amount - discount," \
+	" refund_amount, coalesce(refund_reason, 'customer request'), refunds," \
+	" approved_amount, refunded_amount"
+
+/* due payments, oldest first, skipping those another runner holds */
+static SavedPlan claim_plan = {
+	.sql = "SELECT " PAYMENT_COLUMNS " FROM coupon.payment"
+	" WHERE state IN " LIVE_STATES " AND next_attempt_at <= $2"
+	" ORDER BY next_attempt_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
+	.nargs = 2,
+	.argtypes = {INT4OID, TIMESTAMPTZOID}
+};
+
+/* the same, local steps only: while the circuit is open */
+static SavedPlan claim_local_plan = {
+	.sql = "SELECT " PAYMENT_COLUMNS " FROM coupon.payment"
+	" WHERE state IN " LIVE_STATES " AND state IN ('approved', 'releasing')"
+	"   AND next_attempt_at <= $2"
+	" ORDER BY next_attempt_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
+	.nargs = 2,
+	.argtypes = {INT4OID, TIMESTAMPTZOID}
+};
+
+/* milliseconds until the next payment falls due */
+static SavedPlan next_due_plan = {
+	.sql = "SELECT greatest(0, ceil(extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000))::bigint"
+	"  FROM coupon.payment WHERE state IN " LIVE_STATES,
+	.nargs = 0
+};
+
+/* the row again when its answer comes back, locked */
+static SavedPlan lock_plan = {
+	.sql = "SELECT " PAYMENT_COLUMNS " FROM coupon.payment WHERE id = $1 FOR NO KEY UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+/* the claim: in flight until the lease ends */
+static SavedPlan claim_update_plan = {
+	.sql = "UPDATE coupon.payment SET state = $2, attempts = attempts + 1,"
+	"       next_attempt_at = clock_timestamp() + $3 * interval '1 millisecond',"
+	"       lease_until = clock_timestamp() + $3 * interval '1 millisecond',"
+	"       authorized_at = CASE WHEN $2 = 'authorizing'"
+	"                            THEN coalesce(authorized_at, now()) ELSE authorized_at END,"
+	"       updated_at = now()"
+	" WHERE id = $1",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, INT8OID}
+};
+
+/* where a step led */
+static SavedPlan advance_plan = {
+	.sql = "UPDATE coupon.payment SET state = $2,"
+	"       attempts = CASE WHEN $3 THEN 0 ELSE attempts END,"
+	"       next_attempt_at = clock_timestamp() + $4 * interval '1 millisecond',"
+	"       lease_until = NULL, resume_state = $5,"
+	"       approved_amount = $6, refunded_amount = $7, refund_amount = $8,"
+	"       last_error = coalesce($9, last_error),"
+	"       approved_at = CASE WHEN $10 THEN now() ELSE approved_at END,"
+	"       completed_at = CASE WHEN $2 = 'completed' THEN now() ELSE completed_at END,"
+	"       failed_at = CASE WHEN $2 = 'failed' THEN now() ELSE failed_at END,"
+	"       refunded_at = CASE WHEN $11 THEN now() ELSE refunded_at END,"
+	"       updated_at = now()"
+	" WHERE id = $1",
+	.nargs = 11,
+	.argtypes = {INT8OID, TEXTOID, BOOLOID, INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID,
+	TEXTOID, BOOLOID, BOOLOID}
+};
+
+/* a payment whose answer could not be recorded: a human looks at it */
+static SavedPlan attention_plan = {
+	.sql = "UPDATE coupon.payment SET state = 'needs_attention', resume_state = $2,"
+	"       lease_until = NULL, last_error = $3, updated_at = now()"
+	" WHERE id = $1",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID}
+};
+
+static SavedPlan event_plan = {
+	.sql = "INSERT INTO coupon.payment_event (payment_id, step, from_state, to_state, attempt,"
+	"       idempotency_key, http_status, gateway_code, latency_ms, error, actor)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	.nargs = 11,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, INT4OID, TEXTOID,
+	FLOAT8OID, TEXTOID, TEXTOID}
+};
+
+/* a payment as the saga reads it */
+typedef struct PaymentRow
+{
+	int64		id;
+	PayState	state;
+	int32		attempts;
+	char	   *payment_key;
+	int64		charge;			/* amount - discount */
+	bool		has_refund;		/* a refund is requested or in progress */
+	int64		refund_amount;
+	char	   *refund_reason;
+	int32		refunds;
+	int64		approved_amount;
+	int64		refunded_amount;
+} PaymentRow;
+
+/* a gateway call of the saga, alive from claim to record */
+typedef struct SagaCall
+{
+	GatewayCall call;			/* first: the gateway hands this pointer back */
+	int64		payment_id;
+	PayState	claimed;		/* the state written at the claim */
+	PayStep		step;
+	int32		attempt;		/* attempts after the claim */
+} SagaCall;
+
+/* what one step's outcome contributes to the next event and row update */
+typedef struct StepResult
+{
+	int			http_status;	/* -1: a local step */
+	const char *gateway_code;
+	double		latency_ms;
+	const char *error;
+	const char *idempotency_key;
+} StepResult;
+
+static bool wake_pending = false;
+
+/* row `i` of SPI_tuptable as a PaymentRow (PAYMENT_COLUMNS order) */
+static void
+read_payment(int i, PaymentRow *row)
+{
+	char	   *state = spi_text(i, 2);
+	bool		isnull;
+
+	row->id = spi_int64(i, 1, NULL);
+	if (!pay_state_from_name(state, &row->state))
+		elog(ERROR, "payment %lld has unknown state \"%s\"", (long long) row->id, state);
+	row->attempts = spi_int32(i, 3, NULL);
+	row->payment_key = spi_text(i, 4);
+	row->charge = spi_int64(i, 5, NULL);
+	row->refund_amount = spi_int64(i, 6, &isnull);
+	row->has_refund = !isnull;
+	row->refund_reason = spi_text(i, 7);
+	row->refunds = spi_int32(i, 8, NULL);
+	row->approved_amount = spi_int64(i, 9, NULL);
+	row->refunded_amount = spi_int64(i, 10, NULL);
+}
+
+/* the breaker: shared by every process when preloaded, else this backend's */
+static Breaker *
+breaker_lock(SagaRunner *runner)
+{
+	CouponShared *sh = coupon_shared();
+
+	if (sh == NULL)
+		return &runner->local_breaker;
+	SpinLockAcquire(&sh->saga_mutex);
+	return &sh->breaker;
+}
+
+/* release what breaker_lock took */
+static void
+breaker_unlock(void)
+{
+	CouponShared *sh = coupon_shared();
+
+	if (sh != NULL)
+		SpinLockRelease(&sh->saga_mutex);
+}
+
+/* a copy of the breaker's state, for worker_status and the worker's wait */
+BreakerState
+saga_breaker_state(Breaker *copy)
+{
+	CouponShared *sh = coupon_shared();
+
+	if (sh == NULL)
+	{
+		memset(copy, 0, sizeof(*copy));
+		return BREAKER_CLOSED;
+	}
+	SpinLockAcquire(&sh->saga_mutex);
+	*copy = sh->breaker;
+	SpinLockRelease(&sh->saga_mutex);
+	return copy->state;
+}
+
+/* the Idempotency-Key of a gateway step (none for lookups) */
+static char *
+step_key(const PaymentRow *row, PayStep step)
+{
+	switch (step)
+	{
+		case STEP_CONFIRM:
+			return psprintf("%lld-confirm", (long long) row->id);
+		case STEP_VOID:
+			return psprintf("%lld-void", (long long) row->id);
+		case STEP_REFUND:
+			return psprintf("%lld-refund-%d", (long long) row->id, row->refunds);
+		default:
+			return NULL;
+	}
+}
+
+/* fill in the HTTP request of a gateway step */
+static void
+build_request(SagaCall *sc, const PaymentRow *row)
+{
+	GatewayCall *call = &sc->call;
+	StringInfoData body;
+
+	initStringInfo(&body);
+	call->idempotency_key = step_key(row, sc->step);
+	switch (sc->step)
+	{
+		case STEP_CONFIRM:
+			call->method = "POST";
+			call->path = pstrdup("/v1/payments/confirm");
+			appendStringInfoString(&body, "{\"paymentKey\":");
+			escape_json(&body, row->payment_key);
+			appendStringInfo(&body, ",\"orderId\":\"cp-%lld\",\"amount\":%lld}",
+							 (long long) row->id, (long long) row->charge);
+			break;
+		case STEP_LOOKUP:
+			call->method = "GET";
+			call->path = psprintf("/v1/payments/orders/cp-%lld", (long long) row->id);
+			break;
+		case STEP_VOID:
+		case STEP_REFUND:
+			call->method = "POST";
+			call->path = psprintf("/v1/payments/%s/cancel", gateway_escape(row->payment_key));
+			appendStringInfoString(&body, "{\"cancelReason\":");
+			if (sc->step == STEP_VOID)
+				escape_json(&body, "the coupons of the payment could not be applied");
+			else
+				escape_json(&body, row->refund_reason);
+			if (sc->step == STEP_VOID)
+				appendStringInfo(&body, "}");
+			else
+				appendStringInfo(&body, ",\"cancelAmount\":%lld}", (long long) row->refund_amount);
+			break;
+		default:
+			elog(ERROR, "step %s is not a gateway call", pay_step_name(sc->step));
+	}
+	call->body = (strcmp(call->method, "POST") == 0) ? body.data : NULL;
+}
+
+/* append one event to the payment's log */
+static void
+log_event(SagaRunner *runner, int64 payment_id, PayStep step, PayState from, PayState to,
+		  int32 attempt, const StepResult *res)
+{
+	Datum		v[11];
+	char		n[11];
+
+	memset(n, ' ', sizeof(n));
+	v[0] = Int64GetDatum(payment_id);
+	v[1] = CStringGetTextDatum(pay_step_name(step));
+	v[2] = CStringGetTextDatum(pay_state_name(from));
+	v[3] = CStringGetTextDatum(pay_state_name(to));
+	v[4] = Int32GetDatum(attempt);
+	if (res->idempotency_key)
+		v[5] = CStringGetTextDatum(res->idempotency_key);
+	else
+		n[5] = 'n';
+	if (res->http_status >= 0)
+	{
+		v[6] = Int32GetDatum(res->http_status);
+		v[8] = Float8GetDatum(res->latency_ms);
+	}
+	else
+		n[6] = n[8] = 'n';
+	if (res->gateway_code)
+		v[7] = CStringGetTextDatum(res->gateway_code);
+	else
+		n[7] = 'n';
+	if (res->error)
+		v[9] = CStringGetTextDatum(res->error);
+	else
+		n[9] = 'n';
+	v[10] = CStringGetTextDatum(runner->actor);
+	spi_run(&event_plan, v, n, false, 0);
+}
+
+/*
+ * Carry a payment from `state` through the outcome of `step` and every
+ * local step that follows, then write the row once.  The payment is locked
+ * by the caller; `row` holds its columns as read under that lock.
+ */
+static void
+advance(SagaRunner *runner, PaymentRow *row, PayState state, PayStep step,
+		PayOutcome outcome, int32 attempts, const StepResult *first)
+{
+	StepResult	local = {-1, NULL, 0, NULL, NULL};
+	const StepResult *res = first;
+	bool		reset = false;
+	bool		approved_now = false;
+	bool		refunded_now = false;
+	int64		delay_ms = 0;
+	PayState	resume = state;
+	const char *error = first->error;
+	Datum		v[11];
+	char		n[11];
+
+	for (;;)
+	{
+		bool		full = row->has_refund &&
+			row->refunded_amount + row->refund_amount >= row->approved_amount;
+		PayTransition t = pay_transition(state, step, outcome, full, row->has_refund,
+										 attempts, coupon_max_attempts);
+
+		if (t.next == PAY_NEEDS_ATTENTION)
+			resume = state;
+		log_event(runner, row->id, step, state, t.next, attempts, res);
+		if (t.reset_attempts)
+		{
+			reset = true;
+			attempts = 0;
+		}
+		if (t.backoff)
+			delay_ms = pay_backoff_ms(attempts, coupon_retry_base_ms, coupon_retry_max_ms,
+									  pg_prng_uint32(&pg_global_prng_state));
+
+		/* what entering the new state means for the books and the coupons */
+		if (t.next == PAY_APPROVED && state != PAY_APPROVED)
+		{
+			row->approved_amount = row->charge;
+			approved_now = true;
+		}
+		if (step == STEP_REFUND && outcome == OUTCOME_OK)
+		{
+			row->refunded_amount += row->refund_amount;
+			row->has_refund = false;
+			refunded_now = true;
+			if (t.next == PAY_REFUNDED)
+				reserve_restore_holds(row->id);
+		}
+		if (t.next == PAY_FAILED)
+			row->has_refund = false;	/* nothing was charged: nothing to refund */
+		if (t.next == PAY_REFUNDING && state != PAY_REFUNDING)
+		{
+			/* a cancel that waited for the authorization: the whole rest */
+			if (row->refund_amount <= 0 ||
+				row->refund_amount > row->approved_amount - row->refunded_amount)
+				row->refund_amount = row->approved_amount - row->refunded_amount;
+		}
+
+		state = t.next;
+		step = pay_step_for(state);
+		if (state == PAY_NEEDS_ATTENTION || pay_step_remote(step) || step == STEP_NONE)
+			break;
+
+		/* a local step: run it now, in this transaction */
+		res = &local;
+		attempts = 0;
+		if (step == STEP_SPEND_COUPONS)
+			outcome = reserve_spend_holds(row->id) ? OUTCOME_OK : OUTCOME_DECLINED;
+		else
+		{
+			reserve_release_holds(row->id);
+			outcome = OUTCOME_OK;
+		}
+		if (outcome != OUTCOME_OK)
+			error = "a coupon of the payment was no longer held";
+	}
+
+	memset(n, ' ', sizeof(n));
+	v[0] = Int64GetDatum(row->id);
+	v[1] = CStringGetTextDatum(pay_state_name(state));
+	v[2] = BoolGetDatum(reset);
+	v[3] = Int64GetDatum(delay_ms);
+	if (state == PAY_NEEDS_ATTENTION)
+		v[4] = CStringGetTextDatum(pay_state_name(resume));
+	else
+		n[4] = 'n';
+	v[5] = Int64GetDatum(row->approved_amount);
+	v[6] = Int64GetDatum(row->refunded_amount);
+	if (row->has_refund && row->refund_amount > 0)
+		v[7] = Int64GetDatum(row->refund_amount);
+	else
+		n[7] = 'n';
+	if (error)
+		v[8] = CStringGetTextDatum(error);
+	else
+		n[8] = 'n';
+	v[9] = BoolGetDatum(approved_now);
+	v[10] = BoolGetDatum(refunded_now);
+	spi_run(&advance_plan, v, n, false, 0);
+	runner->done++;
+}
+
+/* the lease of a gateway step: long enough for the call and its timeout */
+static int64
+lease_ms(void)
+{
+	return 2 * (int64) coupon_gateway_timeout_ms + 1000;
+}
+
+/* claim one due payment: run a local step, or mark and start a gateway call */
+static void
+claim_one(SagaRunner *runner, PaymentRow *row)
+{
+	PayStep		step = pay_step_for(row->state);
+	PayState	claimed;
+	SagaCall   *sc;
+	MemoryContext old;
+	Datum		v[3];
+
+	if (!pay_step_remote(step))
+	{
+		StepResult	local = {-1, NULL, 0, NULL, NULL};
+		PayOutcome	outcome = OUTCOME_OK;
+
+		if (step == STEP_SPEND_COUPONS)
+			outcome = reserve_spend_holds(row->id) ? OUTCOME_OK : OUTCOME_DECLINED;
+		else
+			reserve_release_holds(row->id);
+		if (outcome != OUTCOME_OK)
+			local.error = "a coupon of the payment was no longer held";
+		advance(runner, row, row->state, step, outcome, 0, &local);
+		return;
+	}
+
+	claimed = pay_claim_state(row->state, step);
+	v[0] = Int64GetDatum(row->id);
+	v[1] = CStringGetTextDatum(pay_state_name(claimed));
+	v[2] = Int64GetDatum(lease_ms());
+	spi_run(&claim_update_plan, v, NULL, false, 0);
+
+	old = MemoryContextSwitchTo(runner->call_cxt);
+	sc = palloc0(sizeof(SagaCall));
+	sc->payment_id = row->id;
+	sc->claimed = claimed;
+	sc->step = step;
+	sc->attempt = row->attempts + 1;
+	sc->call.arg = sc;
+	build_request(sc, row);
+	MemoryContextSwitchTo(old);
+	gateway_start(runner->gw, &sc->call);
+}
+
+/* claim due payments; see saga.h */
+int
+saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
+{
+	Breaker    *b;
+	SavedPlan  *plan = &claim_plan;
+	int			limit = max_rows;
+	Datum		args[2];
+	uint64		n;
+	PaymentRow *rows;
+	bool		isnull;
+	int64		due;
+
+	/* an open circuit lets only local steps through, a half-open one a probe */
+	b = breaker_lock(runner);
+	if (b->state != BREAKER_CLOSED)
+	{
+		if (breaker_allow(b, GetCurrentTimestamp(),
+						  (int64) coupon_circuit_cooldown_ms * 1000))
+			limit = 1;
+		else
+			plan = &claim_local_plan;
+	}
+	breaker_unlock();
+
+	args[0] = Int32GetDatum(limit);
+	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	n = (limit > 0) ? spi_run(plan, args, NULL, false, limit) : 0;
+	rows = palloc(sizeof(PaymentRow) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+		read_payment(i, &rows[i]);
+	for (uint64 i = 0; i < n; i++)
+		claim_one(runner, &rows[i]);
+
+	spi_run(&next_due_plan, NULL, NULL, true, 1);
+	due = spi_int64(0, 1, &isnull);
+	*next_due_ms = isnull ? -1 : (long) Min(due, INT_MAX);
+	return (int) n;
+}
+
+/* record one finished call; the payment may have moved on without us */
+static void
+record_one(SagaRunner *runner, SagaCall *sc)
+{
+	GatewayCall *call = &sc->call;
+	GatewayReply reply = {NULL, NULL, NULL, -1, -1};
+	StepResult	res;
+	PaymentRow	row;
+	PayOutcome	outcome;
+	bool		transport_failure;
+	Datum		arg = Int64GetDatum(sc->payment_id);
+	Breaker    *b;
+
+	if (call->response)
+		gateway_parse_reply(call->response, &reply);
+	outcome = pay_classify(sc->step, call->http_status, reply.status, reply.code);
+
+	transport_failure = (call->http_status == 0 || call->http_status >= 500);
+	b = breaker_lock(runner);
+	breaker_record(b, !transport_failure, GetCurrentTimestamp(),
+				   coupon_circuit_failures, (int64) coupon_circuit_cooldown_ms * 1000);
+	breaker_unlock();
+	if (outcome == OUTCOME_UNKNOWN)
+		runner->errors++;
+
+	res.http_status = call->http_status;
+	res.gateway_code = reply.status ? reply.status : reply.code;
+	res.latency_ms = call->latency_us / 1000.0;
+	res.idempotency_key = call->idempotency_key;
+	if (call->error)
+		res.error = call->error;
+	else if (reply.code)
+		res.error = psprintf("%s: %s", reply.code, reply.message ? reply.message : "");
+	else if (outcome == OUTCOME_UNKNOWN)
+		res.error = psprintf("unexpected answer (HTTP %d)", call->http_status);
+	else
+		res.error = NULL;
+
+	if (spi_run(&lock_plan, &arg, NULL, false, 1) != 1)
+		elog(ERROR, "payment %lld vanished", (long long) sc->payment_id);
+	read_payment(0, &row);
+	if (row.state != sc->claimed || row.attempts != sc->attempt)
+	{
+		/* our lease lapsed and someone else took the step over */
+		log_event(runner, row.id, sc->step, row.state, row.state, sc->attempt, &res);
+		return;
+	}
+	advance(runner, &row, sc->claimed, sc->step, outcome, sc->attempt, &res);
+}
+
+/*
+ * Record every finished call, each in a subtransaction: a payment whose
+ * record fails (a bug, a broken row) goes to needs_attention with the
+ * error, and the others are recorded all the same.
+ */
+int
+saga_record(SagaRunner *runner)
+{
+	GatewayCall *call;
+	volatile int n = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	while ((call = gateway_next_done(runner->gw)) != NULL)
+	{
+		SagaCall   *sc = (SagaCall *) call->arg;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			record_one(runner, sc);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+			Datum		v[3];
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			elog(WARNING, "coupon: recording payment %lld failed: %s",
+				 (long long) sc->payment_id, edata->message);
+			v[0] = Int64GetDatum(sc->payment_id);
+			v[1] = CStringGetTextDatum(pay_state_name(sc->claimed));
+			v[2] = CStringGetTextDatum(edata->message);
+			spi_run(&attention_plan, v, NULL, false, 0);
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		pfree(sc);
+		n++;
+	}
+	return n;
+}
+
+/* at commit, set the workers' latches */
+static void
+saga_xact_callback(XactEvent event, void *arg)
+{
+	CouponShared *sh;
+
+	if (!wake_pending)
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		wake_pending = false;
+		return;
+	}
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+		return;
+	wake_pending = false;
+	sh = coupon_shared();
+	if (sh == NULL)
+		return;
+	for (int i = 0; i < SAGA_MAX_WORKERS; i++)
+	{
+		Latch	   *latch;
+
+		SpinLockAcquire(&sh->saga_mutex);
+		latch = sh->workers[i].latch;
+		SpinLockRelease(&sh->saga_mutex);
+		if (latch)
+			SetLatch(latch);
+	}
+}
+
+/* ask for the workers to be woken when this transaction commits */
+void
+saga_wake_at_commit(void)
+{
+	wake_pending = true;
+}
+
+/* register the commit-time wakeup */
+void
+coupon_saga_init(void)
+{
+	RegisterXactCallback(saga_xact_callback, NULL);
+}
