@@ -1,7 +1,8 @@
 /*
  * test_unit.c
  *		Unit tests of the pure C parts (discount engine, stacking, code text,
- *		currencies, reason table), built and run without a server.
+ *		currencies, reason table, the payment saga's state machine, backoff
+ *		and circuit breaker), built and run without a server.
  *		Prints TAP.
  */
 #include <inttypes.h>
@@ -11,6 +12,7 @@
 #include "codefmt.h"
 #include "currency.h"
 #include "discount.h"
+#include "payment.h"
 #include "reason.h"
 
 static int	tests = 0;
@@ -263,6 +265,168 @@ test_currency_and_reasons(void)
 	}
 }
 
+/* the transition of one step's outcome, at attempt 1 of 8 */
+static PayState
+after(PayState s, PayStep step, PayOutcome o)
+{
+	return pay_transition(s, step, o, false, false, 1, 8).next;
+}
+
+static void
+test_saga_steps(void)
+{
+	int			names_ok = 1;
+
+	for (int i = 0; i < PAY_STATE_COUNT; i++)
+	{
+		PayState	back;
+
+		if (!pay_state_from_name(pay_state_name((PayState) i), &back) || back != (PayState) i)
+			names_ok = 0;
+	}
+	check(names_ok, "every state name parses back to its state");
+	check(!pay_state_from_name("done", &(PayState) {0}), "an unknown state name is refused");
+
+	check(pay_step_for(PAY_PENDING) == STEP_CONFIRM, "pending calls for a confirm");
+	check(pay_step_for(PAY_AUTHORIZING) == STEP_LOOKUP,
+		  "authorizing (answer lost) calls for a lookup, never a blind confirm");
+	check(pay_step_for(PAY_APPROVED) == STEP_SPEND_COUPONS, "approved spends the coupons");
+	check(pay_step_for(PAY_VOIDING) == STEP_VOID, "voiding cancels at the gateway");
+	check(pay_step_for(PAY_RELEASING) == STEP_RELEASE_COUPONS, "releasing gives coupons back");
+	check(pay_step_for(PAY_REFUNDING) == STEP_REFUND, "refunding refunds at the gateway");
+	check(pay_step_for(PAY_COMPLETED) == STEP_NONE && pay_step_for(PAY_FAILED) == STEP_NONE &&
+		  pay_step_for(PAY_NEEDS_ATTENTION) == STEP_NONE,
+		  "final states and needs_attention have no step");
+	check(pay_step_remote(STEP_CONFIRM) && pay_step_remote(STEP_LOOKUP) &&
+		  !pay_step_remote(STEP_SPEND_COUPONS) && !pay_step_remote(STEP_RELEASE_COUPONS),
+		  "gateway steps are remote, coupon steps local");
+	check(pay_claim_state(PAY_PENDING, STEP_CONFIRM) == PAY_AUTHORIZING,
+		  "a confirm is recorded as authorizing before it goes out");
+	check(pay_claim_state(PAY_REFUNDING, STEP_REFUND) == PAY_REFUNDING,
+		  "other claims keep their state");
+	check(pay_state_final(PAY_REFUNDED) && !pay_state_final(PAY_NEEDS_ATTENTION) &&
+		  !pay_state_live(PAY_NEEDS_ATTENTION) && pay_state_live(PAY_AUTHORIZING),
+		  "final, live and stuck states");
+}
+
+static void
+test_saga_classify(void)
+{
+	check(pay_classify(STEP_CONFIRM, 200, "DONE", NULL) == OUTCOME_OK, "confirm 200 DONE is approval");
+	check(pay_classify(STEP_CONFIRM, 403, NULL, "REJECT_CARD_PAYMENT") == OUTCOME_DECLINED,
+		  "confirm 403 is a decline");
+	check(pay_classify(STEP_CONFIRM, 0, NULL, NULL) == OUTCOME_UNKNOWN, "no answer is unknown");
+	check(pay_classify(STEP_CONFIRM, 500, NULL, "PROVIDER_ERROR") == OUTCOME_UNKNOWN, "5xx is unknown");
+	check(pay_classify(STEP_CONFIRM, 401, NULL, "UNAUTHORIZED_KEY") == OUTCOME_UNKNOWN,
+		  "our own bad key is retried, not a customer decline");
+	check(pay_classify(STEP_CONFIRM, 429, NULL, NULL) == OUTCOME_UNKNOWN, "429 is retried");
+	check(pay_classify(STEP_CONFIRM, 400, NULL, "ALREADY_PROCESSED_PAYMENT") == OUTCOME_UNKNOWN,
+		  "an order already taken is looked up, not declined");
+	check(pay_classify(STEP_CONFIRM, 200, "CANCELED", NULL) == OUTCOME_UNKNOWN,
+		  "an odd 200 is not an approval");
+	check(pay_classify(STEP_LOOKUP, 404, NULL, "NOT_FOUND_PAYMENT") == OUTCOME_NOT_FOUND,
+		  "lookup 404: the gateway never saw it");
+	check(pay_classify(STEP_LOOKUP, 200, "DONE", NULL) == OUTCOME_OK, "lookup DONE is approval");
+	check(pay_classify(STEP_LOOKUP, 200, "ABORTED", NULL) == OUTCOME_DECLINED, "lookup ABORTED is a decline");
+	check(pay_classify(STEP_LOOKUP, 200, "IN_PROGRESS", NULL) == OUTCOME_PENDING,
+		  "lookup IN_PROGRESS waits");
+	check(pay_classify(STEP_LOOKUP, 200, "PARTIAL_CANCELED", NULL) == OUTCOME_UNKNOWN,
+		  "lookup PARTIAL_CANCELED is for a human");
+	check(pay_classify(STEP_VOID, 400, NULL, "ALREADY_CANCELED_PAYMENT") == OUTCOME_OK,
+		  "voiding a void payment is done");
+	check(pay_classify(STEP_REFUND, 400, NULL, "ALREADY_CANCELED_PAYMENT") == OUTCOME_REJECTED,
+		  "a refund of a void payment is rejected");
+	check(pay_classify(STEP_REFUND, 400, NULL, "NOT_CANCELABLE_AMOUNT") == OUTCOME_REJECTED,
+		  "a refund beyond the balance is rejected");
+	check(pay_classify(STEP_REFUND, 200, "PARTIAL_CANCELED", NULL) == OUTCOME_OK, "refund 200 is done");
+	check(pay_classify(STEP_REFUND, 503, NULL, NULL) == OUTCOME_UNKNOWN, "refund 5xx is retried");
+}
+
+static void
+test_saga_transitions(void)
+{
+	PayTransition t;
+
+	check(after(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_OK) == PAY_APPROVED, "approval -> approved");
+	check(after(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_DECLINED) == PAY_RELEASING,
+		  "decline -> releasing");
+	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_UNKNOWN, false, false, 1, 8);
+	check(t.next == PAY_AUTHORIZING && t.backoff && !t.reset_attempts,
+		  "unknown confirm stays authorizing (lookup next) after a backoff");
+	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, false, false, 2, 8);
+	check(t.next == PAY_PENDING && !t.backoff, "lookup not found -> confirm again at once");
+	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_OK) == PAY_APPROVED, "lookup DONE -> approved");
+	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_DECLINED) == PAY_RELEASING,
+		  "lookup aborted -> releasing");
+	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_PENDING) == PAY_AUTHORIZING,
+		  "lookup in progress -> look again later");
+	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_UNKNOWN, false, false, 8, 8);
+	check(t.next == PAY_NEEDS_ATTENTION, "the last allowed attempt failing -> needs_attention");
+	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, false, false, 8, 8);
+	check(t.next == PAY_NEEDS_ATTENTION, "not found at the last attempt -> needs_attention");
+	check(after(PAY_APPROVED, STEP_SPEND_COUPONS, OUTCOME_OK) == PAY_COMPLETED, "coupons spent -> completed");
+	check(pay_transition(PAY_APPROVED, STEP_SPEND_COUPONS, OUTCOME_OK, false, true, 0, 8).next ==
+		  PAY_REFUNDING, "a cancel that waited -> refunding right after completion");
+	check(after(PAY_APPROVED, STEP_SPEND_COUPONS, OUTCOME_DECLINED) == PAY_VOIDING,
+		  "coupons lost -> voiding");
+	check(after(PAY_VOIDING, STEP_VOID, OUTCOME_OK) == PAY_RELEASING, "void done -> releasing");
+	check(after(PAY_VOIDING, STEP_VOID, OUTCOME_UNKNOWN) == PAY_VOIDING, "void unknown -> again");
+	check(after(PAY_VOIDING, STEP_VOID, OUTCOME_REJECTED) == PAY_NEEDS_ATTENTION,
+		  "void rejected -> needs_attention");
+	check(after(PAY_RELEASING, STEP_RELEASE_COUPONS, OUTCOME_OK) == PAY_FAILED, "released -> failed");
+	check(pay_transition(PAY_REFUNDING, STEP_REFUND, OUTCOME_OK, true, true, 1, 8).next == PAY_REFUNDED,
+		  "full refund -> refunded");
+	check(after(PAY_REFUNDING, STEP_REFUND, OUTCOME_OK) == PAY_PARTIALLY_REFUNDED,
+		  "partial refund -> partially_refunded");
+	check(after(PAY_REFUNDING, STEP_REFUND, OUTCOME_REJECTED) == PAY_NEEDS_ATTENTION,
+		  "refund rejected -> needs_attention");
+	check(after(PAY_REFUNDING, STEP_REFUND, OUTCOME_UNKNOWN) == PAY_REFUNDING, "refund unknown -> again");
+	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_OK, false, false, 3, 8);
+	check(t.reset_attempts && !t.backoff, "a finished step resets attempts");
+}
+
+static void
+test_saga_backoff_breaker(void)
+{
+	Breaker		b = {BREAKER_CLOSED, 0, 0, false};
+	int			mono = 1;
+	int64_t		prev = 0;
+
+	check(pay_backoff_ms(1, 200, 60000, 0) == 100 && pay_backoff_ms(1, 200, 60000, 100) == 200,
+		  "first retry waits 100..200 ms for base 200");
+	for (int a = 1; a < 12; a++)
+	{
+		int64_t		lo = pay_backoff_ms(a, 200, 60000, 0);
+
+		if (lo < prev)
+			mono = 0;
+		prev = lo;
+	}
+	check(mono, "backoff never shrinks with the attempt number");
+	check(pay_backoff_ms(30, 200, 60000, UINT32_MAX) <= 60000 &&
+		  pay_backoff_ms(30, 200, 60000, 0) >= 30000, "backoff is capped, jitter included");
+	check(pay_backoff_ms(1000, 1000, 86400000, 7) <= 86400000, "huge attempt numbers do not overflow");
+
+	for (int i = 0; i < 4; i++)
+		breaker_record(&b, false, 1000, 5, 5000);
+	check(b.state == BREAKER_CLOSED && breaker_allow(&b, 1000, 5000), "4 failures of 5: still closed");
+	breaker_record(&b, false, 1000, 5, 5000);
+	check(b.state == BREAKER_OPEN && !breaker_allow(&b, 2000, 5000), "the 5th failure opens it");
+	check(breaker_allow(&b, 6000, 5000) && b.state == BREAKER_HALF_OPEN,
+		  "after the cool-down one probe goes out");
+	check(!breaker_allow(&b, 6001, 5000), "only one probe at a time");
+	check(breaker_allow(&b, 11001, 5000), "a probe lost with its caller is replaced");
+	breaker_record(&b, false, 11002, 5, 5000);
+	check(b.state == BREAKER_OPEN && !breaker_allow(&b, 11003, 5000), "a failed probe reopens it");
+	check(breaker_allow(&b, 16003, 5000), "probe again after the next cool-down");
+	breaker_record(&b, true, 16004, 5, 5000);
+	check(b.state == BREAKER_CLOSED && b.failures == 0 && breaker_allow(&b, 16005, 5000),
+		  "a good probe closes it");
+	breaker_record(&b, false, 17000, 5, 5000);
+	breaker_record(&b, true, 17001, 5, 5000);
+	check(b.failures == 0, "a success resets the failure count");
+}
+
 int
 main(void)
 {
@@ -272,6 +436,10 @@ main(void)
 	test_status_transitions();
 	test_codes();
 	test_currency_and_reasons();
+	test_saga_steps();
+	test_saga_classify();
+	test_saga_transitions();
+	test_saga_backoff_breaker();
 	printf("1..%d\n", tests);
 	return failures == 0 ? 0 : 1;
 }
