@@ -5,7 +5,8 @@
 # runs the unit tests, the mock gateway suite, then starts a private cluster
 # (postgres user, own directory and socket) and runs pg_regress, the
 # isolation specs, the pgTAP suites and the concurrent load tests against
-# it.  Stops everything it started.  Exits non-zero if anything failed.
+# it, then the payment saga tests (each with its own cluster and mock
+# gateway).  Stops everything it started.  Exits non-zero if anything failed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -71,6 +72,17 @@ run_load() {
 	return $rc
 }
 
+# payment saga tests: each starts its own cluster and mock gateway in $WORK
+run_saga() {
+	local rc=0
+	for t in "$COUPON_ROOT"/test/saga/*.sh; do
+		[ -e "$t" ] || continue
+		log "saga: $(basename "$t")"
+		WORK="$WORK" bash "$t" || rc=1
+	done
+	return $rc
+}
+
 suite unit make -s -C "$COUPON_ROOT" unit
 if [ -x "$COUPON_ROOT/test/mockpg/run.sh" ]; then
 	suite mockpg "$COUPON_ROOT/test/mockpg/run.sh"
@@ -86,6 +98,7 @@ export PGHOST PGPORT
 suite regress+isolation run_installcheck
 suite pgtap run_pgtap
 suite load run_load
+suite saga run_saga
 
 echo
 if [ $failed -gt 0 ]; then
