@@ -255,7 +255,8 @@ GRANT EXECUTE ON FUNCTION
 	coupon.payment_status(bigint, integer),
 	coupon.process_payments(integer),
 	coupon.retry_payment(bigint),
-	coupon.worker_status_rows()
+	coupon.worker_status_rows(),
+	coupon.forbid_change()
 TO coupon_admin;
 GRANT SELECT ON coupon.payment, coupon.payment_event, coupon.worker_status, coupon.stuck_payments TO coupon_admin;
 GRANT EXECUTE ON FUNCTION

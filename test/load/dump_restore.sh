@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 SRC=load_dump
 DST=load_dump_restored
-TABLES="merchant policy policy_stock coupon reservation idempotency_key"
+TABLES="merchant policy policy_stock coupon reservation idempotency_key payment payment_event"
 
 create_db "$SRC"
 # the restore target gets no CREATE EXTENSION: the dump carries it
@@ -44,6 +44,10 @@ SELECT coupon.release(id) FROM coupon.reservation WHERE order_id IN (SELECT 'ord
 SELECT coupon.reserve(c.id, c.user_id, :m2, 'bal-order-' || c.id, 12000)
   FROM coupon.coupon c WHERE c.policy_id = :bal_p AND c.user_id IN ('u1', 'u2');
 SELECT coupon.confirm(id) FROM coupon.reservation WHERE order_id LIKE 'bal-order-%';
+-- payments (nothing drives them here: they keep the state pay() gave them)
+SELECT coupon.pay(:m1, c.user_id, 'pay-' || c.id, 15000, ARRAY[c.id], NULL, 'pay-key-' || c.id)
+  FROM coupon.coupon c WHERE c.policy_id = :fixed_p AND c.user_id IN ('u8', 'u9', 'u10');
+SELECT coupon.cancel_payment((SELECT min(id) FROM coupon.payment), 'dump test');
 SQL
 
 fingerprint() {

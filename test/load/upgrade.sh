@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# ALTER EXTENSION coupon UPDATE from 0.1 gives the same extension as a fresh
+# install of the newest version, and keeps the data of 0.1 working.
+#
+# The catalog of the schema (columns, defaults, constraints, indexes,
+# triggers, policies, function signatures and settings, comments, grants,
+# config dump registrations) is described by one query in both databases
+# and the descriptions must be equal.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
+
+OLD=load_upgrade_old
+NEW=load_upgrade_new
+for db in $OLD $NEW; do
+	psql_db postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+	LOAD_DBS+=("$db")
+done
+psql_db "$OLD" -c "CREATE EXTENSION coupon VERSION '0.1'"
+psql_db "$NEW" -c "CREATE EXTENSION coupon"
+
+# data made under 0.1: a merchant, a policy, coupons, a confirmed and a held reservation
+psql_db "$OLD" >/dev/null <<'SQL'
+SELECT id AS m FROM coupon.create_merchant('upgrade shop') \gset
+SELECT id AS p FROM coupon.create_policy(:m, 'ten', 'fixed', 1000, per_user_limit => NULL) \gset
+SELECT coupon.issue(:p, 'ulla') FROM generate_series(1, 3);
+SELECT coupon.confirm((coupon.reserve(min(id), 'ulla', :m, 'old-order-1', 5000)).id) FROM coupon.coupon;
+SELECT coupon.reserve(max(id), 'ulla', :m, 'old-order-2', 5000) FROM coupon.coupon;
+SQL
+check "0.1 is installed before the update" "$(query "$OLD" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")" "0.1"
+if psql_db "$OLD" -c "ALTER EXTENSION coupon UPDATE" >"$LOAD_DIR/update.log" 2>&1; then
+	ok "ALTER EXTENSION coupon UPDATE runs"
+else
+	not_ok "ALTER EXTENSION coupon UPDATE runs"
+	sed 's/^/#   /' "$LOAD_DIR/update.log"
+fi
+check "the update reaches the default version" \
+	"$(query "$OLD" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")" \
+	"$(query "$NEW" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")"
+
+# one line per catalog fact of schema coupon, ids and oids left out
+describe() {
+	query "$1" "
+	WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'coupon'),
+	facts AS (
+		SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' rls=' || c.relrowsecurity
+			   || ' opts=' || coalesce(array_to_string(c.reloptions, ','), '')
+			   || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '')
+			   || ' acl=' || coalesce(c.relacl::text, '') AS f
+		  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+			   || ' notnull=' || a.attnotnull || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+			   || ' comment=' || coalesce(col_description(c.oid, a.attnum), '')
+		  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+		  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+		 WHERE c.relnamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'con ' || conrelid::regclass::text || ' ' || pg_get_constraintdef(oid)
+		  FROM pg_constraint WHERE connamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'idx ' || pg_get_indexdef(indexrelid)
+		  FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = (SELECT oid FROM ns))
+		UNION ALL
+		SELECT 'trg ' || pg_get_triggerdef(t.oid)
+		  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+		 WHERE c.relnamespace = (SELECT oid FROM ns) AND NOT t.tgisinternal
+		UNION ALL
+		SELECT 'pol ' || tablename || ' ' || policyname || ' ' || array_to_string(roles, ',') || ' ' || coalesce(qual, '')
+		  FROM pg_policies WHERE schemaname = 'coupon'
+		UNION ALL
+		SELECT 'fn ' || p.oid::regprocedure::text || ' ' || pg_get_function_result(p.oid)
+			   || ' args=' || pg_get_function_arguments(p.oid) || ' vol=' || p.provolatile::text
+			   || ' secdef=' || p.prosecdef || ' config=' || coalesce(array_to_string(p.proconfig, ','), '')
+			   || ' src=' || p.prosrc || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '')
+			   || ' acl=' || coalesce(p.proacl::text, '')
+		  FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid)
+		  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind = 'v'
+		UNION ALL
+		SELECT 'dump ' || x::regclass::text
+		  FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'coupon')
+	SELECT f FROM facts ORDER BY f"
+}
+describe "$OLD" >"$LOAD_DIR/old.txt"
+describe "$NEW" >"$LOAD_DIR/new.txt"
+if diff "$LOAD_DIR/new.txt" "$LOAD_DIR/old.txt" >"$LOAD_DIR/diff.txt"; then
+	ok "the updated schema equals a fresh install ($(wc -l <"$LOAD_DIR/new.txt") catalog facts compared)"
+else
+	not_ok "the updated schema equals a fresh install"
+	sed 's/^/#   /' "$LOAD_DIR/diff.txt" | head -40
+fi
+
+# the 0.1 data keeps working, and the new functions work on it
+check "a hold made under 0.1 is released after the update" \
+	"$(query "$OLD" "SELECT (coupon.release(id)).status FROM coupon.reservation WHERE order_id = 'old-order-2'")" "released"
+check "a coupon issued under 0.1 pays under 0.2" \
+	"$(query "$OLD" "SELECT state || ' ' || discount FROM coupon.pay((SELECT id FROM coupon.merchant), 'ulla', 'new-order',
+	                 5000, ARRAY[(SELECT max(id) FROM coupon.coupon)])")" "pending 1000"
+check "the payment holds its coupon" \
+	"$(query "$OLD" "SELECT status FROM coupon.coupon WHERE id = (SELECT max(id) FROM coupon.coupon)")" "reserved"
+
+load_finish
