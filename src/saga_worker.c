@@ -46,6 +46,7 @@ static SavedPlan sweep_plan = {
 };
 
 static int	my_slot = -1;
+static MemoryContext loop_cxt = NULL;
 
 /* publish this worker's state in its slot */
 static void
@@ -101,6 +102,7 @@ end_step(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(loop_cxt);
 }
 
 /* is the extension installed in this database?  (in a transaction) */
@@ -151,7 +153,7 @@ coupon_saga_worker_main(Datum main_arg)
 	char	   *gw_secret = NULL;
 	int			gw_timeout = 0;
 	TimestampTz last_sweep = 0;
-	MemoryContext loop_cxt;
+	bool		have_extension = false;
 
 	my_slot = DatumGetInt32(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -201,7 +203,8 @@ coupon_saga_worker_main(Datum main_arg)
 			ResetLatch(MyLatch);
 			continue;
 		}
-		if (!extension_present())
+		/* checked until found; a DROP EXTENSION later makes the claim fail and the worker restart */
+		if (!have_extension && !(have_extension = extension_present()))
 		{
 			set_state(WORKER_NO_EXTENSION, 0, &runner);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -219,6 +222,8 @@ coupon_saga_worker_main(Datum main_arg)
 			begin_step("recording gateway answers");
 			saga_record(&runner);
 			end_step();
+			if (gateway_in_flight(gw) == 0)
+				MemoryContextReset(runner.call_cxt);
 		}
 
 		room = (gw == NULL) ? 0 : coupon_max_inflight - gateway_in_flight(gw);
