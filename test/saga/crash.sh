@@ -30,7 +30,7 @@ M=$(q "SELECT id FROM coupon.create_merchant('saga crash shop')")
 P=$(q "SELECT id FROM coupon.create_policy($M, 'fixed 1000', 'fixed', 1000, per_user_limit => NULL)")
 # one coupon for each of the users u1..u400; payment n is user n's, with
 # paymentKey decline_<n> for every tenth n and ok_<n> otherwise
-psql_saga <<SQL
+psql_saga >/dev/null <<SQL
 SELECT count(coupon.issue($P, 'u' || g)) FROM generate_series(1, 400) g;
 CREATE SEQUENCE drive_seq;
 CREATE FUNCTION crash_pay(m bigint) RETURNS void

@@ -25,7 +25,7 @@ gw_faults '{"decline_rate":0.1,"timeout_rate":0.05,"stall_ms":1500}'
 
 M=$(q "SELECT id FROM coupon.create_merchant('saga load shop')")
 P=$(q "SELECT id FROM coupon.create_policy($M, 'fixed 1000', 'fixed', 1000, per_user_limit => NULL)")
-psql_saga <<SQL
+psql_saga >/dev/null <<SQL
 SELECT count(coupon.issue($P, 'u' || u)) FROM generate_series(1, $USERS) u, generate_series(1, 3) k;
 CREATE SEQUENCE load_seq;
 CREATE TABLE load_outcome (n bigint, outcome text NOT NULL);

@@ -8,8 +8,9 @@
 # order lookup, exactly one APPROVE), error_* (needs_attention after
 # max_attempts; retry_payment puts it back and it stops there again), a 5xx
 # burst (error_rate 1 then 0: everything completes), the gateway down and
-# back (kill -9, circuit open, restart on the same port with its journal,
-# circuit closed, everything completes), refunds (full with a fixed and a
+# back (kill -9, circuit open, a cancel waiting for the unknown outcome,
+# restart on the same port with its journal, circuit closed, everything
+# completes, the cancelled one refunded), refunds (full with a fixed and a
 # balance coupon, a payment the coupon covers wholly, partial twice, too
 # much), cancel racing the authorization, cancel in pay()'s own
 # transaction, duplicate orders and idempotency keys.  Then the books, the
@@ -138,8 +139,8 @@ wait_for "error: it fails again into needs_attention (a second time)" 60 \
 	"SELECT count(*) = 2 FROM coupon.payment_event WHERE payment_id = $ERR AND to_state = 'needs_attention'"
 check "error: the retry is logged and more confirms were tried" \
 	"$(event_count "$ERR" "step = 'retry'") $(($(event_count "$ERR" "step = 'confirm' AND http_status = 500") > n500))" "1 1"
-check "error: retry_payment() of a completed payment changes nothing" \
-	"$(q "SELECT state FROM coupon.retry_payment($HAPPY)")" completed
+check "error: retry_payment() of a finished payment is PT409 payment_not_retryable" \
+	"$(try "SELECT coupon.retry_payment($HAPPY)")" "PT409 payment_not_retryable"
 check "error: retry_payment() of an unknown payment is PT404 payment_not_found" \
 	"$(try "SELECT coupon.retry_payment(987654321)")" "PT404 payment_not_found"
 
@@ -157,7 +158,9 @@ done
 BURST_IDS=$(IFS=,; echo "${BURST[*]}")
 wait_for "burst: every payment got a 500" 60 \
 	"SELECT count(DISTINCT payment_id) = 5 FROM coupon.payment_event WHERE payment_id IN ($BURST_IDS) AND http_status = 500"
-wait_for "burst: the circuit opens" 30 "SELECT bool_or(circuit = 'open') FROM coupon.worker_status"
+# (lookups still answer during a 5xx burst, so whether the breaker opens
+# here is the implementation's choice; only the outage below requires it)
+diag "burst: $(show_workers)"
 check "burst: nothing completed during the burst" \
 	"$(q "SELECT count(*) FROM coupon.payment WHERE id IN ($BURST_IDS) AND state NOT IN ('pending', 'authorizing')")" 0
 gw_faults '{"error_rate":0}'
@@ -178,16 +181,29 @@ DOWN_IDS=$(IFS=,; echo "${DOWN[*]}")
 wait_for "down: the circuit opens while the gateway refuses connections" 30 \
 	"SELECT bool_or(circuit = 'open') AND max(consecutive_failures) >= 3 FROM coupon.worker_status" ||
 	{ show_workers; false; }
+# (once the circuit is open only one probe at a time goes out, so not every
+# payment has tried yet)
 check "down: refused calls are logged with http_status 0 and an error" \
-	"$(q "SELECT count(DISTINCT payment_id) FROM coupon.payment_event
-	       WHERE payment_id IN ($DOWN_IDS) AND coalesce(http_status, 0) = 0 AND error IS NOT NULL")" 3
+	"$(q "SELECT count(*) > 0 FROM coupon.payment_event
+	       WHERE payment_id IN ($DOWN_IDS) AND coalesce(http_status, 0) = 0 AND error IS NOT NULL")" t
 check "down: the payments wait (pending or authorizing), none failed" \
 	"$(q "SELECT count(*) FROM coupon.payment WHERE id IN ($DOWN_IDS) AND state IN ('pending', 'authorizing')")" 3
+# a cancel while the outcome is unknown waits for it, then refunds
+DC=$(q "SELECT min(payment_id) FROM coupon.payment_event
+         WHERE payment_id IN ($DOWN_IDS) AND coalesce(http_status, 0) = 0")
+check_match "down: cancel_payment() of a payment already sent records the refund for later" \
+	"$(q "SELECT concat_ws(' ', state, refund_amount) FROM coupon.cancel_payment($DC, 'changed my mind')")" \
+	'^(pending|authorizing) 9000$'
 saga_mockpg_restart
-wait_for "down: all 3 complete once the gateway is back" 60 \
-	"SELECT count(*) = 3 FROM coupon.payment WHERE id IN ($DOWN_IDS) AND state = 'completed'"
+wait_for "down: once the gateway is back, 2 complete and the cancelled one is refunded" 60 \
+	"SELECT count(*) FILTER (WHERE state = 'completed' AND id <> $DC) = 2
+	    AND count(*) FILTER (WHERE state = 'refunded' AND id = $DC) = 1
+	   FROM coupon.payment WHERE id IN ($DOWN_IDS)"
 wait_for "down: the circuit closes again" 30 "SELECT bool_and(circuit = 'closed') FROM coupon.worker_status"
-check "down: one APPROVE of 9000 per payment" "$(gw_net "${DOWN[@]}")" 27000
+check "down: one APPROVE of 9000 per payment, the cancelled one refunded" "$(gw_net "${DOWN[@]}")" 18000
+check "down: the cancelled payment was charged, then refunded in full" \
+	"$(gw_order "cp-$DC" | sed 's/ok_down_[0-9]/KEY/g')" "APPROVE 9000 KEY, CANCEL 9000 KEY"
+check "down: the cancelled payment's coupon is back" "$(hold "$DC")" "issued confirmed"
 check "down: the gateway's journal kept the earlier approvals" "$(gw_order "cp-$HAPPY")" "APPROVE 9000 ok_happy"
 
 diag "--- refunds"
@@ -228,10 +244,13 @@ check "covered: balance 10000 - 4000 left, coupon still issued" \
 	"$(q "SELECT status || ' ' || balance FROM coupon.coupon WHERE id = $C")" "issued 6000"
 check "covered: no gateway call at all" \
 	"$(gw_order "cp-$COVER")/$(event_count "$COVER" "idempotency_key IS NOT NULL OR http_status IS NOT NULL")" "/0"
-q "SELECT 1 FROM coupon.cancel_payment($COVER, 'returned')" >/dev/null
-wait_state "$COVER" refunded 30
-check "covered: the refund gives the balance back, without the gateway" \
-	"$(q "SELECT status || ' ' || balance FROM coupon.coupon WHERE id = $C") $(gw_order "cp-$COVER")" "issued 10000 "
+out=$(try "SELECT coupon.cancel_payment($COVER, 'returned')")
+check "covered: cancel_payment() of a payment the coupon paid wholly is accepted" "$out" ok
+if [ "$out" = ok ]; then
+	wait_state "$COVER" refunded 30
+	check "covered: the refund gives the balance back, without the gateway" \
+		"$(q "SELECT status || ' ' || balance FROM coupon.coupon WHERE id = $C") $(gw_order "cp-$COVER")" "issued 10000 "
+fi
 
 C=$(issue "$P_FIXED" pete)
 read -r PART _ <<<"$(pay pete o-partial 10000 "ARRAY[$C]" "'ok_partial'")"
