@@ -14,7 +14,20 @@
 
 typedef struct Gateway Gateway;
 
-/* one request and, once done, its answer; owned by the caller */
+/*
+ * One request and, once done, its answer; owned by the caller.
+ *
+ * gateway_start copies method, path, body and idempotency_key, so they may
+ * be freed (or their memory context reset) as soon as it returns; only the
+ * GatewayCall itself must stay valid (allocate it in a long-lived context)
+ * until gateway_next_done hands it back.
+ *
+ * done, http_status and latency_us are set when the transfer finishes.
+ * response and error are set by gateway_next_done, palloc'd in the memory
+ * context that is current when it is called; from then on they belong to
+ * the caller and nothing in gateway.c refers to them.  Before that they are
+ * NULL.
+ */
 typedef struct GatewayCall
 {
 	/* request: method "GET" or "POST", path below the base URL */
@@ -26,9 +39,12 @@ typedef struct GatewayCall
 
 	/* answer, filled in when the call is done */
 	bool		done;
-	int			http_status;	/* 0: no HTTP answer (timeout, refused, reset) */
-	char	   *response;		/* body as received (NUL-terminated), or NULL */
-	char	   *error;			/* transport error in words, or NULL */
+	int			http_status;	/* 0: no HTTP answer (timeout, refused, reset,
+								 * answer over 1 MiB) */
+	char	   *response;		/* body as received (NUL-terminated; "" when
+								 * empty), or NULL when http_status is 0 */
+	char	   *error;			/* transport error in words, or NULL when an
+								 * HTTP answer (any status) arrived */
 	int64		latency_us;		/* from start to done */
 
 	/* private to gateway.c */
@@ -37,7 +53,11 @@ typedef struct GatewayCall
 	struct GatewayCall *next_done;
 } GatewayCall;
 
-/* the fields of a gateway answer the saga reads (absent: NULL / -1) */
+/*
+ * The fields of a gateway answer the saga reads (absent: NULL / -1).  The
+ * strings are palloc'd in the caller's memory context; the amounts are -1
+ * also when the member is not a non-negative JSON integer that fits int64.
+ */
 typedef struct GatewayReply
 {
 	char	   *status;			/* Payment.status: DONE, CANCELED, ... */
@@ -48,14 +68,23 @@ typedef struct GatewayReply
 } GatewayReply;
 
 /*
- * A client for base_url (http or https only) authenticating with secret.
- * Memory lives in a child of TopMemoryContext until gateway_close.
+ * A client for base_url (http or https only; a trailing slash is dropped)
+ * authenticating with secret.  timeout_ms (> 0) limits each call as a whole,
+ * from gateway_start.  Connections are kept alive and capped a little below
+ * max_safe_fds / 3 (about 320 by default); calls beyond the cap wait inside
+ * libcurl for a free connection.  Memory lives in a child of
+ * TopMemoryContext until gateway_close, which also forgets calls still in
+ * flight (their GatewayCalls stay untouched).
  */
 extern Gateway *gateway_open(const char *base_url, const char *secret,
 							 int timeout_ms);
 extern void gateway_close(Gateway *gw);
 
-/* start a call; the GatewayCall must stay valid until it is returned done */
+/*
+ * Start a call (it is sent at once); the GatewayCall must stay valid until
+ * gateway_next_done returns it.  Errors only for the caller's mistakes or a
+ * broken libcurl; network trouble shows up in the finished call instead.
+ */
 extern void gateway_start(Gateway *gw, GatewayCall *call);
 
 /* calls started and not yet returned by gateway_next_done */
@@ -64,14 +93,25 @@ extern int	gateway_in_flight(Gateway *gw);
 /*
  * Drive the calls for at most timeout_ms (-1: until something happens),
  * also waking when MyLatch is set or the postmaster dies (then the process
- * exits).  Returns true if the latch was set; the caller resets it.
+ * exits).  Returns true if the latch was set; the caller resets it.  It may
+ * return sooner (some socket was served, or libcurl's own timer fired), so
+ * callers loop, collecting gateway_next_done.  If the latch is already set
+ * on entry it does not sleep: it serves whatever sockets are ready and
+ * returns true, so a busy latch cannot starve the calls.
  */
 extern bool gateway_wait(Gateway *gw, long timeout_ms, uint32 wait_event_info);
 
-/* the next finished call, or NULL */
+/*
+ * The next finished call (oldest first), or NULL; sets its response and
+ * error in the current memory context (see GatewayCall).
+ */
 extern GatewayCall *gateway_next_done(Gateway *gw);
 
-/* parse the top-level members of a gateway JSON answer; false if not JSON */
+/*
+ * Parse the top-level members of a gateway JSON answer into *reply (strings
+ * palloc'd in the current memory context); false, with *reply all absent,
+ * if body is NULL or not a JSON object.  Never errors on bad input.
+ */
 extern bool gateway_parse_reply(const char *body, GatewayReply *reply);
 
 /* a path segment percent-encoded (RFC 3986 unreserved kept), palloc'd */
