@@ -4,9 +4,10 @@
 # Installs what it needs, builds and installs the extension, starts a private
 # cluster (postgres user, own directory and socket), runs a small shop
 # scenario (two merchants, policies of each kind, a first-come-first-served
-# rush of 64 concurrent clients, codes, holds confirmed and released), shows
-# the mock payment gateway answering over loopback, prints what happened and
-# stops everything it started.
+# rush of 64 concurrent clients, codes, holds confirmed and released), then
+# a payment rush through the saga worker and the mock payment gateway over
+# loopback (declines, a late answer resolved by the order lookup, refunds),
+# prints what happened and the books, and stops everything it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -14,8 +15,17 @@ prepare_run demo
 PORT=${COUPON_DEMO_PORT:-$(free_port)}
 trap 'mockpg_stop; cluster_stop "$WORK"; rm -rf "$WORK"' EXIT
 
-log "starting a private cluster in $WORK (socket only, port $PORT)"
-cluster_start "$WORK" "$PORT" </dev/null
+log "starting the mock payment gateway (HTTP on loopback) and a private cluster in $WORK"
+mockpg_start "$WORK" demo_sk
+echo "  gateway at $MOCKPG_URL; cluster on a socket only, port $PORT"
+# the saga worker connects to the shop database and calls the gateway; a
+# confirm that takes longer than 1 s counts as an unknown outcome
+cluster_start "$WORK" "$PORT" <<CONF
+coupon.database = 'shop'
+coupon.gateway_url = '$MOCKPG_URL'
+coupon.gateway_secret = 'demo_sk'
+coupon.gateway_timeout_ms = 1000
+CONF
 pg -d postgres -c "CREATE DATABASE shop"
 cp -a "$COUPON_ROOT/demo" "$WORK/demo" && chown -R postgres:postgres "$WORK/demo"
 
@@ -42,24 +52,54 @@ log "codes, checkout holds, confirmations and a release"
 pg -d shop -f "$WORK/demo/checkout.sql"
 pg -d shop -f "$WORK/demo/report.sql"
 
-log "the mock payment gateway the payment saga will call (HTTP on loopback)"
-mockpg_start "$WORK" demo_sk
-echo "  listening at $MOCKPG_URL"
 gw() {
 	curl -s -u demo_sk: -H 'Content-Type: application/json' "$@"
 }
-# order-1001 above: 12,000 with a 2,000 coupon, so 10,000 is charged
-echo "  confirm order-1001 (10,000 charged):"
-gw -d '{"paymentKey":"pk_order_1001","orderId":"order-1001","amount":10000}' \
-	"$MOCKPG_URL/v1/payments/confirm" | python3 -c 'import json,sys; p=json.load(sys.stdin); print("    status %s, approved %s at %s" % (p["status"], p["totalAmount"], p["approvedAt"]))'
-echo "  a card the issuer refuses:"
-gw -d '{"paymentKey":"decline_card","orderId":"order-3001","amount":5000}' \
-	"$MOCKPG_URL/v1/payments/confirm" | python3 -c 'import json,sys; p=json.load(sys.stdin); print("    %s: %s" % (p["code"], p["message"]))'
-echo "  a partial refund of 3,000:"
-gw -d '{"cancelReason":"one item returned","cancelAmount":3000}' \
-	"$MOCKPG_URL/v1/payments/pk_order_1001/cancel" | python3 -c 'import json,sys; p=json.load(sys.stdin); print("    status %s, balance %s" % (p["status"], p["balanceAmount"]))'
-echo "  the gateway's counters:"
-curl -s "$MOCKPG_URL/__mock/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("    " + ", ".join("%s %s" % (k, s[k]) for k in ("confirms", "approvals", "declines", "cancels", "total_approved_amount", "total_canceled_amount")))'
+log "payment rush: 300 checkouts with coupons from 32 concurrent clients"
+echo "  the gateway declines 10% of cards and holds back one answer (order 7) for 3 s"
+gw -X POST -d '{"decline_rate":0.1,"stall_ms":3000}' "$MOCKPG_URL/__mock/faults" >/dev/null
+pg -d shop -f "$WORK/demo/payments.sql" >/dev/null
+runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" \
+	"$PGBIN/pgbench" -n -c 32 -j 2 -t 9 -f "$WORK/demo/pay.pgbench" shop 2>&1 |
+	grep -E "^(tps|number of transactions actually)" | sed 's/^/  /'
+pg -d shop -At -c "SELECT public.demo_pay() FROM generate_series(1, 12)" >/dev/null
+wait_for_payments() {
+	for _ in $(seq 1 600); do
+		[ "$(pg -d shop -At -c "SELECT count(*) FROM coupon.payment
+			WHERE state NOT IN ('completed', 'failed', 'refunded', 'partially_refunded', 'needs_attention')")" = 0 ] && return 0
+		sleep 0.1
+	done
+	echo "  payments still moving after 60 s" >&2
+	return 1
+}
+wait_for_payments
+pg -d shop -At -c "SELECT format('  %s payments: %s completed, %s declined (coupons given back); the saga took %s ms from first pay() to last completion',
+		count(*), count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'),
+		round(extract(epoch FROM max(coalesce(completed_at, failed_at)) - min(created_at)) * 1000))
+	  FROM coupon.payment"
+
+log "refunds through the saga: one full (the coupon comes back), one partial"
+pg -d shop -At -c "SELECT format('  payment %s: full refund requested, state %s', id, state)
+	  FROM coupon.cancel_payment((SELECT min(id) FROM coupon.payment WHERE state = 'completed'), 'customer changed their mind')"
+pg -d shop -At -c "SELECT format('  payment %s: refund of 1,000 (of %s charged) requested, state %s', id, approved_amount, state)
+	  FROM coupon.cancel_payment((SELECT max(id) FROM coupon.payment WHERE state = 'completed'), 'one item missing', 1000)"
+wait_for_payments
+pg -d shop -At -c "SELECT format('  payment %s is %s; its coupon %s is %s again', p.id, p.state, c.id, c.status)
+	  FROM coupon.payment p JOIN coupon.coupon c ON c.id = p.coupon_ids[1] WHERE p.state = 'refunded'"
+pg -d shop -f "$WORK/demo/books.sql"
+
+log "the books: the gateway's own transactions against the database"
+gateway_net=$(gw "$MOCKPG_URL/v1/transactions?startDate=2000-01-01&endDate=2100-01-01" |
+	python3 -c 'import json,sys; t=json.load(sys.stdin); print(sum(x["amount"] if x["type"] == "APPROVE" else -x["amount"] for x in t))')
+db_net=$(pg -d shop -At -c "SELECT sum(approved_amount - refunded_amount) FROM coupon.payment")
+echo "  gateway: approved minus cancelled = $gateway_net"
+echo "  database: approved minus refunded = $db_net"
+if [ "$gateway_net" = "$db_net" ]; then
+	echo "  the books match"
+else
+	echo "  THE BOOKS DO NOT MATCH" >&2
+	exit 1
+fi
 mockpg_stop
 
 log "demo finished; stopping the cluster"
