@@ -113,6 +113,9 @@ SELECT state, refund_reason FROM coupon.cancel_payment(:pay_c, 'out of stock');
 SELECT status, balance FROM coupon.coupon WHERE id = :c_bal;
 SELECT status FROM coupon.reservation WHERE payment_id = :pay_c;
 SELECT try('SELECT coupon.cancel_payment(%s)', :'pay_c') AS cancel_failed;
+-- a payment the coupons pay wholly is never sent: cancelled before completion, it fails at once
+SELECT state FROM coupon.cancel_payment(:pay_free);
+SELECT status FROM coupon.coupon WHERE id = :c_solo;
 -- a payment whose confirm may have gone out: the cancel waits for the outcome
 UPDATE coupon.payment SET state = 'authorizing', attempts = 1 WHERE id = :pay_plain;
 SELECT state, refund_amount, refunds FROM coupon.cancel_payment(:pay_plain, NULL, 1000);

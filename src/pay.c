@@ -106,6 +106,15 @@ static SavedPlan fail_now_plan = {
 	.argtypes = {INT8OID, TEXTOID}
 };
 
+/* a completed payment that charged nothing (coupons paid it all): undone here */
+static SavedPlan refund_now_plan = {
+	.sql = "UPDATE coupon.payment SET state = 'refunded', refunded_at = now(),"
+	"       refund_reason = $2, refunds = refunds + 1, updated_at = now()"
+	" WHERE id = $1 RETURNING *",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID}
+};
+
 static SavedPlan retry_plan = {
 	.sql = "UPDATE coupon.payment SET state = resume_state, resume_state = NULL, attempts = 0,"
 	"       next_attempt_at = now(), lease_until = NULL, updated_at = now()"
@@ -382,14 +391,26 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 	pending_refund = !spi_isnull(0, 7);
 
 	args[0] = Int64GetDatum(payment_id);
-	if (state == PAY_PENDING && attempts == 0)
+	args[1] = CStringGetTextDatum(reason);
+	if ((state == PAY_PENDING && attempts == 0) || (state == PAY_APPROVED && charge == 0))
 	{
 		/* never sent to the gateway: nothing to refund, give the coupons back */
-		args[1] = CStringGetTextDatum(reason);
 		spi_run(&fail_now_plan, args, NULL, false, 1);
 		result = spi_result_row(fcinfo);
 		reserve_release_holds(payment_id);
 		next = "failed";
+	}
+	else if (state == PAY_COMPLETED && approved == 0)
+	{
+		/* the coupons paid it all: nothing to refund at the gateway */
+		if (!full)
+			coupon_error(REASON_INVALID_AMOUNT, json_id("payment_id", payment_id),
+						 "payment %lld charged nothing, so only a full cancel applies",
+						 (long long) payment_id);
+		spi_run(&refund_now_plan, args, NULL, false, 1);
+		result = spi_result_row(fcinfo);
+		reserve_restore_holds(payment_id);
+		next = "refunded";
 	}
 	else if (state == PAY_COMPLETED || state == PAY_PARTIALLY_REFUNDED ||
 			 (!pending_refund && (state == PAY_PENDING || state == PAY_AUTHORIZING ||
@@ -420,8 +441,8 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 
 	if (key != NULL)
 		idem_finish(&idem, result);
-	args[1] = CStringGetTextDatum(strcmp(next, "refunding") == 0 || strcmp(next, "failed") == 0
-								  ? "cancel" : "cancel_requested");
+	args[1] = CStringGetTextDatum(strcmp(next, pay_state_name(state)) == 0
+								  ? "cancel_requested" : "cancel");
 	args[2] = CStringGetTextDatum(pay_state_name(state));
 	args[3] = CStringGetTextDatum(next);
 	{
