@@ -277,7 +277,7 @@ coupon_saga_worker_init(void)
 		memset(&worker, 0, sizeof(worker));
 		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 		worker.bgw_start_time = BgWorkerStart_ConsistentState;
-		worker.bgw_restart_time = 1;
+		worker.bgw_restart_time = 2;
 		snprintf(worker.bgw_library_name, BGW_MAXLEN, "coupon");
 		snprintf(worker.bgw_function_name, BGW_MAXLEN, "coupon_saga_worker_main");
 		snprintf(worker.bgw_name, BGW_MAXLEN, "coupon saga worker %d", i + 1);
