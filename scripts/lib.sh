@@ -93,6 +93,8 @@ pg() {
 # sets MOCKPG_URL and MOCKPG_PID (secret $2)
 mockpg_start() {
 	local dir=$1 secret=$2
+	# created here, so the loop below never reads it before the child opens it
+	: >"$dir/mockpg.out"
 	"$COUPON_ROOT/mockpg/coupon-mockpg" --port 0 --secret "$secret" \
 		--journal "$dir/mockpg.journal" >"$dir/mockpg.out" 2>"$dir/mockpg.err" &
 	MOCKPG_PID=$!

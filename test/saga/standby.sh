@@ -12,6 +12,17 @@ q "SELECT coupon.create_merchant('standby shop')" >/dev/null
 id=$(q "SELECT id FROM coupon.pay((SELECT min(id) FROM coupon.merchant), 'sam', 'before', 5000, NULL, 'ok_before')")
 wait_state "$id" completed 60
 
+# the worker shows itself in pg_stat_activity, and sweeps holds that lapsed
+check "pg_stat_activity shows the saga worker" \
+	"$(q "SELECT string_agg(backend_type || '/' || application_name, ',') FROM pg_stat_activity
+	      WHERE backend_type = 'coupon saga worker'")" "coupon saga worker/coupon saga worker 1"
+q "SELECT coupon.create_policy((SELECT min(id) FROM coupon.merchant), 'ten', 'fixed', 1000)" >/dev/null
+q "SELECT coupon.issue((SELECT min(id) FROM coupon.policy), 'sam')" >/dev/null
+hold=$(q "SELECT id FROM coupon.reserve((SELECT min(id) FROM coupon.coupon), 'sam', (SELECT min(id) FROM coupon.merchant),
+	'cart-1', 5000, interval '1 second')")
+wait_for "the worker expires a lapsed hold (no payment owns it)" 30 \
+	"SELECT status = 'expired' FROM coupon.reservation WHERE id = $hold"
+
 # a payment the old primary never gets to: due only in a day
 left=$(q "BEGIN;
 	SELECT id FROM coupon.pay((SELECT min(id) FROM coupon.merchant), 'sam', 'left-behind', 7000, NULL, 'ok_left');
