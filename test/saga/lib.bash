@@ -413,13 +413,20 @@ check_amounts() {
 		   OR (state = 'failed' AND approved_amount <> refunded_amount) LIMIT 10"
 }
 
-# the event log: gateway calls carry '<id>-confirm|void|refund-<n>' keys, and
-# each payment's last transition ends in its state
+# the event log: gateway calls carry '<id>-confirm|void|refund-<n>' keys,
+# steps are the documented ones, and each payment's last transition ends in
+# its state
 check_events() {
 	check "events: every Idempotency-Key is <payment id>-confirm, -void or -refund-<n>" \
 		"$(q "SELECT count(*) FROM coupon.payment_event
 		       WHERE idempotency_key IS NOT NULL
 		         AND idempotency_key !~ ('^' || payment_id || '-(confirm|void|refund-[0-9]+)\$')")" 0
+	check "events: every step is one the COMMENT on payment_event.step names" \
+		"$(q "SELECT coalesce(string_agg(DISTINCT e.step, ','), '') FROM coupon.payment_event e
+		       WHERE col_description('coupon.payment_event'::regclass,
+		                             (SELECT attnum FROM pg_attribute WHERE attname = 'step'
+		                                 AND attrelid = 'coupon.payment_event'::regclass))
+		             !~ ('\m' || e.step || '\M')")" ""
 	check "events: every payment has events, the last transition ending in its state" \
 		"$(q "SELECT count(*) FROM coupon.payment p
 		       WHERE p.state IS DISTINCT FROM (SELECT e.to_state FROM coupon.payment_event e
