@@ -12,7 +12,8 @@
 # restart on the same port with its journal, circuit closed, everything
 # completes, the cancelled one refunded), refunds (full with a fixed and a
 # balance coupon, a payment the coupon covers wholly, partial twice, too
-# much), cancel racing the authorization, cancel in pay()'s own
+# much, a refund whose answer stalls, a refund of the rest meeting a 500),
+# cancel racing the authorization, cancel in pay()'s own
 # transaction, duplicate orders and idempotency keys.  Then the books, the
 # coupons and the event log of the whole run.
 set -euo pipefail
@@ -272,6 +273,26 @@ check_match "partial refunds: more than the rest (5000 > 4000) is refused with P
 check "partial refunds: the refused refund changed nothing" \
 	"$(q "SELECT concat_ws(' ', state, refunded_amount, refunds) FROM coupon.payment WHERE id = $PART")" \
 	"partially_refunded 5000 2"
+
+diag "--- refunds through gateway faults"
+gw_faults '{"timeout_rate":1,"stall_ms":3000}'
+q "SELECT 1 FROM coupon.cancel_payment($PART, 'item three', 1000)" >/dev/null
+wait_for "stalled refund: resolved, 6000 refunded" 60 \
+	"SELECT state = 'partially_refunded' AND refunded_amount = 6000 FROM coupon.payment WHERE id = $PART"
+gw_faults '{"timeout_rate":0}'
+check "stalled refund: the unanswered call is logged (key <id>-refund-3, http_status 0)" \
+	"$(event_count "$PART" "step = 'refund' AND idempotency_key = '$PART-refund-3' AND coalesce(http_status, 0) = 0")" 1
+gw_faults '{"error_rate":1}'
+q "SELECT 1 FROM coupon.cancel_payment($PART, 'the rest')" >/dev/null
+wait_for "refund of the rest meets a 500" 30 \
+	"SELECT count(*) > 0 FROM coupon.payment_event WHERE payment_id = $PART AND step = 'refund' AND http_status = 500"
+gw_faults '{"error_rate":0}'
+wait_state "$PART" refunded 60
+check "refund of the rest: everything refunded, the coupon given back" \
+	"$(q "SELECT refunded_amount || '/' || approved_amount FROM coupon.payment WHERE id = $PART") $(hold "$PART")" \
+	"9000/9000 issued confirmed"
+check "refunds through faults: each cancel reached the gateway once" "$(gw_order "cp-$PART")" \
+	"APPROVE 9000 ok_partial, CANCEL 2000 ok_partial, CANCEL 3000 ok_partial, CANCEL 1000 ok_partial, CANCEL 3000 ok_partial"
 
 diag "--- cancel racing the authorization (gateway latency 300 ms)"
 gw_faults '{"latency_ms":300}'
