@@ -96,7 +96,7 @@ COMMENT ON TABLE coupon.payment_event IS 'Append-only log of every saga transiti
 COMMENT ON COLUMN coupon.payment_event.id IS 'Event id, in the order events were written.';
 COMMENT ON COLUMN coupon.payment_event.payment_id IS 'The payment.';
 COMMENT ON COLUMN coupon.payment_event.at IS 'When the event was written.';
-COMMENT ON COLUMN coupon.payment_event.step IS 'created, confirm, lookup, void, refund, spend_coupons, release_coupons, restore_coupons, cancel_requested, retry, stale.';
+COMMENT ON COLUMN coupon.payment_event.step IS 'created (pay), cancel or cancel_requested (cancel_payment; the latter waits for the authorization), retry (retry_payment), or a saga step: confirm, lookup, void, refund, spend_coupons, release_coupons. A full refund gives the coupons back within its refund step.';
 COMMENT ON COLUMN coupon.payment_event.from_state IS 'State before the event.';
 COMMENT ON COLUMN coupon.payment_event.to_state IS 'State after the event.';
 COMMENT ON COLUMN coupon.payment_event.attempt IS 'Attempt number of the step.';
