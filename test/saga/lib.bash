@@ -186,8 +186,8 @@ saga_mockpg_kill() {
 
 # start it again on the same port with the same journal
 saga_mockpg_restart() {
-	local tries port
-	for tries in 1 2 3 4 5; do
+	local port
+	for _ in 1 2 3 4 5; do
 		: >"$SAGA_DIR/mockpg.out"
 		"$COUPON_ROOT/mockpg/coupon-mockpg" --port "$MOCKPG_PORT" --secret "$SAGA_SECRET" \
 			--journal "$SAGA_DIR/mockpg.journal" >"$SAGA_DIR/mockpg.out" 2>>"$SAGA_DIR/mockpg.err" &
