@@ -158,7 +158,7 @@ LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.cancel_payment(bigint, text, bigint, text) IS
-'Refunds a payment through the saga: the whole rest (amount NULL) or part of it. A full refund gives the coupons back (a balance coupon its amount; an expired coupon stays expired). A payment still being authorized is not raced: the cancel is recorded and runs once the outcome is known (nothing to refund if it fails); a payment not yet sent is failed at once. Errors: PT404 payment_not_found; PT400 invalid_amount, invalid_reason; PT409 payment_not_cancelable, idempotency_in_progress; PT422 idempotency_mismatch.';
+'Refunds a payment through the saga: the whole rest (amount NULL) or part of it. A full refund gives the coupons back (a balance coupon its amount; an expired coupon stays expired). A payment still being authorized is not raced: the cancel is recorded and runs once the outcome is known (nothing to refund if it fails); a full cancel of a pending payment is looked up at the gateway first and, if the gateway never saw it, fails it without charging. Errors: PT404 payment_not_found; PT400 invalid_amount, invalid_reason; PT409 payment_not_cancelable, idempotency_in_progress; PT422 idempotency_mismatch.';
 
 CREATE FUNCTION coupon.payment_status(payment_id bigint, events integer DEFAULT 20)
 RETURNS jsonb
@@ -206,7 +206,7 @@ COMMENT ON COLUMN coupon.worker_status.state IS 'starting, idle, working, standb
 COMMENT ON COLUMN coupon.worker_status.last_loop_at IS 'When the worker last went round its loop.';
 COMMENT ON COLUMN coupon.worker_status.in_flight IS 'Gateway calls in flight now.';
 COMMENT ON COLUMN coupon.worker_status.done IS 'Saga steps finished since the worker started.';
-COMMENT ON COLUMN coupon.worker_status.errors IS 'Gateway calls that failed (no answer or 5xx) since the worker started.';
+COMMENT ON COLUMN coupon.worker_status.errors IS 'Gateway calls since the worker started whose answer settled nothing (no answer, 5xx, 401, 408, 409, 422, 429, an unreadable answer, or an approval of another amount).';
 COMMENT ON COLUMN coupon.worker_status.circuit IS 'The gateway circuit breaker: closed (calls flow), open (no calls until circuit_until) or half_open (one probe call).';
 COMMENT ON COLUMN coupon.worker_status.circuit_until IS 'While open: when a probe call will be let through.';
 COMMENT ON COLUMN coupon.worker_status.consecutive_failures IS 'Gateway failures in a row (the breaker opens at coupon.circuit_failures).';

@@ -106,7 +106,8 @@ SELECT id AS pay_idem FROM coupon.pay(:m1, 'pia', 'order-idem', 3000, NULL, NULL
 SELECT id = :pay_idem AS same_payment FROM coupon.pay(:m1, 'pia', 'order-idem', 3000, NULL, NULL, 'key-1');
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-idem'', 3001, NULL, NULL, ''key-1'')', :'m1') AS other_request;
 
--- cancel: a payment never sent to the gateway fails at once and gives its coupons back
+-- cancel of a pending payment: recorded, and the coupons stay held until a
+-- lookup at the gateway proves the confirm never went through (test/saga/)
 SELECT id AS pay_c, state FROM coupon.pay(:m1, 'pia', 'order-cancel', 10000, ARRAY[:c_bal]) \gset
 SELECT status, balance FROM coupon.coupon WHERE id = :c_bal;
 SELECT state, refund_reason FROM coupon.cancel_payment(:pay_c, 'out of stock');
@@ -141,7 +142,7 @@ UPDATE coupon.payment SET state = 'needs_attention', resume_state = 'authorizing
 SELECT payment_id = :pay_idem AS stuck, state, resume_state FROM coupon.stuck_payments WHERE payment_id = :pay_idem;
 SELECT state, resume_state, attempts, next_attempt_at <= now() AS due FROM coupon.retry_payment(:pay_idem);
 SELECT state FROM coupon.retry_payment(:pay_idem);
-SELECT try('SELECT coupon.retry_payment(%s)', :'pay_c') AS retry_failed;
+SELECT try('SELECT coupon.retry_payment(%s)', :'pay_free') AS retry_failed;
 SELECT try('SELECT coupon.retry_payment(999999)') AS retry_missing;
 SELECT step, from_state, to_state FROM coupon.payment_event WHERE payment_id = :pay_idem ORDER BY id;
 

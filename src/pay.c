@@ -344,7 +344,6 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 	text	   *key = idem_key_arg(fcinfo, 3);
 	IdemRequest idem;
 	PayState	state;
-	int32		attempts;
 	int64		charge,
 				approved,
 				refunded,
@@ -384,7 +383,6 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 
 	if (!pay_state_from_name(spi_text(0, 2), &state))
 		elog(ERROR, "payment %lld has an unknown state", (long long) payment_id);
-	attempts = spi_int32(0, 3, NULL);
 	charge = spi_int64(0, 4, NULL);
 	approved = spi_int64(0, 5, NULL);
 	refunded = spi_int64(0, 6, NULL);
@@ -392,9 +390,9 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 
 	args[0] = Int64GetDatum(payment_id);
 	args[1] = CStringGetTextDatum(reason);
-	if ((state == PAY_PENDING && attempts == 0) || (state == PAY_APPROVED && charge == 0))
+	if (state == PAY_APPROVED && charge == 0)
 	{
-		/* never sent to the gateway: nothing to refund, give the coupons back */
+		/* nothing to charge, so nothing was sent: give the coupons back */
 		spi_run(&fail_now_plan, args, NULL, false, 1);
 		result = spi_result_row(fcinfo);
 		reserve_release_holds(payment_id);
@@ -509,7 +507,7 @@ coupon_retry_payment(PG_FUNCTION_ARGS)
 	args[1] = CStringGetTextDatum("retry");
 	args[2] = CStringGetTextDatum("needs_attention");
 	args[3] = CStringGetTextDatum(spi_text(0, SPI_fnumber(SPI_tuptable->tupdesc, "state")));
-	args[4] = CStringGetTextDatum(psprintf("retried by %s", GetUserNameFromId(GetUserId(), false)));
+	args[4] = CStringGetTextDatum(psprintf("retried by %s", GetUserNameFromId(GetOuterUserId(), false)));
 	spi_run(&state_event_plan, args, NULL, false, 0);
 	SPI_finish();
 	saga_wake_at_commit();
@@ -530,17 +528,13 @@ coupon_process_payments(PG_FUNCTION_ARGS)
 	volatile int steps = 0;
 	long		next_due;
 
-	if (coupon_gateway_url[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("coupon.gateway_url is not set"),
-				 errhint("Set coupon.gateway_url and coupon.gateway_secret in postgresql.conf.")));
-
 	memset(&runner, 0, sizeof(runner));
 	runner.actor = "backend";
 	runner.call_cxt = CurrentMemoryContext;
-	runner.gw = gateway_open(coupon_gateway_url, coupon_gateway_secret,
-							 coupon_gateway_timeout_ms);
+	/* without coupon.gateway_url only the local steps run */
+	if (coupon_gateway_url[0] != '\0')
+		runner.gw = gateway_open(coupon_gateway_url, coupon_gateway_secret,
+								 coupon_gateway_timeout_ms);
 	PG_TRY();
 	{
 		SPI_connect();
@@ -549,7 +543,9 @@ coupon_process_payments(PG_FUNCTION_ARGS)
 			int			batch = Min(max_rows - steps, coupon_max_inflight);
 			int			claimed = saga_claim(&runner, batch, &next_due);
 
-			while (gateway_in_flight(runner.gw) > 0)
+			saga_start_queued(&runner);
+
+			while (runner.gw != NULL && gateway_in_flight(runner.gw) > 0)
 			{
 				CHECK_FOR_INTERRUPTS();
 				if (gateway_wait(runner.gw, 1000, PG_WAIT_EXTENSION))
@@ -564,7 +560,8 @@ coupon_process_payments(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		gateway_close(runner.gw);
+		if (runner.gw != NULL)
+			gateway_close(runner.gw);
 	}
 	PG_END_TRY();
 	PG_RETURN_INT32(steps);

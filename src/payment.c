@@ -75,7 +75,7 @@ pay_step_name(PayStep step)
 bool
 pay_state_live(PayState state)
 {
-	return pay_step_for(state) != STEP_NONE;
+	return pay_step_for(state, false) != STEP_NONE;
 }
 
 /* states nothing more happens to without a new request */
@@ -88,12 +88,13 @@ pay_state_final(PayState state)
 
 /* the one step each live state calls for */
 PayStep
-pay_step_for(PayState state)
+pay_step_for(PayState state, bool cancel_all)
 {
 	switch (state)
 	{
 		case PAY_PENDING:
-			return STEP_CONFIRM;
+			/* cancelled before it went out: make sure it never did, then release */
+			return cancel_all ? STEP_LOOKUP : STEP_CONFIRM;
 		case PAY_AUTHORIZING:
 			return STEP_LOOKUP;	/* a confirm went out and its answer is lost */
 		case PAY_APPROVED:
@@ -124,7 +125,7 @@ pay_step_remote(PayStep step)
 PayState
 pay_claim_state(PayState state, PayStep step)
 {
-	if (state == PAY_PENDING && step == STEP_CONFIRM)
+	if (state == PAY_PENDING && (step == STEP_CONFIRM || step == STEP_LOOKUP))
 		return PAY_AUTHORIZING;
 	return state;
 }
@@ -159,9 +160,12 @@ pay_classify(PayStep step, int http_status, const char *status, const char *code
 		case STEP_CONFIRM:
 			if (ok)
 				return is(status, "DONE") ? OUTCOME_OK : OUTCOME_UNKNOWN;
-			/* the order is taken: maybe by our own earlier confirm */
-			if (is(code, "ALREADY_PROCESSED_PAYMENT"))
-				return OUTCOME_UNKNOWN;
+
+			/*
+			 * Any other 4xx is final, ALREADY_PROCESSED_PAYMENT included:
+			 * our own earlier confirm would be answered 200 (same key, order
+			 * and amount), so it means the paymentKey belongs to another order.
+			 */
 			if (http_status >= 400 && http_status < 500)
 				return OUTCOME_DECLINED;
 			return OUTCOME_UNKNOWN;
@@ -219,8 +223,7 @@ again(PayState state, int attempts, int max_attempts)
 
 /* where the outcome of a step leads */
 PayTransition
-pay_transition(PayState state, PayStep step, PayOutcome outcome, bool refund_full,
-			   bool cancel_requested, int attempts, int max_attempts)
+pay_transition(PayState state, PayStep step, PayOutcome outcome, const PayContext *ctx)
 {
 	switch (step)
 	{
@@ -232,19 +235,21 @@ pay_transition(PayState state, PayStep step, PayOutcome outcome, bool refund_ful
 				return go(PAY_RELEASING);
 			if (outcome == OUTCOME_NOT_FOUND)
 			{
-				/* never reached the gateway: confirm again, same key, now */
 				PayTransition t = {PAY_PENDING, false, false};
 
-				if (attempts >= max_attempts)
-					t = again(PAY_PENDING, attempts, max_attempts);
+				/* never reached the gateway: cancelled, or confirm again (same key) */
+				if (ctx->cancel_all)
+					return go(PAY_RELEASING);
+				if (ctx->attempts >= ctx->max_attempts)
+					t = again(PAY_PENDING, ctx->attempts, ctx->max_attempts);
 				return t;
 			}
 			/* unknown: look the order up before anything else */
-			return again(PAY_AUTHORIZING, attempts, max_attempts);
+			return again(PAY_AUTHORIZING, ctx->attempts, ctx->max_attempts);
 
 		case STEP_SPEND_COUPONS:
 			if (outcome == OUTCOME_OK)
-				return go(cancel_requested ? PAY_REFUNDING : PAY_COMPLETED);
+				return go(ctx->cancel_requested ? PAY_REFUNDING : PAY_COMPLETED);
 			return go(PAY_VOIDING);
 
 		case STEP_RELEASE_COUPONS:
@@ -255,14 +260,15 @@ pay_transition(PayState state, PayStep step, PayOutcome outcome, bool refund_ful
 				return go(PAY_RELEASING);
 			if (outcome == OUTCOME_REJECTED)
 				return go(PAY_NEEDS_ATTENTION);
-			return again(PAY_VOIDING, attempts, max_attempts);
+			return again(PAY_VOIDING, ctx->attempts, ctx->max_attempts);
 
 		case STEP_REFUND:
 			if (outcome == OUTCOME_OK)
-				return go(refund_full ? PAY_REFUNDED : PAY_PARTIALLY_REFUNDED);
+				return go(ctx->refund_full ? PAY_REFUNDED : PAY_PARTIALLY_REFUNDED);
+			/* refused (e.g. more than the gateway holds): back where it was */
 			if (outcome == OUTCOME_REJECTED)
-				return go(PAY_NEEDS_ATTENTION);
-			return again(PAY_REFUNDING, attempts, max_attempts);
+				return go(ctx->refunded_before ? PAY_PARTIALLY_REFUNDED : PAY_COMPLETED);
+			return again(PAY_REFUNDING, ctx->attempts, ctx->max_attempts);
 
 		case STEP_NONE:
 			break;

@@ -53,6 +53,17 @@ typedef enum PayOutcome
 	OUTCOME_UNKNOWN				/* no answer, 5xx, or an answer we cannot read */
 } PayOutcome;
 
+/* what a transition needs to know of the payment besides its state */
+typedef struct PayContext
+{
+	bool		cancel_requested;	/* cancel_payment() waits for the authorization */
+	bool		cancel_all;		/* ... and it asks for everything back */
+	bool		refund_full;	/* the refund in progress takes the rest */
+	bool		refunded_before;	/* an earlier refund went through */
+	int			attempts;		/* gateway calls of this step so far, this one included */
+	int			max_attempts;
+} PayContext;
+
 /* where a payment goes after a step */
 typedef struct PayTransition
 {
@@ -88,8 +99,11 @@ extern bool pay_state_live(PayState state);
 /* is it final (the saga has nothing more to do)? */
 extern bool pay_state_final(PayState state);
 
-/* the step a due payment in this state needs */
-extern PayStep pay_step_for(PayState state);
+/*
+ * The step a due payment in this state needs.  cancel_all: a full cancel
+ * is waiting, so a pending payment is looked up instead of confirmed.
+ */
+extern PayStep pay_step_for(PayState state, bool cancel_all);
 
 /* does the step call the gateway? */
 extern bool pay_step_remote(PayStep step);
@@ -104,17 +118,9 @@ extern PayState pay_claim_state(PayState state, PayStep step);
 extern PayOutcome pay_classify(PayStep step, int http_status,
 							   const char *status, const char *code);
 
-/*
- * Where the outcome of a step leads.  refund_full: the refund in progress
- * takes the refunded total to the approved amount.  cancel_requested: a
- * cancel_payment() arrived while the payment was being authorized.
- * attempts counts the gateway calls of this step so far, this one included;
- * at max_attempts a retryable failure goes to needs_attention.
- */
-extern PayTransition pay_transition(PayState state, PayStep step,
-									PayOutcome outcome, bool refund_full,
-									bool cancel_requested, int attempts,
-									int max_attempts);
+/* where the outcome of a step leads (see PayContext) */
+extern PayTransition pay_transition(PayState state, PayStep step, PayOutcome outcome,
+									const PayContext *ctx);
 
 /* the delay before retry number `attempt` (1-based): base * 2^(n-1), capped, with jitter */
 extern int64_t pay_backoff_ms(int attempt, int base_ms, int max_ms, uint32_t random);

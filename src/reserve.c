@@ -951,6 +951,8 @@ reserve_release_holds(int64 payment_id)
 	PaymentHold *holds;
 	int			n = payment_holds(payment_id, "held", &holds);
 
+	/* every policy first, ascending, as pay() took them */
+	lock_hold_policies(holds, n);
 	for (int i = 0; i < n; i++)
 		undo_hold(holds[i].reservation_id, false);
 }

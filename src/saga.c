@@ -61,7 +61,7 @@ static SavedPlan claim_local_plan = {
 
 /* milliseconds until the next payment falls due */
 static SavedPlan next_due_plan = {
-	.sql = "SELECT greatest(0, ceil(extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000))::bigint"
+	.sql = "SELECT ceil(extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint"
 	"  FROM coupon.payment WHERE state IN " LIVE_STATES,
 	.nargs = 0
 };
@@ -95,7 +95,8 @@ static SavedPlan advance_plan = {
 	"       approved_amount = $6, refunded_amount = $7, refund_amount = $8,"
 	"       last_error = coalesce($9, last_error),"
 	"       approved_at = CASE WHEN $10 THEN now() ELSE approved_at END,"
-	"       completed_at = CASE WHEN $2 = 'completed' THEN now() ELSE completed_at END,"
+	"       completed_at = CASE WHEN $2 = 'completed' THEN coalesce(completed_at, now())"
+	"                          ELSE completed_at END,"
 	"       failed_at = CASE WHEN $2 = 'failed' THEN now() ELSE failed_at END,"
 	"       refunded_at = CASE WHEN $11 THEN now() ELSE refunded_at END,"
 	"       updated_at = now()"
@@ -147,6 +148,7 @@ typedef struct SagaCall
 	PayState	claimed;		/* the state written at the claim */
 	PayStep		step;
 	int32		attempt;		/* attempts after the claim */
+	struct SagaCall *next_queued;	/* claimed, not yet sent */
 } SagaCall;
 
 /* what one step's outcome contributes to the next event and row update */
@@ -318,6 +320,39 @@ log_event(SagaRunner *runner, int64 payment_id, PayStep step, PayState from, Pay
 	spi_run(&event_plan, v, n, false, 0);
 }
 
+/* what pay_transition needs to know of the row */
+static PayContext
+row_context(const PaymentRow *row, int32 attempts)
+{
+	PayContext	ctx;
+
+	ctx.cancel_requested = row->has_refund;
+	ctx.cancel_all = row->has_refund && row->refund_amount >= row->charge;
+	ctx.refund_full = row->has_refund &&
+		row->refunded_amount + row->refund_amount >= row->approved_amount;
+	ctx.refunded_before = row->refunded_amount > 0;
+	ctx.attempts = attempts;
+	ctx.max_attempts = coupon_max_attempts;
+	return ctx;
+}
+
+/* run a local step (the payment's coupons) in this transaction */
+static PayOutcome
+run_local_step(const PaymentRow *row, PayStep step, StepResult *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->http_status = -1;
+	if (step == STEP_SPEND_COUPONS)
+	{
+		if (reserve_spend_holds(row->id))
+			return OUTCOME_OK;
+		res->error = "a coupon of the payment was no longer held";
+		return OUTCOME_DECLINED;
+	}
+	reserve_release_holds(row->id);
+	return OUTCOME_OK;
+}
+
 /*
  * Carry a payment from `state` through the outcome of `step` and every
  * local step that follows, then write the row once.  The payment is locked
@@ -327,7 +362,7 @@ static void
 advance(SagaRunner *runner, PaymentRow *row, PayState state, PayStep step,
 		PayOutcome outcome, int32 attempts, const StepResult *first)
 {
-	StepResult	local = {-1, NULL, 0, NULL, NULL};
+	StepResult	local;
 	const StepResult *res = first;
 	bool		reset = false;
 	bool		approved_now = false;
@@ -340,10 +375,8 @@ advance(SagaRunner *runner, PaymentRow *row, PayState state, PayStep step,
 
 	for (;;)
 	{
-		bool		full = row->has_refund &&
-			row->refunded_amount + row->refund_amount >= row->approved_amount;
-		PayTransition t = pay_transition(state, step, outcome, full, row->has_refund,
-										 attempts, coupon_max_attempts);
+		PayContext	ctx = row_context(row, attempts);
+		PayTransition t = pay_transition(state, step, outcome, &ctx);
 
 		if (t.next == PAY_NEEDS_ATTENTION)
 			resume = state;
@@ -371,8 +404,8 @@ advance(SagaRunner *runner, PaymentRow *row, PayState state, PayStep step,
 			if (t.next == PAY_REFUNDED)
 				reserve_restore_holds(row->id);
 		}
-		if (t.next == PAY_FAILED)
-			row->has_refund = false;	/* nothing was charged: nothing to refund */
+		if (t.next == PAY_FAILED || (step == STEP_REFUND && outcome == OUTCOME_REJECTED))
+			row->has_refund = false;	/* nothing to refund, or the gateway refused it */
 		if (t.next == PAY_REFUNDING && state != PAY_REFUNDING)
 		{
 			/* a cancel that waited for the authorization: the whole rest */
@@ -382,22 +415,16 @@ advance(SagaRunner *runner, PaymentRow *row, PayState state, PayStep step,
 		}
 
 		state = t.next;
-		step = pay_step_for(state);
+		step = pay_step_for(state, row_context(row, 0).cancel_all);
 		if (state == PAY_NEEDS_ATTENTION || pay_step_remote(step) || step == STEP_NONE)
 			break;
 
 		/* a local step: run it now, in this transaction */
 		res = &local;
 		attempts = 0;
-		if (step == STEP_SPEND_COUPONS)
-			outcome = reserve_spend_holds(row->id) ? OUTCOME_OK : OUTCOME_DECLINED;
-		else
-		{
-			reserve_release_holds(row->id);
-			outcome = OUTCOME_OK;
-		}
-		if (outcome != OUTCOME_OK)
-			error = "a coupon of the payment was no longer held";
+		outcome = run_local_step(row, step, &local);
+		if (local.error)
+			error = local.error;
 	}
 
 	memset(n, ' ', sizeof(n));
@@ -432,11 +459,11 @@ lease_ms(void)
 	return 2 * (int64) coupon_gateway_timeout_ms + 1000;
 }
 
-/* claim one due payment: run a local step, or mark and start a gateway call */
+/* claim one due payment: run a local step, or mark it in flight and queue its call */
 static void
 claim_one(SagaRunner *runner, PaymentRow *row)
 {
-	PayStep		step = pay_step_for(row->state);
+	PayStep		step = pay_step_for(row->state, row_context(row, 0).cancel_all);
 	PayState	claimed;
 	SagaCall   *sc;
 	MemoryContext old;
@@ -444,15 +471,9 @@ claim_one(SagaRunner *runner, PaymentRow *row)
 
 	if (!pay_step_remote(step))
 	{
-		StepResult	local = {-1, NULL, 0, NULL, NULL};
-		PayOutcome	outcome = OUTCOME_OK;
+		StepResult	local;
+		PayOutcome	outcome = run_local_step(row, step, &local);
 
-		if (step == STEP_SPEND_COUPONS)
-			outcome = reserve_spend_holds(row->id) ? OUTCOME_OK : OUTCOME_DECLINED;
-		else
-			reserve_release_holds(row->id);
-		if (outcome != OUTCOME_OK)
-			local.error = "a coupon of the payment was no longer held";
 		advance(runner, row, row->state, step, outcome, 0, &local);
 		return;
 	}
@@ -471,8 +492,25 @@ claim_one(SagaRunner *runner, PaymentRow *row)
 	sc->attempt = row->attempts + 1;
 	sc->call.arg = sc;
 	build_request(sc, row);
+	sc->next_queued = runner->queued;
+	runner->queued = sc;
 	MemoryContextSwitchTo(old);
-	gateway_start(runner->gw, &sc->call);
+}
+
+/*
+ * Send the calls saga_claim queued.  Only once the claim is committed: a
+ * call that went out must always have its row saying so.
+ */
+void
+saga_start_queued(SagaRunner *runner)
+{
+	while (runner->queued != NULL)
+	{
+		SagaCall   *sc = runner->queued;
+
+		runner->queued = sc->next_queued;
+		gateway_start(runner->gw, &sc->call);
+	}
 }
 
 /* claim due payments; see saga.h */
@@ -482,26 +520,35 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 	Breaker    *b;
 	SavedPlan  *plan = &claim_plan;
 	int			limit = max_rows;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz blocked_until = 0;
 	Datum		args[2];
 	uint64		n;
 	PaymentRow *rows;
 	bool		isnull;
 	int64		due;
 
-	/* an open circuit lets only local steps through, a half-open one a probe */
-	b = breaker_lock(runner);
-	if (b->state != BREAKER_CLOSED)
+	/* no gateway, or an open circuit: local steps only; half open: one probe */
+	if (runner->gw == NULL)
+		plan = &claim_local_plan;
+	else
 	{
-		if (breaker_allow(b, GetCurrentTimestamp(),
-						  (int64) coupon_circuit_cooldown_ms * 1000))
-			limit = 1;
-		else
-			plan = &claim_local_plan;
+		b = breaker_lock(runner);
+		if (b->state != BREAKER_CLOSED)
+		{
+			if (breaker_allow(b, now, (int64) coupon_circuit_cooldown_ms * 1000))
+				limit = 1;
+			else
+			{
+				plan = &claim_local_plan;
+				blocked_until = b->open_until;
+			}
+		}
+		breaker_unlock();
 	}
-	breaker_unlock();
 
 	args[0] = Int32GetDatum(limit);
-	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[1] = TimestampTzGetDatum(now);
 	n = (limit > 0) ? spi_run(plan, args, NULL, false, limit) : 0;
 	rows = palloc(sizeof(PaymentRow) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
@@ -509,9 +556,14 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 	for (uint64 i = 0; i < n; i++)
 		claim_one(runner, &rows[i]);
 
+	/* when to look again: the next due payment, or the circuit's next probe */
 	spi_run(&next_due_plan, NULL, NULL, true, 1);
 	due = spi_int64(0, 1, &isnull);
-	*next_due_ms = isnull ? -1 : (long) Min(due, INT_MAX);
+	*next_due_ms = isnull ? -1 : (long) Min(Max(due, 0), INT_MAX);
+	if (plan == &claim_local_plan && runner->gw != NULL)
+		*next_due_ms = Max(1, Min((blocked_until - now) / 1000 + 1, INT_MAX));
+	else if (runner->gw == NULL)
+		*next_due_ms = -1;
 	return (int) n;
 }
 
@@ -528,17 +580,13 @@ record_one(SagaRunner *runner, SagaCall *sc)
 	Datum		arg = Int64GetDatum(sc->payment_id);
 	Breaker    *b;
 
+	if (spi_run(&lock_plan, &arg, NULL, false, 1) != 1)
+		elog(ERROR, "payment %lld vanished", (long long) sc->payment_id);
+	read_payment(0, &row);
+
 	if (call->response)
 		gateway_parse_reply(call->response, &reply);
 	outcome = pay_classify(sc->step, call->http_status, reply.status, reply.code);
-
-	transport_failure = (call->http_status == 0 || call->http_status >= 500);
-	b = breaker_lock(runner);
-	breaker_record(b, !transport_failure, GetCurrentTimestamp(),
-				   coupon_circuit_failures, (int64) coupon_circuit_cooldown_ms * 1000);
-	breaker_unlock();
-	if (outcome == OUTCOME_UNKNOWN)
-		runner->errors++;
 
 	res.http_status = call->http_status;
 	res.gateway_code = reply.status ? reply.status : reply.code;
@@ -553,9 +601,31 @@ record_one(SagaRunner *runner, SagaCall *sc)
 	else
 		res.error = NULL;
 
-	if (spi_run(&lock_plan, &arg, NULL, false, 1) != 1)
-		elog(ERROR, "payment %lld vanished", (long long) sc->payment_id);
-	read_payment(0, &row);
+	/* an approval of another amount is not ours to accept: a human looks */
+	if (outcome == OUTCOME_OK && (sc->step == STEP_CONFIRM || sc->step == STEP_LOOKUP) &&
+		reply.total_amount >= 0 && reply.total_amount != row.charge)
+	{
+		outcome = OUTCOME_UNKNOWN;
+		res.error = psprintf("the gateway approved %lld, not %lld",
+							 (long long) reply.total_amount, (long long) row.charge);
+	}
+
+	/*
+	 * The breaker counts what says whether payments go through: no answer
+	 * or a 5xx fails, an answered confirm, void or refund succeeds; an
+	 * answered lookup says nothing about confirms, so it does not count.
+	 */
+	transport_failure = (call->http_status == 0 || call->http_status >= 500);
+	if (transport_failure || sc->step != STEP_LOOKUP)
+	{
+		b = breaker_lock(runner);
+		breaker_record(b, !transport_failure, GetCurrentTimestamp(),
+					   coupon_circuit_failures, (int64) coupon_circuit_cooldown_ms * 1000);
+		breaker_unlock();
+	}
+	if (outcome == OUTCOME_UNKNOWN)
+		runner->errors++;
+
 	if (row.state != sc->claimed || row.attempts != sc->attempt)
 	{
 		/* our lease lapsed and someone else took the step over */

@@ -19,16 +19,20 @@ typedef struct SagaRunner
 	Breaker		local_breaker;	/* used when there is no shared memory */
 	uint64		done;			/* steps finished */
 	uint64		errors;			/* gateway calls without a usable answer */
+	struct SagaCall *queued;	/* claimed, to be sent once the claim commits */
 } SagaRunner;
 
 /*
  * Claim up to max_rows due payments: local steps run at once, gateway
- * steps are marked in flight and started on the runner's gateway (they go
- * out only after the caller commits... or, in process_payments, at once).
- * Returns the number of payments claimed; *next_due_ms is how long until
- * the next payment falls due (-1: none).  Inside a transaction and SPI.
+ * steps are marked in flight and queued for saga_start_queued.  Without a
+ * gateway (runner->gw NULL) only local steps are claimed.  Returns the
+ * number of payments claimed; *next_due_ms is how long until the next one
+ * falls due (-1: none).  Inside a transaction and SPI.
  */
 extern int	saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms);
+
+/* send the queued calls: after the claim's commit (the worker) */
+extern void saga_start_queued(SagaRunner *runner);
 
 /* record every finished call.  Inside a transaction and SPI. */
 extern int	saga_record(SagaRunner *runner);

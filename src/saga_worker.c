@@ -226,7 +226,8 @@ coupon_saga_worker_main(Datum main_arg)
 				MemoryContextReset(runner.call_cxt);
 		}
 
-		room = (gw == NULL) ? 0 : coupon_max_inflight - gateway_in_flight(gw);
+		/* without a gateway only local steps run (coupons a payment no longer needs to charge) */
+		room = (gw == NULL) ? coupon_max_inflight : coupon_max_inflight - gateway_in_flight(gw);
 		if (room > 0)
 		{
 			int			claimed;
@@ -234,9 +235,12 @@ coupon_saga_worker_main(Datum main_arg)
 			begin_step("claiming due payments");
 			claimed = saga_claim(&runner, room, &next_due);
 			end_step();
+			saga_start_queued(&runner);
 			if (claimed == room)
 				timeout = 0;	/* more may be due */
-			else if (next_due >= 0)
+			else if (next_due == 0)
+				timeout = Min(timeout, 100);	/* due, but held by another runner */
+			else if (next_due > 0)
 				timeout = Min(timeout, next_due);
 		}
 

@@ -265,11 +265,22 @@ test_currency_and_reasons(void)
 	}
 }
 
+/* a context: no cancel, no refund, attempt `attempts` of 8 */
+static PayContext
+ctx_at(int attempts)
+{
+	PayContext	c = {false, false, false, false, attempts, 8};
+
+	return c;
+}
+
 /* the transition of one step's outcome, at attempt 1 of 8 */
 static PayState
 after(PayState s, PayStep step, PayOutcome o)
 {
-	return pay_transition(s, step, o, false, false, 1, 8).next;
+	PayContext	c = ctx_at(1);
+
+	return pay_transition(s, step, o, &c).next;
 }
 
 static void
@@ -287,21 +298,25 @@ test_saga_steps(void)
 	check(names_ok, "every state name parses back to its state");
 	check(!pay_state_from_name("done", &(PayState) {0}), "an unknown state name is refused");
 
-	check(pay_step_for(PAY_PENDING) == STEP_CONFIRM, "pending calls for a confirm");
-	check(pay_step_for(PAY_AUTHORIZING) == STEP_LOOKUP,
+	check(pay_step_for(PAY_PENDING, false) == STEP_CONFIRM, "pending calls for a confirm");
+	check(pay_step_for(PAY_PENDING, true) == STEP_LOOKUP,
+		  "pending with a full cancel waiting is looked up, never confirmed");
+	check(pay_step_for(PAY_AUTHORIZING, false) == STEP_LOOKUP,
 		  "authorizing (answer lost) calls for a lookup, never a blind confirm");
-	check(pay_step_for(PAY_APPROVED) == STEP_SPEND_COUPONS, "approved spends the coupons");
-	check(pay_step_for(PAY_VOIDING) == STEP_VOID, "voiding cancels at the gateway");
-	check(pay_step_for(PAY_RELEASING) == STEP_RELEASE_COUPONS, "releasing gives coupons back");
-	check(pay_step_for(PAY_REFUNDING) == STEP_REFUND, "refunding refunds at the gateway");
-	check(pay_step_for(PAY_COMPLETED) == STEP_NONE && pay_step_for(PAY_FAILED) == STEP_NONE &&
-		  pay_step_for(PAY_NEEDS_ATTENTION) == STEP_NONE,
+	check(pay_step_for(PAY_APPROVED, false) == STEP_SPEND_COUPONS, "approved spends the coupons");
+	check(pay_step_for(PAY_VOIDING, false) == STEP_VOID, "voiding cancels at the gateway");
+	check(pay_step_for(PAY_RELEASING, false) == STEP_RELEASE_COUPONS, "releasing gives coupons back");
+	check(pay_step_for(PAY_REFUNDING, false) == STEP_REFUND, "refunding refunds at the gateway");
+	check(pay_step_for(PAY_COMPLETED, false) == STEP_NONE && pay_step_for(PAY_FAILED, false) == STEP_NONE &&
+		  pay_step_for(PAY_NEEDS_ATTENTION, false) == STEP_NONE,
 		  "final states and needs_attention have no step");
 	check(pay_step_remote(STEP_CONFIRM) && pay_step_remote(STEP_LOOKUP) &&
 		  !pay_step_remote(STEP_SPEND_COUPONS) && !pay_step_remote(STEP_RELEASE_COUPONS),
 		  "gateway steps are remote, coupon steps local");
 	check(pay_claim_state(PAY_PENDING, STEP_CONFIRM) == PAY_AUTHORIZING,
 		  "a confirm is recorded as authorizing before it goes out");
+	check(pay_claim_state(PAY_PENDING, STEP_LOOKUP) == PAY_AUTHORIZING,
+		  "a lookup of a pending payment is recorded as authorizing too");
 	check(pay_claim_state(PAY_REFUNDING, STEP_REFUND) == PAY_REFUNDING,
 		  "other claims keep their state");
 	check(pay_state_final(PAY_REFUNDED) && !pay_state_final(PAY_NEEDS_ATTENTION) &&
@@ -320,8 +335,8 @@ test_saga_classify(void)
 	check(pay_classify(STEP_CONFIRM, 401, NULL, "UNAUTHORIZED_KEY") == OUTCOME_UNKNOWN,
 		  "our own bad key is retried, not a customer decline");
 	check(pay_classify(STEP_CONFIRM, 429, NULL, NULL) == OUTCOME_UNKNOWN, "429 is retried");
-	check(pay_classify(STEP_CONFIRM, 400, NULL, "ALREADY_PROCESSED_PAYMENT") == OUTCOME_UNKNOWN,
-		  "an order already taken is looked up, not declined");
+	check(pay_classify(STEP_CONFIRM, 400, NULL, "ALREADY_PROCESSED_PAYMENT") == OUTCOME_DECLINED,
+		  "a payment key taken by another order is final (our own retry would get 200)");
 	check(pay_classify(STEP_CONFIRM, 200, "CANCELED", NULL) == OUTCOME_UNKNOWN,
 		  "an odd 200 is not an approval");
 	check(pay_classify(STEP_LOOKUP, 404, NULL, "NOT_FOUND_PAYMENT") == OUTCOME_NOT_FOUND,
@@ -346,27 +361,36 @@ static void
 test_saga_transitions(void)
 {
 	PayTransition t;
+	PayContext	c;
 
 	check(after(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_OK) == PAY_APPROVED, "approval -> approved");
 	check(after(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_DECLINED) == PAY_RELEASING,
 		  "decline -> releasing");
-	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_UNKNOWN, false, false, 1, 8);
+	c = ctx_at(1);
+	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_UNKNOWN, &c);
 	check(t.next == PAY_AUTHORIZING && t.backoff && !t.reset_attempts,
 		  "unknown confirm stays authorizing (lookup next) after a backoff");
-	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, false, false, 2, 8);
+	c = ctx_at(2);
+	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, &c);
 	check(t.next == PAY_PENDING && !t.backoff, "lookup not found -> confirm again at once");
+	c.cancel_requested = c.cancel_all = true;
+	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, &c);
+	check(t.next == PAY_RELEASING, "lookup not found with a full cancel waiting -> releasing");
 	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_OK) == PAY_APPROVED, "lookup DONE -> approved");
 	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_DECLINED) == PAY_RELEASING,
 		  "lookup aborted -> releasing");
 	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_PENDING) == PAY_AUTHORIZING,
 		  "lookup in progress -> look again later");
-	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_UNKNOWN, false, false, 8, 8);
+	c = ctx_at(8);
+	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_UNKNOWN, &c);
 	check(t.next == PAY_NEEDS_ATTENTION, "the last allowed attempt failing -> needs_attention");
-	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, false, false, 8, 8);
+	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, &c);
 	check(t.next == PAY_NEEDS_ATTENTION, "not found at the last attempt -> needs_attention");
 	check(after(PAY_APPROVED, STEP_SPEND_COUPONS, OUTCOME_OK) == PAY_COMPLETED, "coupons spent -> completed");
-	check(pay_transition(PAY_APPROVED, STEP_SPEND_COUPONS, OUTCOME_OK, false, true, 0, 8).next ==
-		  PAY_REFUNDING, "a cancel that waited -> refunding right after completion");
+	c = ctx_at(0);
+	c.cancel_requested = true;
+	check(pay_transition(PAY_APPROVED, STEP_SPEND_COUPONS, OUTCOME_OK, &c).next == PAY_REFUNDING,
+		  "a cancel that waited -> refunding right after completion");
 	check(after(PAY_APPROVED, STEP_SPEND_COUPONS, OUTCOME_DECLINED) == PAY_VOIDING,
 		  "coupons lost -> voiding");
 	check(after(PAY_VOIDING, STEP_VOID, OUTCOME_OK) == PAY_RELEASING, "void done -> releasing");
@@ -374,14 +398,21 @@ test_saga_transitions(void)
 	check(after(PAY_VOIDING, STEP_VOID, OUTCOME_REJECTED) == PAY_NEEDS_ATTENTION,
 		  "void rejected -> needs_attention");
 	check(after(PAY_RELEASING, STEP_RELEASE_COUPONS, OUTCOME_OK) == PAY_FAILED, "released -> failed");
-	check(pay_transition(PAY_REFUNDING, STEP_REFUND, OUTCOME_OK, true, true, 1, 8).next == PAY_REFUNDED,
+	c = ctx_at(1);
+	c.refund_full = true;
+	check(pay_transition(PAY_REFUNDING, STEP_REFUND, OUTCOME_OK, &c).next == PAY_REFUNDED,
 		  "full refund -> refunded");
 	check(after(PAY_REFUNDING, STEP_REFUND, OUTCOME_OK) == PAY_PARTIALLY_REFUNDED,
 		  "partial refund -> partially_refunded");
-	check(after(PAY_REFUNDING, STEP_REFUND, OUTCOME_REJECTED) == PAY_NEEDS_ATTENTION,
-		  "refund rejected -> needs_attention");
+	check(after(PAY_REFUNDING, STEP_REFUND, OUTCOME_REJECTED) == PAY_COMPLETED,
+		  "refund rejected -> back to completed");
+	c = ctx_at(1);
+	c.refunded_before = true;
+	check(pay_transition(PAY_REFUNDING, STEP_REFUND, OUTCOME_REJECTED, &c).next ==
+		  PAY_PARTIALLY_REFUNDED, "refund rejected after an earlier refund -> partially_refunded");
 	check(after(PAY_REFUNDING, STEP_REFUND, OUTCOME_UNKNOWN) == PAY_REFUNDING, "refund unknown -> again");
-	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_OK, false, false, 3, 8);
+	c = ctx_at(3);
+	t = pay_transition(PAY_AUTHORIZING, STEP_CONFIRM, OUTCOME_OK, &c);
 	check(t.reset_attempts && !t.backoff, "a finished step resets attempts");
 }
 
