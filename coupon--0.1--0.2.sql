@@ -69,7 +69,7 @@ COMMENT ON COLUMN coupon.payment.refunds IS 'Refunds requested so far; numbers t
 COMMENT ON COLUMN coupon.payment.last_error IS 'The last failure in words (gateway code and message, or transport error).';
 COMMENT ON COLUMN coupon.payment.trace_id IS 'Random id to follow the payment through logs.';
 COMMENT ON COLUMN coupon.payment.created_at IS 'When pay() committed it.';
-COMMENT ON COLUMN coupon.payment.authorized_at IS 'When the confirm was first sent to the gateway.';
+COMMENT ON COLUMN coupon.payment.authorized_at IS 'When the first confirm was claimed for sending (committed just before it goes out); NULL: no confirm ever went out.';
 COMMENT ON COLUMN coupon.payment.approved_at IS 'When the gateway''s approval was recorded.';
 COMMENT ON COLUMN coupon.payment.completed_at IS 'When the coupons were spent and the payment completed.';
 COMMENT ON COLUMN coupon.payment.failed_at IS 'When the payment failed (coupons released, nothing charged).';
@@ -105,7 +105,7 @@ COMMENT ON COLUMN coupon.payment_event.http_status IS 'HTTP status of the gatewa
 COMMENT ON COLUMN coupon.payment_event.gateway_code IS 'The gateway''s Payment.status or error code.';
 COMMENT ON COLUMN coupon.payment_event.latency_ms IS 'Duration of the gateway call.';
 COMMENT ON COLUMN coupon.payment_event.error IS 'The failure in words, if any.';
-COMMENT ON COLUMN coupon.payment_event.actor IS 'Who wrote it: "worker N" or "backend" (pay, cancel_payment, process_payments).';
+COMMENT ON COLUMN coupon.payment_event.actor IS 'Who wrote it: "worker N" or "backend" (pay, cancel_payment, retry_payment, process_payments).';
 
 CREATE FUNCTION coupon.forbid_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -176,7 +176,7 @@ LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off;
 COMMENT ON FUNCTION coupon.process_payments(integer) IS
-'Runs up to max_rows due saga steps in this backend with the worker''s code, gateway calls included, and returns how many steps it ran. For clusters without the worker (no shared_preload_libraries, coupon.workers = 0) and for tests. Unlike the worker it runs inside the caller''s transaction: the payments it works on stay locked until that transaction ends, which is safe because every gateway call is idempotent.';
+'Runs the due saga steps of up to max_rows payments in this backend with the worker''s code, gateway calls included (only the local steps when coupon.gateway_url is empty), and returns how many payments it took a step for. For clusters without the worker (no shared_preload_libraries, coupon.workers = 0) and for tests. Unlike the worker it runs inside the caller''s transaction: the payments it works on stay locked until that transaction ends, which is safe because every gateway call is idempotent.';
 
 CREATE FUNCTION coupon.retry_payment(payment_id bigint)
 RETURNS coupon.payment

@@ -88,13 +88,13 @@ pay_state_final(PayState state)
 
 /* the one step each live state calls for */
 PayStep
-pay_step_for(PayState state, bool cancel_all)
+pay_step_for(PayState state, bool look_first)
 {
 	switch (state)
 	{
 		case PAY_PENDING:
 			/* cancelled before it went out: make sure it never did, then release */
-			return cancel_all ? STEP_LOOKUP : STEP_CONFIRM;
+			return look_first ? STEP_LOOKUP : STEP_CONFIRM;
 		case PAY_AUTHORIZING:
 			return STEP_LOOKUP;	/* a confirm went out and its answer is lost */
 		case PAY_APPROVED:
@@ -108,6 +108,18 @@ pay_step_for(PayState state, bool cancel_all)
 		default:
 			return STEP_NONE;
 	}
+}
+
+/*
+ * A full cancel of a payment whose confirm never went out needs no charge:
+ * a lookup that finds nothing lets it fail.  Once a confirm went out, only
+ * the same confirm again settles it (the gateway may still process the
+ * first), so the cancel becomes a refund after the approval.
+ */
+bool
+pay_look_first(const PayContext *ctx)
+{
+	return ctx->cancel_all && !ctx->confirm_sent;
 }
 
 /* gateway steps run between transactions; the others inside one */
@@ -238,7 +250,7 @@ pay_transition(PayState state, PayStep step, PayOutcome outcome, const PayContex
 				PayTransition t = {PAY_PENDING, false, false};
 
 				/* never reached the gateway: cancelled, or confirm again (same key) */
-				if (ctx->cancel_all)
+				if (pay_look_first(ctx))
 					return go(PAY_RELEASING);
 				if (ctx->attempts >= ctx->max_attempts)
 					t = again(PAY_PENDING, ctx->attempts, ctx->max_attempts);

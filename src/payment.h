@@ -58,6 +58,7 @@ typedef struct PayContext
 {
 	bool		cancel_requested;	/* cancel_payment() waits for the authorization */
 	bool		cancel_all;		/* ... and it asks for everything back */
+	bool		confirm_sent;	/* a confirm was ever sent (and committed as sent) */
 	bool		refund_full;	/* the refund in progress takes the rest */
 	bool		refunded_before;	/* an earlier refund went through */
 	int			attempts;		/* gateway calls of this step so far, this one included */
@@ -100,10 +101,14 @@ extern bool pay_state_live(PayState state);
 extern bool pay_state_final(PayState state);
 
 /*
- * The step a due payment in this state needs.  cancel_all: a full cancel
- * is waiting, so a pending payment is looked up instead of confirmed.
+ * The step a due payment in this state needs.  look_first: a full cancel
+ * waits and no confirm was ever sent, so a pending payment is looked up
+ * (to be sure) instead of confirmed.
  */
-extern PayStep pay_step_for(PayState state, bool cancel_all);
+extern PayStep pay_step_for(PayState state, bool look_first);
+
+/* pay_step_for's look_first for a payment in this context */
+extern bool pay_look_first(const PayContext *ctx);
 
 /* does the step call the gateway? */
 extern bool pay_step_remote(PayStep step);

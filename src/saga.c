@@ -38,7 +38,7 @@
 #define LIVE_STATES "('pending', 'authorizing', 'approved', 'voiding', 'releasing', 'refunding')"
 #define PAYMENT_COLUMNS "id, state, attempts, payment_key, amount - discount," \
 	" refund_amount, coalesce(refund_reason, 'customer request'), refunds," \
-	" approved_amount, refunded_amount"
+	" approved_amount, refunded_amount, authorized_at IS NOT NULL"
 
 /* due payments, oldest first, skipping those another runner holds */
 static SavedPlan claim_plan = {
@@ -78,12 +78,12 @@ static SavedPlan claim_update_plan = {
 	.sql = "UPDATE coupon.payment SET state = $2, attempts = attempts + 1,"
 	"       next_attempt_at = clock_timestamp() + $3 * interval '1 millisecond',"
 	"       lease_until = clock_timestamp() + $3 * interval '1 millisecond',"
-	"       authorized_at = CASE WHEN $2 = 'authorizing'"
-	"                            THEN coalesce(authorized_at, now()) ELSE authorized_at END,"
+	"       authorized_at = CASE WHEN $4 THEN coalesce(authorized_at, now())"
+	"                            ELSE authorized_at END,"
 	"       updated_at = now()"
 	" WHERE id = $1",
-	.nargs = 3,
-	.argtypes = {INT8OID, TEXTOID, INT8OID}
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, INT8OID, BOOLOID}
 };
 
 /* where a step led */
@@ -138,6 +138,7 @@ typedef struct PaymentRow
 	int32		refunds;
 	int64		approved_amount;
 	int64		refunded_amount;
+	bool		confirm_sent;	/* authorized_at is set */
 } PaymentRow;
 
 /* a gateway call of the saga, alive from claim to record */
@@ -182,6 +183,7 @@ read_payment(int i, PaymentRow *row)
 	row->refunds = spi_int32(i, 8, NULL);
 	row->approved_amount = spi_int64(i, 9, NULL);
 	row->refunded_amount = spi_int64(i, 10, NULL);
+	row->confirm_sent = spi_bool(i, 11);
 }
 
 /* the breaker: shared by every process when preloaded, else this backend's */
@@ -328,6 +330,7 @@ row_context(const PaymentRow *row, int32 attempts)
 
 	ctx.cancel_requested = row->has_refund;
 	ctx.cancel_all = row->has_refund && row->refund_amount >= row->charge;
+	ctx.confirm_sent = row->confirm_sent;
 	ctx.refund_full = row->has_refund &&
 		row->refunded_amount + row->refund_amount >= row->approved_amount;
 	ctx.refunded_before = row->refunded_amount > 0;
@@ -415,7 +418,11 @@ advance(SagaRunner *runner, PaymentRow *row, PayState state, PayStep step,
 		}
 
 		state = t.next;
-		step = pay_step_for(state, row_context(row, 0).cancel_all);
+		{
+			PayContext	next = row_context(row, 0);
+
+			step = pay_step_for(state, pay_look_first(&next));
+		}
 		if (state == PAY_NEEDS_ATTENTION || pay_step_remote(step) || step == STEP_NONE)
 			break;
 
@@ -463,11 +470,12 @@ lease_ms(void)
 static void
 claim_one(SagaRunner *runner, PaymentRow *row)
 {
-	PayStep		step = pay_step_for(row->state, row_context(row, 0).cancel_all);
+	PayContext	ctx = row_context(row, 0);
+	PayStep		step = pay_step_for(row->state, pay_look_first(&ctx));
 	PayState	claimed;
 	SagaCall   *sc;
 	MemoryContext old;
-	Datum		v[3];
+	Datum		v[4];
 
 	if (!pay_step_remote(step))
 	{
@@ -482,6 +490,7 @@ claim_one(SagaRunner *runner, PaymentRow *row)
 	v[0] = Int64GetDatum(row->id);
 	v[1] = CStringGetTextDatum(pay_state_name(claimed));
 	v[2] = Int64GetDatum(lease_ms());
+	v[3] = BoolGetDatum(step == STEP_CONFIRM);
 	spi_run(&claim_update_plan, v, NULL, false, 0);
 
 	old = MemoryContextSwitchTo(runner->call_cxt);
@@ -520,6 +529,7 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 	Breaker    *b;
 	SavedPlan  *plan = &claim_plan;
 	int			limit = max_rows;
+	bool		took_probe = false;
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz blocked_until = 0;
 	Datum		args[2];
@@ -537,7 +547,10 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 		if (b->state != BREAKER_CLOSED)
 		{
 			if (breaker_allow(b, now, (int64) coupon_circuit_cooldown_ms * 1000))
+			{
 				limit = 1;
+				took_probe = true;
+			}
 			else
 			{
 				plan = &claim_local_plan;
@@ -555,6 +568,15 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 		read_payment(i, &rows[i]);
 	for (uint64 i = 0; i < n; i++)
 		claim_one(runner, &rows[i]);
+
+	/* a probe slot no gateway call took is given back for the next claim */
+	if (took_probe && runner->queued == NULL)
+	{
+		b = breaker_lock(runner);
+		if (b->state == BREAKER_HALF_OPEN)
+			b->probing = false;
+		breaker_unlock();
+	}
 
 	/* when to look again: the next due payment, or the circuit's next probe */
 	spi_run(&next_due_plan, NULL, NULL, true, 1);
@@ -596,8 +618,8 @@ record_one(SagaRunner *runner, SagaCall *sc)
 		res.error = call->error;
 	else if (reply.code)
 		res.error = psprintf("%s: %s", reply.code, reply.message ? reply.message : "");
-	else if (outcome == OUTCOME_UNKNOWN)
-		res.error = psprintf("unexpected answer (HTTP %d)", call->http_status);
+	else if (outcome == OUTCOME_UNKNOWN || call->http_status >= 400)
+		res.error = psprintf("HTTP %d without an error code", call->http_status);
 	else
 		res.error = NULL;
 
@@ -616,13 +638,11 @@ record_one(SagaRunner *runner, SagaCall *sc)
 	 * answered lookup says nothing about confirms, so it does not count.
 	 */
 	transport_failure = (call->http_status == 0 || call->http_status >= 500);
-	if (transport_failure || sc->step != STEP_LOOKUP)
-	{
-		b = breaker_lock(runner);
+	b = breaker_lock(runner);
+	if (transport_failure || sc->step != STEP_LOOKUP || b->state == BREAKER_HALF_OPEN)
 		breaker_record(b, !transport_failure, GetCurrentTimestamp(),
 					   coupon_circuit_failures, (int64) coupon_circuit_cooldown_ms * 1000);
-		breaker_unlock();
-	}
+	breaker_unlock();
 	if (outcome == OUTCOME_UNKNOWN)
 		runner->errors++;
 

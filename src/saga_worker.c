@@ -256,7 +256,7 @@ coupon_saga_worker_main(Datum main_arg)
 		{
 			set_state(WORKER_NO_GATEWAY, 0, &runner);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 coupon_naptime_ms, PG_WAIT_EXTENSION);
+							 timeout, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			continue;
 		}

@@ -189,24 +189,24 @@ check "down: refused calls are logged with http_status 0 and an error" \
 	       WHERE payment_id IN ($DOWN_IDS) AND coalesce(http_status, 0) = 0 AND error IS NOT NULL")" t
 check "down: the payments wait (pending or authorizing), none failed" \
 	"$(q "SELECT count(*) FROM coupon.payment WHERE id IN ($DOWN_IDS) AND state IN ('pending', 'authorizing')")" 3
-# a cancel while the outcome is unknown waits for it: once the gateway is
-# back, the lookup shows it never charged, so the payment fails uncharged
+# a cancel while the outcome is unknown waits for it: a confirm went out,
+# so only that confirm again settles it; then the refund follows
 DC=$(q "SELECT min(payment_id) FROM coupon.payment_event
-         WHERE payment_id IN ($DOWN_IDS) AND coalesce(http_status, 0) = 0")
+         WHERE payment_id IN ($DOWN_IDS) AND step = 'confirm' AND coalesce(http_status, 0) = 0")
 check_match "down: cancel_payment() of a payment already sent records the refund for later" \
 	"$(q "SELECT concat_ws(' ', state, refund_amount) FROM coupon.cancel_payment($DC, 'changed my mind')")" \
 	'^(pending|authorizing) 9000$'
 check "down: the cancelled payment keeps its coupon held meanwhile" "$(hold "$DC")" "reserved held"
 saga_mockpg_restart
-wait_for "down: once the gateway is back, 2 complete and the cancelled one fails" 60 \
+wait_for "down: once the gateway is back, 2 complete and the cancelled one is refunded" 60 \
 	"SELECT count(*) FILTER (WHERE state = 'completed' AND id <> $DC) = 2
-	    AND count(*) FILTER (WHERE state = 'failed' AND id = $DC) = 1
+	    AND count(*) FILTER (WHERE state = 'refunded' AND id = $DC) = 1
 	   FROM coupon.payment WHERE id IN ($DOWN_IDS)"
 wait_for "down: the circuit closes again" 30 "SELECT bool_and(circuit = 'closed') FROM coupon.worker_status"
-check "down: one APPROVE of 9000 per completed payment" "$(gw_net "${DOWN[@]}")" 18000
-check "down: the cancelled payment was looked up, never confirmed again, never charged" \
-	"$(gw_order "cp-$DC")|$(event_count "$DC" "step = 'lookup' AND http_status = 404")" "|1"
-check "down: the cancelled payment's coupon is back" "$(hold "$DC")" "issued released"
+check "down: one APPROVE of 9000 per payment, the cancelled one refunded" "$(gw_net "${DOWN[@]}")" 18000
+check "down: the cancelled payment was charged, then refunded in full" \
+	"$(gw_order "cp-$DC" | sed 's/ok_down_[0-9]/KEY/g')" "APPROVE 9000 KEY, CANCEL 9000 KEY"
+check "down: the cancelled payment's coupon is back" "$(hold "$DC")" "issued confirmed"
 check "down: the gateway's journal kept the earlier approvals" "$(gw_order "cp-$HAPPY")" "APPROVE 9000 ok_happy"
 
 diag "--- refunds"

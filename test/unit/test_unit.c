@@ -269,7 +269,7 @@ test_currency_and_reasons(void)
 static PayContext
 ctx_at(int attempts)
 {
-	PayContext	c = {false, false, false, false, attempts, 8};
+	PayContext	c = {false, false, false, false, false, attempts, 8};
 
 	return c;
 }
@@ -375,7 +375,14 @@ test_saga_transitions(void)
 	check(t.next == PAY_PENDING && !t.backoff, "lookup not found -> confirm again at once");
 	c.cancel_requested = c.cancel_all = true;
 	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, &c);
-	check(t.next == PAY_RELEASING, "lookup not found with a full cancel waiting -> releasing");
+	check(t.next == PAY_RELEASING,
+		  "lookup not found, a full cancel waiting, no confirm ever sent -> releasing");
+	check(pay_step_for(PAY_PENDING, pay_look_first(&c)) == STEP_LOOKUP,
+		  "a full cancel of a never-sent payment looks it up instead of confirming");
+	c.confirm_sent = true;
+	t = pay_transition(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_NOT_FOUND, &c);
+	check(t.next == PAY_PENDING && pay_step_for(PAY_PENDING, pay_look_first(&c)) == STEP_CONFIRM,
+		  "once a confirm went out, not found means the same confirm again (then the refund)");
 	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_OK) == PAY_APPROVED, "lookup DONE -> approved");
 	check(after(PAY_AUTHORIZING, STEP_LOOKUP, OUTCOME_DECLINED) == PAY_RELEASING,
 		  "lookup aborted -> releasing");
