@@ -44,6 +44,7 @@ static const ReasonInfo reason_table[REASON_COUNT] = {
 	[REASON_TOO_MANY_COUPONS] = {"too_many_coupons", 400, "A payment carries at most 10 coupons."},
 	[REASON_INVALID_PAYMENT_KEY] = {"invalid_payment_key", 400, "Payment keys are 1 to 200 visible ASCII characters without / ? # % \\ or \"."},
 	[REASON_INVALID_REASON] = {"invalid_reason", 400, "A cancel reason is 1 to 200 characters."},
+	[REASON_INVALID_SCHEDULE] = {"invalid_schedule", 400, "A cron schedule has five fields, for example '10 0 * * *' (every day at 00:10)."},
 	[REASON_NOT_OWNER] = {"not_owner", 403, "Use a coupon that belongs to this user."},
 	[REASON_MERCHANT_NOT_ALLOWED] = {"merchant_not_allowed", 403, "This coupon can only be used at the merchants its policy allows."},
 	[REASON_WRONG_TENANT] = {"wrong_tenant", 403, "Act only on your own merchant's data."},

@@ -160,3 +160,13 @@ coupon_check_acting_user(PG_FUNCTION_ARGS)
 	tenant_check_user(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_BOOL(true);
 }
+
+PG_FUNCTION_INFO_V1(coupon_check_acting_merchant);
+
+/* coupon.check_acting_merchant(merchant_id): true, or PT403 (for SQL-language readers) */
+Datum
+coupon_check_acting_merchant(PG_FUNCTION_ARGS)
+{
+	tenant_check(arg_int64(fcinfo, 0, "merchant_id"));
+	PG_RETURN_BOOL(true);
+}
