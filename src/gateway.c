@@ -880,6 +880,13 @@ transfer_error(GatewayEasy *ge)
 	return pstrdup(curl_easy_strerror(ge->result));
 }
 
+/* whether gateway_next_done has a call to hand back */
+bool
+gateway_has_done(Gateway *gw)
+{
+	return gw->done_head != NULL;
+}
+
 /* hand back the oldest finished call with its answer copied out */
 GatewayCall *
 gateway_next_done(Gateway *gw)

@@ -107,6 +107,9 @@ extern bool gateway_wait(Gateway *gw, long timeout_ms, uint32 wait_event_info);
  */
 extern GatewayCall *gateway_next_done(Gateway *gw);
 
+/* is a finished call waiting for gateway_next_done? */
+extern bool gateway_has_done(Gateway *gw);
+
 /*
  * Parse the top-level members of a gateway JSON answer into *reply (strings
  * palloc'd in the current memory context); false, with *reply all absent,

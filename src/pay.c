@@ -550,7 +550,8 @@ coupon_process_payments(PG_FUNCTION_ARGS)
 				CHECK_FOR_INTERRUPTS();
 				if (gateway_wait(runner.gw, 1000, PG_WAIT_EXTENSION))
 					ResetLatch(MyLatch);
-				saga_record(&runner);
+				while (gateway_has_done(runner.gw))
+					saga_record(&runner);
 			}
 			steps += claimed;
 			if (claimed < batch)

@@ -35,6 +35,9 @@
 #include "shmem.h"
 #include "spi_util.h"
 
+/* answers recorded per transaction (see saga_record) */
+#define SAGA_RECORD_BATCH 32
+
 #define LIVE_STATES "('pending', 'authorizing', 'approved', 'voiding', 'releasing', 'refunding')"
 #define PAYMENT_COLUMNS "id, state, attempts, payment_key, amount - discount," \
 	" refund_amount, coalesce(refund_reason, 'customer request'), refunds," \
@@ -52,8 +55,7 @@ static SavedPlan claim_plan = {
 /* the same, local steps only: while the circuit is open */
 static SavedPlan claim_local_plan = {
 	.sql = "SELECT " PAYMENT_COLUMNS " FROM coupon.payment"
-	" WHERE state IN " LIVE_STATES " AND state IN ('approved', 'releasing')"
-	"   AND next_attempt_at <= $2"
+	" WHERE state IN ('approved', 'releasing') AND next_attempt_at <= $2"
 	" ORDER BY next_attempt_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
 	.nargs = 2,
 	.argtypes = {INT4OID, TIMESTAMPTZOID}
@@ -656,9 +658,12 @@ record_one(SagaRunner *runner, SagaCall *sc)
 }
 
 /*
- * Record every finished call, each in a subtransaction: a payment whose
- * record fails (a bug, a broken row) goes to needs_attention with the
- * error, and the others are recorded all the same.
+ * Record finished calls, each in a subtransaction: a payment whose record
+ * fails (a bug, a broken row) goes to needs_attention with the error, and
+ * the others are recorded all the same.  At most SAGA_RECORD_BATCH per
+ * transaction, so its subtransaction ids stay within the cache every
+ * backend keeps (PGPROC_MAX_CACHED_SUBXIDS), which keeps snapshots cheap;
+ * the caller commits and comes back for the rest.
  */
 int
 saga_record(SagaRunner *runner)
@@ -668,7 +673,7 @@ saga_record(SagaRunner *runner)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 
-	while ((call = gateway_next_done(runner->gw)) != NULL)
+	while (n < SAGA_RECORD_BATCH && (call = gateway_next_done(runner->gw)) != NULL)
 	{
 		SagaCall   *sc = (SagaCall *) call->arg;
 

@@ -217,14 +217,14 @@ coupon_saga_worker_main(Datum main_arg)
 		runner.gw = gw;
 
 		/* the answers first: they free room and move payments on */
-		if (gw != NULL && gateway_in_flight(gw) > 0)
+		while (gw != NULL && gateway_has_done(gw))
 		{
 			begin_step("recording gateway answers");
 			saga_record(&runner);
 			end_step();
-			if (gateway_in_flight(gw) == 0)
-				MemoryContextReset(runner.call_cxt);
 		}
+		if (gw != NULL && gateway_in_flight(gw) == 0)
+			MemoryContextReset(runner.call_cxt);
 
 		/* without a gateway only local steps run (coupons a payment no longer needs to charge) */
 		room = (gw == NULL) ? coupon_max_inflight : coupon_max_inflight - gateway_in_flight(gw);
