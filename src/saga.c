@@ -24,6 +24,7 @@
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
@@ -75,17 +76,18 @@ static SavedPlan lock_plan = {
 	.argtypes = {INT8OID}
 };
 
-/* the claim: in flight until the lease ends */
+/* the claims of one round, in one statement: in flight until the lease ends */
 static SavedPlan claim_update_plan = {
-	.sql = "UPDATE coupon.payment SET state = $2, attempts = attempts + 1,"
-	"       next_attempt_at = clock_timestamp() + $3 * interval '1 millisecond',"
-	"       lease_until = clock_timestamp() + $3 * interval '1 millisecond',"
-	"       authorized_at = CASE WHEN $4 THEN coalesce(authorized_at, now())"
-	"                            ELSE authorized_at END,"
+	.sql = "UPDATE coupon.payment p SET state = c.state, attempts = p.attempts + 1,"
+	"       next_attempt_at = clock_timestamp() + $4 * interval '1 millisecond',"
+	"       lease_until = clock_timestamp() + $4 * interval '1 millisecond',"
+	"       authorized_at = CASE WHEN c.confirm THEN coalesce(p.authorized_at, now())"
+	"                            ELSE p.authorized_at END,"
 	"       updated_at = now()"
-	" WHERE id = $1",
+	"  FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS c (id, state, confirm)"
+	" WHERE p.id = c.id",
 	.nargs = 4,
-	.argtypes = {INT8OID, TEXTOID, INT8OID, BOOLOID}
+	.argtypes = {INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID}
 };
 
 /* where a step led */
@@ -468,16 +470,14 @@ lease_ms(void)
 	return 2 * (int64) coupon_gateway_timeout_ms + 1000;
 }
 
-/* claim one due payment: run a local step, or mark it in flight and queue its call */
+/* claim one due payment: run a local step, or queue its gateway call */
 static void
 claim_one(SagaRunner *runner, PaymentRow *row)
 {
 	PayContext	ctx = row_context(row, 0);
 	PayStep		step = pay_step_for(row->state, pay_look_first(&ctx));
-	PayState	claimed;
 	SagaCall   *sc;
 	MemoryContext old;
-	Datum		v[4];
 
 	if (!pay_step_remote(step))
 	{
@@ -488,17 +488,10 @@ claim_one(SagaRunner *runner, PaymentRow *row)
 		return;
 	}
 
-	claimed = pay_claim_state(row->state, step);
-	v[0] = Int64GetDatum(row->id);
-	v[1] = CStringGetTextDatum(pay_state_name(claimed));
-	v[2] = Int64GetDatum(lease_ms());
-	v[3] = BoolGetDatum(step == STEP_CONFIRM);
-	spi_run(&claim_update_plan, v, NULL, false, 0);
-
 	old = MemoryContextSwitchTo(runner->call_cxt);
 	sc = palloc0(sizeof(SagaCall));
 	sc->payment_id = row->id;
-	sc->claimed = claimed;
+	sc->claimed = pay_claim_state(row->state, step);
 	sc->step = step;
 	sc->attempt = row->attempts + 1;
 	sc->call.arg = sc;
@@ -506,6 +499,38 @@ claim_one(SagaRunner *runner, PaymentRow *row)
 	sc->next_queued = runner->queued;
 	runner->queued = sc;
 	MemoryContextSwitchTo(old);
+}
+
+/* write the claims of the queued calls: state, attempt, lease */
+static void
+mark_in_flight(SagaRunner *runner)
+{
+	int			n = 0;
+	Datum	   *ids;
+	Datum	   *states;
+	Datum	   *confirms;
+	Datum		v[4];
+
+	for (SagaCall *sc = runner->queued; sc != NULL; sc = sc->next_queued)
+		n++;
+	if (n == 0)
+		return;
+	ids = palloc(sizeof(Datum) * n);
+	states = palloc(sizeof(Datum) * n);
+	confirms = palloc(sizeof(Datum) * n);
+	n = 0;
+	for (SagaCall *sc = runner->queued; sc != NULL; sc = sc->next_queued, n++)
+	{
+		ids[n] = Int64GetDatum(sc->payment_id);
+		states[n] = CStringGetTextDatum(pay_state_name(sc->claimed));
+		confirms[n] = BoolGetDatum(sc->step == STEP_CONFIRM);
+	}
+	v[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	v[1] = PointerGetDatum(construct_array(states, n, TEXTOID, -1, false, TYPALIGN_INT));
+	v[2] = PointerGetDatum(construct_array(confirms, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+	v[3] = Int64GetDatum(lease_ms());
+	if (spi_run(&claim_update_plan, v, NULL, false, 0) != (uint64) n)
+		elog(ERROR, "could not mark %d claimed payments in flight", n);
 }
 
 /*
@@ -570,6 +595,7 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 		read_payment(i, &rows[i]);
 	for (uint64 i = 0; i < n; i++)
 		claim_one(runner, &rows[i]);
+	mark_in_flight(runner);
 
 	/* a probe slot no gateway call took is given back for the next claim */
 	if (took_probe && runner->queued == NULL)

@@ -184,6 +184,7 @@ coupon_saga_worker_main(Datum main_arg)
 		long		timeout = coupon_naptime_ms;
 		long		next_due = -1;
 		int			room;
+		int			claimed;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -216,33 +217,28 @@ coupon_saga_worker_main(Datum main_arg)
 		gw = refresh_gateway(gw, &gw_url, &gw_secret, &gw_timeout);
 		runner.gw = gw;
 
-		/* the answers first: they free room and move payments on */
-		while (gw != NULL && gateway_has_done(gw))
-		{
-			begin_step("recording gateway answers");
-			saga_record(&runner);
-			end_step();
-		}
 		if (gw != NULL && gateway_in_flight(gw) == 0)
-			MemoryContextReset(runner.call_cxt);
+			MemoryContextReset(runner.call_cxt);	/* no call refers to it */
 
-		/* without a gateway only local steps run (coupons a payment no longer needs to charge) */
+		/*
+		 * One round, one commit: record answers first (they free room and
+		 * move payments on), then claim what is due.  Without a gateway only
+		 * local steps run (coupons a payment no longer needs to charge).
+		 */
+		begin_step("recording answers and claiming due payments");
+		if (gw != NULL && gateway_has_done(gw))
+			saga_record(&runner);
 		room = (gw == NULL) ? coupon_max_inflight : coupon_max_inflight - gateway_in_flight(gw);
-		if (room > 0)
-		{
-			int			claimed;
+		claimed = (room > 0) ? saga_claim(&runner, room, &next_due) : 0;
+		end_step();
+		saga_start_queued(&runner);
 
-			begin_step("claiming due payments");
-			claimed = saga_claim(&runner, room, &next_due);
-			end_step();
-			saga_start_queued(&runner);
-			if (claimed == room)
-				timeout = 0;	/* more may be due */
-			else if (next_due == 0)
-				timeout = Min(timeout, 100);	/* due, but held by another runner */
-			else if (next_due > 0)
-				timeout = Min(timeout, next_due);
-		}
+		if ((gw != NULL && gateway_has_done(gw)) || (room > 0 && claimed == room))
+			timeout = 0;		/* more answers waiting, or more may be due */
+		else if (room > 0 && next_due == 0)
+			timeout = Min(timeout, 100);	/* due, but held by another runner */
+		else if (room > 0 && next_due > 0)
+			timeout = Min(timeout, next_due);
 
 		if (GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(last_sweep, coupon_naptime_ms))
 		{
