@@ -225,7 +225,9 @@ BEGIN
 			   coupon.round_half_up_bp(s.gross - s.d_m, s.commission_bp) AS commission,
 			   coupon.round_half_up_bp(s.gross - s.discount, s.pg_fee_bp) AS pg_fee
 		  FROM sale s),
-	-- refunds before the cutoff, not settled yet
+	-- refunds before the cutoff, not settled yet, of payments that completed
+	-- (one cancelled while it was authorized is charged and refunded without
+	-- ever completing: no sale, so no refund either)
 	ref AS (
 		SELECT f.id AS refund_id, f.payment_id, f.amount, f.full_refund, f.refunded_at,
 			   p.merchant_id, p.amount AS sale_gross, p.discount AS sale_discount,
@@ -234,7 +236,7 @@ BEGIN
 		  FROM coupon.payment_refund f
 		  JOIN coupon.payment p ON p.id = f.payment_id
 		  JOIN m ON m.id = p.merchant_id
-		 WHERE f.refunded_at < m.cutoff
+		 WHERE f.refunded_at < m.cutoff AND p.completed_at IS NOT NULL
 		   AND NOT EXISTS (SELECT 1 FROM coupon.settlement_item i
 							WHERE i.payment_id = f.payment_id AND i.refund_id = f.id)),
 	-- a partial refund takes back its amount; the refund that completes the
@@ -485,7 +487,14 @@ BEGIN
 				  HINT = 'For example ''10 0 * * *'': every day at 00:10.';
 	END IF;
 	-- scheduling a known name again updates the job: idempotent
-	PERFORM cron.schedule('coupon-settlement', settlement_cron, 'SELECT count(*) FROM coupon.run_settlement()');
+	BEGIN
+		PERFORM cron.schedule('coupon-settlement', settlement_cron, 'SELECT count(*) FROM coupon.run_settlement()');
+	EXCEPTION WHEN invalid_parameter_value THEN
+		-- five fields pg_cron cannot read ('61 * * * *')
+		RAISE EXCEPTION 'settlement_cron must be a cron schedule of five fields'
+			USING ERRCODE = 'PT400', DETAIL = '{"reason": "invalid_schedule"}',
+				  HINT = 'For example ''10 0 * * *'': every day at 00:10.';
+	END;
 	PERFORM cron.schedule('coupon-expire', '* * * * *',
 						  'SELECT coupon.expire_reservations(10000), coupon.expire_coupons(100000)');
 	PERFORM cron.schedule('coupon-purge', '30 3 * * *', 'SELECT coupon.purge()');

@@ -248,6 +248,19 @@ print(sum(t["amount"] * (1 if t["type"] == "APPROVE" else -1) for t in tx if t["
 PY
 }
 
+# a fixed-offset time zone (Etc/GMT...) in which it is about noon now, for
+# tests that reason about "today": in it the test cannot cross midnight
+noon_timezone() {
+	local off=$((12 - 10#$(date -u +%H)))
+	if [ "$off" -gt 0 ]; then
+		echo "Etc/GMT-$off"
+	elif [ "$off" -lt 0 ]; then
+		echo "Etc/GMT+$((-off))"
+	else
+		echo "Etc/GMT"
+	fi
+}
+
 # ------------------------------------------------------------ the cluster
 # saga_start: the mock gateway, then a cluster whose saga workers call it
 # (extra postgresql.conf lines on stdin override the defaults here), the
