@@ -403,6 +403,12 @@ advance(SagaRunner *runner, PaymentRow *row, PayState state, PayStep step,
 			row->approved_amount = row->charge;
 			approved_now = true;
 		}
+		if (step == STEP_VOID && outcome == OUTCOME_OK)
+		{
+			/* the charge went back: the books say so, like a refund */
+			row->refunded_amount = row->approved_amount;
+			refunded_now = true;
+		}
 		if (step == STEP_REFUND && outcome == OUTCOME_OK)
 		{
 			row->refunded_amount += row->refund_amount;
