@@ -255,22 +255,27 @@ BEGIN
 			   CASE WHEN r.full_refund THEN -(sale.pg_fee) - prev.pg_fee
 					ELSE -coupon.round_half_up_bp(r.amount, r.pg_fee_bp) END AS pg_fee
 		  FROM ref r
-		  -- the sale's own figures, recomputed the same way
+		  -- the sale's own figures: as its item has them once settled (rates
+		  -- may have changed since), else recomputed the same way
 		  CROSS JOIN LATERAL (
-			  SELECT r.sale_gross AS gross, x.d_m, r.sale_discount - x.d_m AS d_p,
-					 coupon.round_half_up_bp(r.sale_gross - x.d_m, r.commission_bp) AS commission,
-					 coupon.round_half_up_bp(r.sale_gross - r.sale_discount, r.pg_fee_bp) AS pg_fee
+			  SELECT coalesce(si.gross, r.sale_gross) AS gross,
+					 coalesce(si.discount_merchant, x.d_m) AS d_m,
+					 coalesce(si.discount_platform, r.sale_discount - x.d_m) AS d_p,
+					 coalesce(si.commission, coupon.round_half_up_bp(r.sale_gross - x.d_m, r.commission_bp)) AS commission,
+					 coalesce(si.pg_fee, coupon.round_half_up_bp(r.sale_gross - r.sale_discount, r.pg_fee_bp)) AS pg_fee
 				FROM (SELECT coalesce(sum(coupon.round_half_up_bp(rs.discount, pol.merchant_share_bp)), 0)::bigint AS d_m
 						FROM coupon.reservation rs
 						JOIN coupon.coupon c ON c.id = rs.coupon_id
 						JOIN coupon.policy pol ON pol.id = c.policy_id
-					   WHERE rs.payment_id = r.payment_id AND rs.status = 'confirmed') x) sale
-		  -- what the earlier partial refunds of the payment took back
+					   WHERE rs.payment_id = r.payment_id AND rs.status = 'confirmed') x
+				LEFT JOIN coupon.settlement_item si ON si.payment_id = r.payment_id AND si.refund_id IS NULL) sale
+		  -- what the earlier partial refunds of the payment took back (as settled, else recomputed)
 		  CROSS JOIN LATERAL (
-			  SELECT coalesce(sum(-e.amount), 0)::bigint AS gross,
-					 coalesce(sum(-coupon.round_half_up_bp(e.amount, r.commission_bp)), 0)::bigint AS commission,
-					 coalesce(sum(-coupon.round_half_up_bp(e.amount, r.pg_fee_bp)), 0)::bigint AS pg_fee
+			  SELECT coalesce(sum(coalesce(si.gross, -e.amount)), 0)::bigint AS gross,
+					 coalesce(sum(coalesce(si.commission, -coupon.round_half_up_bp(e.amount, r.commission_bp))), 0)::bigint AS commission,
+					 coalesce(sum(coalesce(si.pg_fee, -coupon.round_half_up_bp(e.amount, r.pg_fee_bp))), 0)::bigint AS pg_fee
 				FROM coupon.payment_refund e
+				LEFT JOIN coupon.settlement_item si ON si.payment_id = e.payment_id AND si.refund_id = e.id
 			   WHERE e.payment_id = r.payment_id AND e.id < r.refund_id AND NOT e.full_refund) prev),
 	item AS (
 		SELECT * FROM sale_item
@@ -327,9 +332,18 @@ RETURNS TABLE (
 	commission bigint,
 	pg_fee bigint,
 	payout bigint)
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+BEGIN
+	IF from_date IS NULL OR to_date IS NULL THEN
+		RAISE EXCEPTION '% must not be null', CASE WHEN from_date IS NULL THEN 'from_date' ELSE 'to_date' END
+			USING ERRCODE = 'PT400',
+				  DETAIL = format('{"reason": "missing_argument", "argument": "%s"}',
+								  CASE WHEN from_date IS NULL THEN 'from_date' ELSE 'to_date' END),
+				  HINT = 'Pass a value for every required argument.';
+	END IF;
+	RETURN QUERY
 	SELECT (i.occurred_at AT TIME ZONE current_setting('TimeZone'))::date AS day,
 		   i.policy_id, p.name,
 		   count(*) FILTER (WHERE i.kind = 'sale'),
@@ -345,10 +359,11 @@ AS $fn$
 	   AND i.occurred_at >= from_date::timestamptz
 	   AND i.occurred_at < (to_date + 1)::timestamptz
 	 GROUP BY 1, 2, 3
-	 ORDER BY 1, 2 NULLS FIRST
+	 ORDER BY 1, 2 NULLS FIRST;
+END
 $fn$;
 COMMENT ON FUNCTION coupon.settlement_report(bigint, date, date) IS
-'Settled figures of a merchant per day (in the session time zone) and per policy (the policy of each payment''s first coupon; NULL: no coupon), from_date to to_date inclusive: sales, refunds, discounts by funder, charged, commission, fees and payout. As CSV: COPY (SELECT * FROM coupon.settlement_report(1, ''2026-11-01'', ''2026-11-30'')) TO STDOUT WITH (FORMAT csv, HEADER). Errors: PT403 wrong_tenant.';
+'Settled figures of a merchant per day (in the session time zone) and per policy (the policy of each payment''s first coupon; NULL: no coupon), from_date to to_date inclusive: sales, refunds, discounts by funder, charged, commission, fees and payout. As CSV: COPY (SELECT * FROM coupon.settlement_report(1, ''2026-11-01'', ''2026-11-30'')) TO STDOUT WITH (FORMAT csv, HEADER). Errors: PT400 missing_argument; PT403 wrong_tenant.';
 
 CREATE FUNCTION coupon.check_acting_merchant(merchant_id bigint)
 RETURNS boolean
@@ -457,7 +472,12 @@ AS $fn$
 DECLARE
 	n bigint;
 BEGIN
-	IF older_than IS NULL OR older_than < interval '24 hours' THEN
+	IF older_than IS NULL THEN
+		RAISE EXCEPTION 'older_than must not be null'
+			USING ERRCODE = 'PT400', DETAIL = '{"reason": "missing_argument", "argument": "older_than"}',
+				  HINT = 'Pass a value for every required argument.';
+	END IF;
+	IF older_than < interval '24 hours' THEN
 		RAISE EXCEPTION 'older_than must be at least 24 hours'
 			USING ERRCODE = 'PT400', DETAIL = '{"reason": "invalid_ttl"}',
 				  HINT = 'Idempotency keys are kept 24 hours; purge only what is older.';
@@ -468,7 +488,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION coupon.purge(interval) IS
-'Deletes idempotency keys older than older_than (at least 24 hours) and returns how many. Errors: PT400 invalid_ttl.';
+'Deletes idempotency keys older than older_than (at least 24 hours) and returns how many. Errors: PT400 invalid_ttl, missing_argument.';
 
 CREATE FUNCTION coupon.schedule_jobs(settlement_cron text DEFAULT '10 0 * * *')
 RETURNS TABLE (jobname text, schedule text, command text)
