@@ -173,6 +173,17 @@ CREATE TRIGGER payment_refund_ledger
 	WHEN (NEW.refunded_amount > OLD.refunded_amount OR (NEW.state = 'refunded' AND OLD.state <> 'refunded'))
 	EXECUTE FUNCTION coupon.record_refund();
 
+/*
+ * Refunds made under 0.2 predate the ledger: one row per refunded payment
+ * carries its total, so settlement sees them (their split into separate
+ * refunds is not known any more).
+ */
+INSERT INTO coupon.payment_refund (payment_id, amount, full_refund, refunded_at)
+SELECT p.id, p.refunded_amount, p.state = 'refunded', coalesce(p.refunded_at, p.updated_at)
+  FROM coupon.payment p
+ WHERE p.refunded_amount > 0 OR p.state = 'refunded'
+ ORDER BY p.id;
+
 /* ------------------------------------------------------------- functions */
 
 /*

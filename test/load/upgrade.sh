@@ -100,4 +100,27 @@ check "a coupon issued under 0.1 pays under 0.2" \
 check "the payment holds its coupon" \
 	"$(query "$OLD" "SELECT status FROM coupon.coupon WHERE id = (SELECT max(id) FROM coupon.coupon)")" "reserved"
 
+# refunds made under 0.2 reach the refund ledger that 0.3 settles from
+MID=load_upgrade_mid
+psql_db postgres -c "DROP DATABASE IF EXISTS $MID" -c "CREATE DATABASE $MID" >/dev/null
+LOAD_DBS+=("$MID")
+psql_db "$MID" -c "CREATE EXTENSION coupon VERSION '0.2'" >/dev/null
+psql_db "$MID" >/dev/null <<'SQL'
+SELECT id AS m FROM coupon.create_merchant('mid shop') \gset
+SELECT coupon.pay(:m, 'rita', 'r-' || g, 5000) FROM generate_series(1, 3) g;
+-- as the saga would have left them: one refunded in full, one in part, one not at all
+UPDATE coupon.payment SET state = 'refunded', approved_amount = 5000, refunded_amount = 5000,
+       completed_at = now(), refunded_at = now() WHERE order_id = 'r-1';
+UPDATE coupon.payment SET state = 'partially_refunded', approved_amount = 5000, refunded_amount = 1200,
+       completed_at = now(), refunded_at = now() WHERE order_id = 'r-2';
+UPDATE coupon.payment SET state = 'completed', approved_amount = 5000, completed_at = now() WHERE order_id = 'r-3';
+SQL
+psql_db "$MID" -c "ALTER EXTENSION coupon UPDATE" >/dev/null
+check "refunds made under 0.2 are in the refund ledger after the update" \
+	"$(query "$MID" "SELECT string_agg(p.order_id || ':' || f.amount || ':' || f.full_refund, ',' ORDER BY p.order_id)
+	                  FROM coupon.payment_refund f JOIN coupon.payment p ON p.id = f.payment_id")" \
+	"r-1:5000:true,r-2:1200:false"
+check "settlement then nets them out: 5000 + 3800 charged after refunds" \
+	"$(query "$MID" "SELECT sum(charged) FROM coupon.run_settlement(now() + interval '2 days')")" "8800"
+
 load_finish
