@@ -36,8 +36,8 @@
 #include "shmem.h"
 #include "spi_util.h"
 
-/* answers recorded per transaction (see saga_record) */
-#define SAGA_RECORD_BATCH 32
+/* answers recorded per transaction: the subtransaction ids one backend caches */
+#define SAGA_RECORD_BATCH 64
 
 #define LIVE_STATES "('pending', 'authorizing', 'approved', 'voiding', 'releasing', 'refunding')"
 #define PAYMENT_COLUMNS "id, state, attempts, payment_key, amount - discount," \
@@ -692,10 +692,10 @@ record_one(SagaRunner *runner, SagaCall *sc)
 /*
  * Record finished calls, each in a subtransaction: a payment whose record
  * fails (a bug, a broken row) goes to needs_attention with the error, and
- * the others are recorded all the same.  At most SAGA_RECORD_BATCH per
- * transaction, so its subtransaction ids stay within the cache every
- * backend keeps (PGPROC_MAX_CACHED_SUBXIDS), which keeps snapshots cheap;
- * the caller commits and comes back for the rest.
+ * the others are recorded all the same.  At most SAGA_RECORD_BATCH (64,
+ * PGPROC_MAX_CACHED_SUBXIDS) per transaction, so its subtransaction ids
+ * stay within the cache every backend keeps, which keeps other sessions'
+ * snapshots cheap; the caller commits and comes back for the rest.
  */
 int
 saga_record(SagaRunner *runner)
