@@ -511,9 +511,9 @@ $fn$;
 COMMENT ON FUNCTION coupon.purge(interval) IS
 'Deletes idempotency keys older than older_than (at least 24 hours) and returns how many. Errors: PT400 invalid_ttl, missing_argument.';
 
-CREATE FUNCTION coupon.schedule_jobs(settlement_cron text DEFAULT '10 0 * * *')
-RETURNS TABLE (jobname text, schedule text, command text)
-LANGUAGE plpgsql VOLATILE
+CREATE FUNCTION coupon.require_pg_cron()
+RETURNS void
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
@@ -522,6 +522,18 @@ BEGIN
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Install postgresql-15-cron, add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, and run CREATE EXTENSION pg_cron.';
 	END IF;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.require_pg_cron() IS
+'Internal: raises 55000 with a hint unless pg_cron is installed in this database; used by schedule_jobs() and unschedule_jobs().';
+
+CREATE FUNCTION coupon.schedule_jobs(settlement_cron text DEFAULT '10 0 * * *')
+RETURNS TABLE (jobname text, schedule text, command text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	PERFORM coupon.require_pg_cron();
 	IF settlement_cron IS NULL OR settlement_cron !~ '^\S+(\s+\S+){4}$' THEN
 		RAISE EXCEPTION 'settlement_cron must be a cron schedule of five fields'
 			USING ERRCODE = 'PT400', DETAIL = '{"reason": "invalid_schedule"}',
@@ -556,11 +568,7 @@ DECLARE
 	n integer := 0;
 	j text;
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-		RAISE EXCEPTION 'pg_cron is not installed in this database'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'Install postgresql-15-cron, add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, and run CREATE EXTENSION pg_cron.';
-	END IF;
+	PERFORM coupon.require_pg_cron();
 	FOR j IN SELECT c.jobname FROM cron.job c
 			  WHERE c.jobname IN ('coupon-settlement', 'coupon-expire', 'coupon-purge')
 				AND c.username = current_user
@@ -585,6 +593,7 @@ REVOKE ALL ON FUNCTION
 	coupon.gateway_transactions(timestamptz, timestamptz),
 	coupon.reconcile(date),
 	coupon.purge(interval),
+	coupon.require_pg_cron(),
 	coupon.schedule_jobs(text),
 	coupon.unschedule_jobs()
 FROM PUBLIC;
@@ -597,6 +606,7 @@ GRANT EXECUTE ON FUNCTION
 	coupon.gateway_transactions(timestamptz, timestamptz),
 	coupon.reconcile(date),
 	coupon.purge(interval),
+	coupon.require_pg_cron(),
 	coupon.schedule_jobs(text),
 	coupon.unschedule_jobs()
 TO coupon_admin;

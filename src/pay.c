@@ -73,8 +73,8 @@ static SavedPlan get_plan = {
 };
 
 static SavedPlan lock_plan = {
-	.sql = "SELECT merchant_id, state, attempts, amount - discount, approved_amount,"
-	"       refunded_amount, refund_amount, user_id"
+	.sql = "SELECT merchant_id, state, amount - discount, approved_amount,"
+	"       refunded_amount, refund_amount"
 	"  FROM coupon.payment WHERE id = $1 FOR NO KEY UPDATE",
 	.nargs = 1,
 	.argtypes = {INT8OID}
@@ -383,10 +383,10 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 
 	if (!pay_state_from_name(spi_text(0, 2), &state))
 		elog(ERROR, "payment %lld has an unknown state", (long long) payment_id);
-	charge = spi_int64(0, 4, NULL);
-	approved = spi_int64(0, 5, NULL);
-	refunded = spi_int64(0, 6, NULL);
-	pending_refund = !spi_isnull(0, 7);
+	charge = spi_int64(0, 3, NULL);
+	approved = spi_int64(0, 4, NULL);
+	refunded = spi_int64(0, 5, NULL);
+	pending_refund = !spi_isnull(0, 6);
 
 	args[0] = Int64GetDatum(payment_id);
 	args[1] = CStringGetTextDatum(reason);

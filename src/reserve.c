@@ -335,6 +335,32 @@ evaluate(const CouponRow *row, const char *user_id, int64 merchant_id,
 							 GetCurrentTransactionStartTimestamp(), discount);
 }
 
+/*
+ * Lock a coupon (and its policy, when budgeted) in the global order and
+ * refresh what may have changed since load_coupon read it without locks.
+ */
+static void
+lock_and_refresh(CouponRow *row, int64 coupon_id)
+{
+	CouponFacts *f = &row->facts;
+	Datum		arg;
+	bool		isnull;
+
+	if (f->has_budget)
+	{
+		arg = Int64GetDatum(row->policy_id);
+		spi_run(&lock_policy_plan[0], &arg, NULL, false, 1);
+		f->budget_used = spi_int64(0, 1, NULL);
+		policy_status_from_name(spi_text(0, 2), &f->policy_status);
+	}
+	arg = Int64GetDatum(coupon_id);
+	spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
+	f->status = coupon_status_col(0, 1);
+	f->balance = spi_int64(0, 2, NULL);
+	f->expires_at = spi_int64(0, 3, &isnull);
+	f->has_expires_at = !isnull;
+}
+
 /* coupon.validate(coupon_id, user_id, merchant_id, order_amount) */
 Datum
 coupon_validate(PG_FUNCTION_ARGS)
@@ -427,7 +453,6 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	int64		discount;
 	Datum		args[9];
 	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', 'n'};
-	bool		isnull;
 	Datum		result;
 
 	tenant_check(merchant_id);
@@ -437,21 +462,9 @@ coupon_reserve(PG_FUNCTION_ARGS)
 
 	reserve_lock_order(merchant_id, order_id);
 
-	/* lock in the global order, refreshing what may have changed */
-	args[0] = Int64GetDatum(row.policy_id);
-	if (row.facts.has_budget)
-	{
-		spi_run(&lock_policy_plan[0], args, NULL, false, 1);
-		row.facts.budget_used = spi_int64(0, 1, NULL);
-		policy_status_from_name(spi_text(0, 2), &row.facts.policy_status);
-	}
-	args[0] = Int64GetDatum(coupon_id);
-	spi_run(&lock_coupon_plan[0], args, NULL, false, 1);
-	row.facts.status = coupon_status_col(0, 1);
-	row.facts.balance = spi_int64(0, 2, NULL);
-	row.facts.expires_at = spi_int64(0, 3, &isnull);
-	row.facts.has_expires_at = !isnull;
+	lock_and_refresh(&row, coupon_id);
 
+	args[0] = Int64GetDatum(coupon_id);
 	args[1] = Int64GetDatum(merchant_id);
 	args[2] = CStringGetTextDatum(order_id);
 	args[3] = Int64GetDatum(order_amount);
@@ -841,23 +854,9 @@ reserve_for_payment(int64 payment_id, int64 merchant_id, const char *user_id,
 	for (int i = 0; i < n; i++)
 	{
 		CouponFacts *f = &rows[i].facts;
-		Datum		arg = Int64GetDatum(coupon_ids[i]);
-		bool		isnull;
 		int64		discount;
 
-		if (f->has_budget)
-		{
-			Datum		parg = Int64GetDatum(rows[i].policy_id);
-
-			spi_run(&lock_policy_plan[0], &parg, NULL, false, 1);
-			f->budget_used = spi_int64(0, 1, NULL);
-			policy_status_from_name(spi_text(0, 2), &f->policy_status);
-		}
-		spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
-		f->status = coupon_status_col(0, 1);
-		f->balance = spi_int64(0, 2, &isnull);
-		f->expires_at = spi_int64(0, 3, &isnull);
-		f->has_expires_at = !isnull;
+		lock_and_refresh(&rows[i], coupon_ids[i]);
 		reason = evaluate(&rows[i], user_id, merchant_id, amount, &discount);
 		if (reason != REASON_NONE)
 			raise_unusable(reason, coupon_ids[i], merchant_id);
