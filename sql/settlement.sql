@@ -301,6 +301,36 @@ SELECT try('SELECT coupon.settlement_report(%s, ''2030-01-01'', ''2030-01-31'')'
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;
 
+-- batches and items are the books: append-only, corrected only by later adjustments
+SELECT count(*) AS batches_before, sum(payout) AS payout_before FROM coupon.settlement \gset
+SELECT count(*) AS items_before, sum(payout) AS item_payout_before FROM coupon.settlement_item \gset
+SELECT try('UPDATE coupon.settlement SET payout = 0') AS update_batch;
+SELECT try('DELETE FROM coupon.settlement') AS delete_batch;
+SELECT try('TRUNCATE coupon.settlement') AS truncate_batch;
+SELECT try('UPDATE coupon.settlement_item SET payout = 0') AS update_item;
+SELECT try('DELETE FROM coupon.settlement_item') AS delete_item;
+SELECT try('TRUNCATE coupon.settlement_item') AS truncate_item;
+SELECT (SELECT (count(*), sum(payout)) FROM coupon.settlement) = (:batches_before::bigint, :payout_before::numeric)
+	   AND (SELECT (count(*), sum(payout)) FROM coupon.settlement_item) = (:items_before::bigint, :item_payout_before::numeric)
+	   AS books_unchanged;
+
+-- round_half_up_bp: integers where amount * bp cannot overflow, numeric
+-- beyond; both round half away from zero and agree everywhere
+SELECT coupon.round_half_up_bp(15000, 3333) AS half_up, coupon.round_half_up_bp(-15000, 3333) AS half_down,
+	   coupon.round_half_up_bp(14999, 3333) AS below_half, coupon.round_half_up_bp(0, 10000) AS zero,
+	   coupon.round_half_up_bp(922337203685477, 10000) AS last_integer,
+	   coupon.round_half_up_bp(922337203685479, 5000) AS first_numeric,
+	   coupon.round_half_up_bp(9223372036854775807, 10000) AS max_amount,
+	   coupon.round_half_up_bp(15000, 10001) AS bp_above_range,
+	   coupon.round_half_up_bp(15000, -3333) AS negative_bp;
+SELECT count(*) AS cases,
+	   count(*) FILTER (WHERE coupon.round_half_up_bp(a, bp)
+						 <> sign(a)::bigint * round(abs(a)::numeric * bp / 10000)::bigint) AS disagreeing
+  FROM unnest('{0,1,-1,2,5,-5,49,50,-50,51,9999,15000,-15000,14999,15001,1234567,
+				922337203685476,922337203685477,922337203685478,-922337203685477,-922337203685478,
+				4611686018427387903,-4611686018427387903}'::bigint[]) a,
+	   unnest('{0,1,2,3333,5000,6667,9999,10000,-1,10001,20000}'::int[]) bp;
+
 -- run_settlement needs an until
 SELECT try('SELECT coupon.run_settlement(NULL)') AS null_until;
 

@@ -150,18 +150,13 @@ SELECT setval(pg_get_serial_sequence('coupon.reservation', 'id'), (SELECT coales
  * The floor: the same rows written by one plain INSERT ... SELECT into a
  * table of settlement_item's shape (LIKE ... INCLUDING ALL: the same
  * columns, identity, CHECK constraints and indexes, the exactly-once unique
- * index included; logged, like the real table) with the same foreign key
- * to a batch table.  Each row's figures come from the same formulas
+ * index included; logged, like the real table).  Each row's figures come from the same formulas
  * (coupon.round_half_up_bp), the merchant-funded discount from the payment's
  * discount and its first coupon's policy; every refund is priced like a
  * partial refund.  What it leaves out is what makes settlement correct: the
  * exactly-once anti-joins, the per-payment look-ups of reservations and
  * earlier refunds, the batch totals and carry-forward.
  */
-CREATE TABLE settle_bench.batch_floor (id bigint PRIMARY KEY);
-INSERT INTO settle_bench.batch_floor SELECT id FROM settle_bench.merchant;
 CREATE TABLE settle_bench.item_floor (LIKE coupon.settlement_item INCLUDING ALL);
-ALTER TABLE settle_bench.item_floor
-	ADD FOREIGN KEY (settlement_id) REFERENCES settle_bench.batch_floor (id);
 
 -- bench/settlement.sh times the floor's INSERT ... SELECT itself

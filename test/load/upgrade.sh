@@ -123,4 +123,29 @@ check "refunds made under 0.2 are in the refund ledger after the update" \
 check "settlement then nets them out: 5000 + 3800 charged after refunds" \
 	"$(query "$MID" "SELECT sum(charged) FROM coupon.run_settlement(now() + interval '2 days')")" "8800"
 
+# batches settled under 0.3 read the same after the update, and the next run
+# adds only what is new (0.4 drops the items' foreign key and one index)
+S03=load_upgrade_03
+psql_db postgres -c "DROP DATABASE IF EXISTS $S03" -c "CREATE DATABASE $S03" >/dev/null
+LOAD_DBS+=("$S03")
+psql_db "$S03" -c "CREATE EXTENSION coupon VERSION '0.3'" >/dev/null
+psql_db "$S03" >/dev/null <<'SQL'
+SELECT id AS m FROM coupon.create_merchant('settled shop', commission_bp => 1000, settlement_delay_days => 0) \gset
+SELECT coupon.pay(:m, 'sam', 's-' || g, 1000 * g) FROM generate_series(1, 3) g;
+UPDATE coupon.payment SET state = 'completed', approved_amount = amount, completed_at = now() - interval '1 hour';
+SELECT count(*) FROM coupon.run_settlement(now());
+SQL
+report="SELECT string_agg(concat_ws(':', sales, sales_gross, refunds, refunds_gross, commission, payout), ',')
+        FROM coupon.settlement_report((SELECT id FROM coupon.merchant), current_date - 1, current_date + 1)"
+before=$(query "$S03" "$report")
+psql_db "$S03" -c "ALTER EXTENSION coupon UPDATE" >/dev/null
+check "a report over batches made under 0.3 is the same after the update" "$(query "$S03" "$report")" "$before"
+psql_db "$S03" -c "UPDATE coupon.payment SET state = 'partially_refunded', refunded_amount = 500, refunds = 1,
+                   refunded_at = now() WHERE order_id = 's-2'" >/dev/null
+check "the next run settles only the new refund, as an adjustment" \
+	"$(query "$S03" "SELECT string_agg(concat_ws(':', sales, refunds, gross), ',') FROM coupon.run_settlement(now() + interval '1 minute')")" \
+	"0:1:-500"
+check "and each sale is still settled once" \
+	"$(query "$S03" "SELECT count(*) || ' ' || count(DISTINCT payment_id) FROM coupon.settlement_item WHERE kind = 'sale'")" "3 3"
+
 load_finish
