@@ -31,18 +31,30 @@
 #include "coupon.h"
 #include "fetch.h"
 
+/* the attribute numbers of one caller's column list, by its names array */
+typedef struct ColumnMap
+{
+	const char *const *names;
+	int			ncols;
+	AttrNumber	attnums[FETCH_MAX_COLUMNS];
+} ColumnMap;
+
+#define MAPS_PER_TARGET 4
+
 typedef struct FetchTarget
 {
 	const char *relname;
 	const char *indexname;
 	Oid			relid;
 	Oid			indexid;
+	int			nmaps;
+	ColumnMap	maps[MAPS_PER_TARGET];
 } FetchTarget;
 
 static FetchTarget targets[FETCH_TABLE_COUNT] = {
-	[FETCH_MERCHANT] = {"merchant", "merchant_pkey", InvalidOid, InvalidOid},
-	[FETCH_POLICY] = {"policy", "policy_pkey", InvalidOid, InvalidOid},
-	[FETCH_COUPON] = {"coupon", "coupon_pkey", InvalidOid, InvalidOid},
+	[FETCH_MERCHANT] = {"merchant", "merchant_pkey"},
+	[FETCH_POLICY] = {"policy", "policy_pkey"},
+	[FETCH_COUPON] = {"coupon", "coupon_pkey"},
 };
 
 /* forget every cached id when one of them (or everything) is invalidated */
@@ -54,7 +66,10 @@ fetch_relcache_callback(Datum arg, Oid relid)
 		if (relid == InvalidOid || relid == targets[i].relid || relid == targets[i].indexid)
 		{
 			for (int j = 0; j < FETCH_TABLE_COUNT; j++)
+			{
 				targets[j].relid = targets[j].indexid = InvalidOid;
+				targets[j].nmaps = 0;
+			}
 			return;
 		}
 	}
@@ -87,6 +102,41 @@ fetch_target(FetchTable table)
 	return t;
 }
 
+/*
+ * The attribute numbers of `names` in the table, resolved by name once per
+ * names array (callers pass static arrays) and kept until the table's ids
+ * are forgotten; a column that does not exist is an internal error.
+ */
+static const AttrNumber *
+column_map(FetchTarget *t, TupleDesc desc, int ncols, const char *const *names,
+		   AttrNumber *scratch)
+{
+	ColumnMap  *map = NULL;
+
+	if (ncols > FETCH_MAX_COLUMNS)
+		elog(ERROR, "fetch_columns reads at most %d columns", FETCH_MAX_COLUMNS);
+	for (int i = 0; i < t->nmaps; i++)
+		if (t->maps[i].names == names && t->maps[i].ncols == ncols)
+			return t->maps[i].attnums;
+	if (t->nmaps < MAPS_PER_TARGET)
+		map = &t->maps[t->nmaps];
+	for (int i = 0; i < ncols; i++)
+	{
+		int			attnum = SPI_fnumber(desc, names[i]);
+
+		if (attnum <= 0)
+			elog(ERROR, "coupon.%s has no column \"%s\"", t->relname, names[i]);
+		scratch[i] = (AttrNumber) attnum;
+	}
+	if (map == NULL)
+		return scratch;
+	memcpy(map->attnums, scratch, sizeof(AttrNumber) * ncols);
+	map->names = names;
+	map->ncols = ncols;
+	t->nmaps++;
+	return map->attnums;
+}
+
 /* columns of the row with primary key `id`; false if there is none */
 bool
 fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
@@ -107,6 +157,8 @@ fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
 	IndexScanDesc scan;
 	ScanKeyData key;
 	bool		found;
+	AttrNumber	scratch[FETCH_MAX_COLUMNS];
+	const AttrNumber *attnums;
 
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
 	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
@@ -114,14 +166,14 @@ fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	if (found)
 	{
+		/* t may have been reset by the opens above; the map is rebuilt then */
+		attnums = column_map(t, desc, ncols, names, scratch);
 		slot_getallattrs(slot);
 		for (int i = 0; i < ncols; i++)
 		{
-			int			attnum = SPI_fnumber(desc, names[i]);
+			int			attnum = attnums[i];
 			Form_pg_attribute att;
 
-			if (attnum <= 0)
-				elog(ERROR, "coupon.%s has no column \"%s\"", t->relname, names[i]);
 			att = TupleDescAttr(desc, attnum - 1);
 			nulls[i] = slot->tts_isnull[attnum - 1];
 			values[i] = nulls[i] ? (Datum) 0

@@ -15,10 +15,14 @@ typedef enum FetchTable
 	FETCH_TABLE_COUNT
 } FetchTable;
 
+/* the most columns one fetch_columns() call reads */
+#define FETCH_MAX_COLUMNS 16
+
 /*
  * Columns `names` of the row of `table` whose id is `id`, visible to the
  * active snapshot, copied into the current memory context; false if there
- * is no such row.
+ * is no such row.  `names` must be a static array (at most
+ * FETCH_MAX_COLUMNS): the column numbers are resolved once per array.
  */
 extern bool fetch_columns(FetchTable table, int64 id, int ncols,
 						  const char *const *names, Datum *values, bool *nulls);

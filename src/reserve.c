@@ -271,8 +271,11 @@ load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row)
 	f->budget_used = DatumGetInt64(p[9]);
 	f->stackable = DatumGetBool(p[10]);
 
-	f->issuer_active = fetch_merchant_active(f->issuer_id, &exists);
 	f->merchant_active = fetch_merchant_active(merchant_id, &f->merchant_exists);
+	if (f->issuer_id == merchant_id)
+		f->issuer_active = f->merchant_active;	/* the common case: one read */
+	else
+		f->issuer_active = fetch_merchant_active(f->issuer_id, &exists);
 	return true;
 }
 
@@ -361,6 +364,28 @@ lock_and_refresh(CouponRow *row, int64 coupon_id)
 	f->has_expires_at = !isnull;
 }
 
+/*
+ * validate()'s result row type (ok boolean, discount bigint, reason text),
+ * built and blessed once per backend: looking it up from the function's
+ * OUT parameters on every call was a visible part of a call's cost.
+ */
+static TupleDesc
+validate_result_desc(FunctionCallInfo fcinfo)
+{
+	static TupleDesc desc = NULL;
+	TupleDesc	d;
+	MemoryContext old;
+
+	if (desc != NULL)
+		return desc;
+	if (get_call_result_type(fcinfo, NULL, &d) != TYPEFUNC_COMPOSITE || d->natts != 3)
+		elog(ERROR, "validate must return a record of three columns");
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	desc = BlessTupleDesc(CreateTupleDescCopy(d));
+	MemoryContextSwitchTo(old);
+	return desc;
+}
+
 /* coupon.validate(coupon_id, user_id, merchant_id, order_amount) */
 Datum
 coupon_validate(PG_FUNCTION_ARGS)
@@ -372,7 +397,6 @@ coupon_validate(PG_FUNCTION_ARGS)
 	CouponRow	row;
 	CouponReason reason;
 	int64		discount = 0;
-	TupleDesc	desc;
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 
@@ -382,12 +406,11 @@ coupon_validate(PG_FUNCTION_ARGS)
 	else
 		reason = REASON_COUPON_NOT_FOUND;
 
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "validate must return a record");
 	values[0] = BoolGetDatum(reason == REASON_NONE);
 	values[1] = Int64GetDatum(discount);
 	values[2] = CStringGetTextDatum(reason_name(reason));
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(validate_result_desc(fcinfo),
+													  values, nulls)));
 }
 
 /* a hold's lifetime in seconds: the ttl argument or coupon.reservation_ttl */
