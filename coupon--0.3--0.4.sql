@@ -1,4 +1,5 @@
-/* coupon--0.3--0.4.sql: a settlement run that writes its items cheaply.
+/* coupon--0.3--0.4.sql: a settlement run that writes its items cheaply,
+ * and a validate() without the cost of SET clauses.
  *
  * Writing the items was most of run_settlement's time over a million
  * payments (docs/benchmarks.md, "Settlement"): a row-by-row foreign-key check
