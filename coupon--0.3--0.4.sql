@@ -16,21 +16,24 @@
 ALTER TABLE coupon.settlement_item DROP CONSTRAINT settlement_item_settlement_id_fkey;
 DROP INDEX coupon.settlement_item_merchant_idx;
 
+-- each append-only table now says in its trigger's argument what to do instead
 CREATE OR REPLACE FUNCTION coupon.forbid_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
 	RAISE EXCEPTION '% is append-only', TG_TABLE_NAME
-		USING ERRCODE = 'restrict_violation',
-			  HINT = CASE WHEN TG_TABLE_NAME = 'payment_event'
-						  THEN 'Events are never edited or removed.'
-						  ELSE 'Settled figures are never edited or removed; a later batch corrects them with adjustments.' END;
+		USING ERRCODE = 'restrict_violation', HINT = TG_ARGV[0];
 END
 $$;
-COMMENT ON FUNCTION coupon.forbid_change() IS 'Trigger: the payment event log, settlement batches and settlement items are append-only.';
+COMMENT ON FUNCTION coupon.forbid_change() IS 'Trigger: the table is append-only (the payment event log, settlement batches and items); the trigger''s argument is the hint.';
+DROP TRIGGER payment_event_append_only ON coupon.payment_event;
+CREATE TRIGGER payment_event_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON coupon.payment_event
+	FOR EACH STATEMENT EXECUTE FUNCTION coupon.forbid_change('Events are never edited or removed.');
 CREATE TRIGGER settlement_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON coupon.settlement
-	FOR EACH STATEMENT EXECUTE FUNCTION coupon.forbid_change();
+	FOR EACH STATEMENT EXECUTE FUNCTION coupon.forbid_change(
+		'Settled figures are never edited or removed; a later batch corrects them with adjustments.');
 CREATE TRIGGER settlement_item_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON coupon.settlement_item
-	FOR EACH STATEMENT EXECUTE FUNCTION coupon.forbid_change();
+	FOR EACH STATEMENT EXECUTE FUNCTION coupon.forbid_change(
+		'Settled figures are never edited or removed; a later batch corrects them with adjustments.');
 COMMENT ON COLUMN coupon.settlement_item.settlement_id IS 'The batch that settled it (no foreign key: batches are never removed, see the append-only triggers).';
 
 /* ------------------------------------------------------------- functions */

@@ -63,14 +63,7 @@ if [ "$STATEMENTS" = 1 ]; then
 fi
 log "starting a private cluster in $WORK (port $PORT)"
 cluster_start "$WORK" "$PORT" <<EOF
-fsync = on
-synchronous_commit = on
-full_page_writes = on
-wal_level = replica
-shared_buffers = 256MB
-max_connections = 300
-max_wal_size = 4GB
-checkpoint_timeout = 30min
+$BENCH_DURABLE_CONF
 shared_preload_libraries = '$preload'
 $statements_conf
 EOF

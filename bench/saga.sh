@@ -93,12 +93,7 @@ log "starting the mock gateway and a private cluster in $WORK (port $PORT)"
 mockpg_start "$WORK" "$SECRET"
 # coupon.workers = 0 at first: pay() alone is measured with no worker at all
 cluster_start "$WORK" "$PORT" <<EOF
-fsync = on
-synchronous_commit = on
-full_page_writes = on
-wal_level = replica
-max_wal_size = 4GB
-checkpoint_timeout = 30min
+$BENCH_DURABLE_CONF
 track_commit_timestamp = on
 track_wal_io_timing = on
 coupon.database = 'bench'

@@ -51,6 +51,15 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# postgresql.conf lines of the benchmark clusters: every commit durable, and
+# checkpoints far enough apart that a run measures the workload
+BENCH_DURABLE_CONF="fsync = on
+synchronous_commit = on
+full_page_writes = on
+wal_level = replica
+max_wal_size = 4GB
+checkpoint_timeout = 30min"
+
 # start a private cluster in $1 (port $2); extra postgresql.conf lines on stdin
 cluster_start() {
 	local dir=$1 port=$2

@@ -3,27 +3,20 @@
 #
 # The caller runs as root with PGHOST/PGPORT pointing at a running private
 # cluster and WORK at a scratch directory the postgres user owns.  Every
-# client program runs as the postgres user.  Results are TAP-ish lines; the
-# script exits non-zero when any check failed.
+# client program runs as the postgres user.  Results are TAP lines
+# (test/lib.bash); the script exits non-zero when any check failed.
 
 : "${PGHOST:?PGHOST must point at the socket directory of the cluster}"
 : "${PGPORT:?PGPORT must be set}"
 : "${WORK:?WORK must be a scratch directory owned by postgres}"
 
-LOAD_NAME=$(basename "$0" .sh)
-LOAD_TESTS=0
-LOAD_FAILED=0
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.bash"
+
 LOAD_DBS=()
-LOAD_DIR=$(mktemp -d "$WORK/load-$LOAD_NAME.XXXXXX")
+LOAD_DIR=$(mktemp -d "$WORK/load-$TAP_NAME.XXXXXX")
 chmod 755 "$LOAD_DIR"
 chown postgres:postgres "$LOAD_DIR"
 LOAD_START=$(date +%s)
-
-# run a client program as postgres against the private cluster
-as_pg() {
-	runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres \
-		PGOPTIONS="-c client_min_messages=warning" "$@"
-}
 
 # psql on database $1, quiet, stop on error; extra arguments follow
 psql_db() {
@@ -35,32 +28,6 @@ psql_db() {
 # one value from a query on database $1
 query() {
 	as_pg psql -X -q -v ON_ERROR_STOP=1 -At -d "$1" -c "$2"
-}
-
-# TAP-ish result lines
-ok() {
-	LOAD_TESTS=$((LOAD_TESTS + 1))
-	echo "ok $LOAD_TESTS - $LOAD_NAME: $*"
-}
-not_ok() {
-	LOAD_TESTS=$((LOAD_TESTS + 1))
-	LOAD_FAILED=$((LOAD_FAILED + 1))
-	echo "not ok $LOAD_TESTS - $LOAD_NAME: $*"
-}
-diag() {
-	echo "# $*"
-}
-
-# check NAME GOT WANT: equal strings pass
-check() {
-	local name=$1 got=$2 want=$3
-	if [ "$got" = "$want" ]; then
-		ok "$name"
-	else
-		not_ok "$name"
-		diag "  got:  $got"
-		diag "  want: $want"
-	fi
 }
 
 # a fresh database with the extension; dropped when the script ends
@@ -105,9 +72,9 @@ trap load_cleanup EXIT
 
 # the summary line and the exit status
 load_finish() {
-	echo "1..$LOAD_TESTS"
-	diag "$LOAD_NAME: $((LOAD_TESTS - LOAD_FAILED))/$LOAD_TESTS passed in $(($(date +%s) - LOAD_START)) s"
-	[ "$LOAD_FAILED" -eq 0 ]
+	echo "1..$TAP_TESTS"
+	diag "$TAP_NAME: $((TAP_TESTS - TAP_FAILED))/$TAP_TESTS passed in $(($(date +%s) - LOAD_START)) s"
+	[ "$TAP_FAILED" -eq 0 ]
 }
 
 # SQL for a helper that records the outcome of one call: the table

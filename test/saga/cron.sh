@@ -31,25 +31,6 @@ cron.database_name = '$SAGA_DB'
 timezone = '$(noon_timezone)'
 CONF
 
-psql_saga <<'SQL'
--- '<SQLSTATE> | <message> | <hint>' of an error, or 'ok'
-CREATE FUNCTION try_full(sql text) RETURNS text
-LANGUAGE plpgsql AS $f$
-DECLARE
-	st text; msg text; hint text;
-BEGIN
-	EXECUTE sql;
-	RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-	RETURN concat_ws(' | ', st, msg, hint);
-END
-$f$;
-SQL
-
-try() {
-	q "SELECT saga_try(\$q\$$1\$q\$)"
-}
 # the coupon jobs as "name schedule" lines
 jobs() {
 	q "SELECT string_agg(jobname || ' ' || schedule, ', ' ORDER BY jobname) FROM cron.job"

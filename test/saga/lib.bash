@@ -7,14 +7,12 @@
 # one).  Everything started here is stopped by the EXIT trap.
 #
 # Nothing is decided by timing: waits poll until a condition holds, and a
-# deadline that passes is a failure.  Results are TAP-ish lines like
-# test/load/lib.bash; the script exits non-zero when any check failed.
+# deadline that passes is a failure.  Results are TAP lines (test/lib.bash);
+# the script exits non-zero when any check failed.
 
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.bash"
 
-SAGA_NAME=$(basename "$0" .sh)
-SAGA_TESTS=0
-SAGA_FAILED=0
 SAGA_START=$(date +%s)
 SAGA_DB=saga
 SAGA_SECRET="test_sk_saga_$$"
@@ -34,62 +32,25 @@ done
 PGBIN=${PGBIN:-$(pg_config --bindir)}
 
 if [ -n "${WORK:-}" ]; then
-	SAGA_DIR=$(mktemp -d "$WORK/saga-$SAGA_NAME.XXXXXX")
+	SAGA_DIR=$(mktemp -d "$WORK/saga-$TAP_NAME.XXXXXX")
 	chmod 755 "$SAGA_DIR"
 	chown postgres:postgres "$SAGA_DIR"
 else
-	SAGA_DIR=$(make_workdir "saga-$SAGA_NAME")
+	SAGA_DIR=$(make_workdir "saga-$TAP_NAME")
 fi
 # programs run as postgres inherit the working directory
 cd "$SAGA_DIR"
 
-# ------------------------------------------------------------ TAP helpers
-ok() {
-	SAGA_TESTS=$((SAGA_TESTS + 1))
-	echo "ok $SAGA_TESTS - $SAGA_NAME: $*"
-}
-not_ok() {
-	SAGA_TESTS=$((SAGA_TESTS + 1))
-	SAGA_FAILED=$((SAGA_FAILED + 1))
-	echo "not ok $SAGA_TESTS - $SAGA_NAME: $*"
-}
-diag() {
-	echo "# $*"
-}
-
-# check NAME GOT WANT: equal strings pass
-check() {
-	local name=$1 got=$2 want=$3
-	if [ "$got" = "$want" ]; then
-		ok "$name"
-	else
-		not_ok "$name"
-		diag "  got:  $got"
-		diag "  want: $want"
-	fi
-}
-
-# check_match NAME GOT REGEX: GOT matches the extended regular expression
-check_match() {
-	local name=$1 got=$2 re=$3
-	if [[ $got =~ $re ]]; then
-		ok "$name"
-	else
-		not_ok "$name"
-		diag "  got:  $got"
-		diag "  want: /$re/"
-	fi
-}
-
 # ------------------------------------------------------------ clients
-as_pg() {
-	runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres \
-		PGOPTIONS="-c client_min_messages=warning" "$@"
-}
 
 # psql on the saga database, stop on error; extra arguments follow
 psql_saga() {
 	as_pg psql -X -q -v ON_ERROR_STOP=1 -d "$SAGA_DB" "$@"
+}
+
+# try SQL: 'ok' or '<SQLSTATE> <reason>' of one statement (saga_try)
+try() {
+	q "SELECT saga_try(\$q\$$1\$q\$)"
 }
 
 # the result of one query on the saga database, unaligned
@@ -302,6 +263,19 @@ EXCEPTION WHEN OTHERS THEN
 	END;
 END
 $f$;
+-- '<SQLSTATE> | <message> | <hint>' of an error, or 'ok'
+CREATE FUNCTION try_full(sql text) RETURNS text
+LANGUAGE plpgsql AS $f$
+DECLARE
+	st text; msg text; hint text;
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+	RETURN concat_ws(' | ', st, msg, hint);
+END
+$f$;
 SQL
 	local workers
 	workers=$(q "SELECT current_setting('coupon.workers')")
@@ -461,14 +435,14 @@ saga_cleanup() {
 	local pid
 	if [ "$SAGA_FINISHED" != 1 ]; then
 		[ $rc -ne 0 ] || rc=1
-		echo "Bail out! $SAGA_NAME stopped early (exit $rc) after $SAGA_TESTS checks, $SAGA_FAILED failed"
+		echo "Bail out! $TAP_NAME stopped early (exit $rc) after $TAP_TESTS checks, $TAP_FAILED failed"
 	fi
 	for pid in "${SAGA_BG_PIDS[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
 	mockpg_stop
 	cluster_stop "$SAGA_DIR"
-	if [ $rc -ne 0 ] || [ "$SAGA_FAILED" -ne 0 ]; then
+	if [ $rc -ne 0 ] || [ "$TAP_FAILED" -ne 0 ]; then
 		diag "server log (last 30 lines):"
 		tail -30 "$SAGA_DIR/server.log" 2>/dev/null | sed 's/^/#   /'
 		if [ -s "$SAGA_DIR/mockpg.err" ]; then
@@ -488,7 +462,7 @@ trap saga_cleanup EXIT
 # the summary line and the exit status
 saga_finish() {
 	SAGA_FINISHED=1
-	echo "1..$SAGA_TESTS"
-	diag "$SAGA_NAME: $((SAGA_TESTS - SAGA_FAILED))/$SAGA_TESTS passed in $(($(date +%s) - SAGA_START)) s"
-	[ "$SAGA_FAILED" -eq 0 ]
+	echo "1..$TAP_TESTS"
+	diag "$TAP_NAME: $((TAP_TESTS - TAP_FAILED))/$TAP_TESTS passed in $(($(date +%s) - SAGA_START)) s"
+	[ "$TAP_FAILED" -eq 0 ]
 }

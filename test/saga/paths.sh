@@ -55,11 +55,6 @@ event_count() {
 	q "SELECT count(*) FROM coupon.payment_event WHERE payment_id = $1 AND ($2)"
 }
 
-# try SQL: 'ok' or '<SQLSTATE> <reason>'
-try() {
-	q "SELECT saga_try(\$q\$$1\$q\$)"
-}
-
 diag "--- happy path"
 C=$(issue "$P_FIXED" alice)
 read -r HAPPY st disc cstat rstat <<<"$(psql_saga -At -F ' ' <<SQL

@@ -28,22 +28,6 @@ coupon.workers = 2
 timezone = '$(noon_timezone)'
 CONF
 
-psql_saga <<'SQL'
--- '<SQLSTATE> | <message> | <hint>' of an error, or 'ok'
-CREATE FUNCTION try_full(sql text) RETURNS text
-LANGUAGE plpgsql AS $f$
-DECLARE
-	st text; msg text; hint text;
-BEGIN
-	EXECUTE sql;
-	RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-	RETURN concat_ws(' | ', st, msg, hint);
-END
-$f$;
-SQL
-
 M=$(q "SELECT id FROM coupon.create_merchant('reconcile shop', 'KRW', 1000, 300)")
 P=$(q "SELECT id FROM coupon.create_policy($M, 'fixed 1000', 'fixed', 1000, per_user_limit => NULL)")
 
