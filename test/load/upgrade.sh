@@ -134,12 +134,22 @@ SELECT id AS m FROM coupon.create_merchant('settled shop', commission_bp => 1000
 SELECT coupon.pay(:m, 'sam', 's-' || g, 1000 * g) FROM generate_series(1, 3) g;
 UPDATE coupon.payment SET state = 'completed', approved_amount = amount, completed_at = now() - interval '1 hour';
 SELECT count(*) FROM coupon.run_settlement(now());
+-- coupons in three states, for policy_stats and the status domain
+SELECT id AS p FROM coupon.create_policy(:m, 'ten', 'fixed', 1000, per_user_limit => NULL) \gset
+SELECT coupon.issue(:p, 'sam') FROM generate_series(1, 3);
+SELECT coupon.confirm((coupon.reserve(min(id), 'sam', :m, 'c-1', 5000)).id) FROM coupon.coupon;
+SELECT coupon.reserve(max(id), 'sam', :m, 'c-2', 5000) FROM coupon.coupon;
 SQL
 report="SELECT string_agg(concat_ws(':', sales, sales_gross, refunds, refunds_gross, commission, payout), ',')
         FROM coupon.settlement_report((SELECT id FROM coupon.merchant), current_date - 1, current_date + 1)"
 before=$(query "$S03" "$report")
+stats="SELECT string_agg(concat_ws(':', policy_id, issued, available, used), ',' ORDER BY policy_id) FROM coupon.policy_stats"
+stats_before=$(query "$S03" "$stats")
 psql_db "$S03" -c "ALTER EXTENSION coupon UPDATE" >/dev/null
 check "a report over batches made under 0.3 is the same after the update" "$(query "$S03" "$report")" "$before"
+check "policy_stats reads the same after coupon.status became a domain" "$(query "$S03" "$stats")" "$stats_before"
+check "a status outside the domain is refused after the update" \
+	"$(query "$S03" "DO \$\$ BEGIN UPDATE coupon.coupon SET status = 'lost'; EXCEPTION WHEN check_violation THEN RAISE NOTICE 'refused'; END \$\$; SELECT count(*) FROM coupon.coupon WHERE status = 'lost'")" "0"
 psql_db "$S03" -c "UPDATE coupon.payment SET state = 'partially_refunded', refunded_amount = 500, refunds = 1,
                    refunded_at = now() WHERE order_id = 's-2'" >/dev/null
 check "the next run settles only the new refund, as an adjustment" \
