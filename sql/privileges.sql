@@ -52,10 +52,16 @@ $fn$;
 SELECT p.oid::regprocedure AS executable_by_public
   FROM pg_proc p WHERE p.pronamespace = 'coupon'::regnamespace
    AND has_function_privilege('public', p.oid, 'EXECUTE');
--- every SECURITY DEFINER function pins its search_path
+-- every SECURITY DEFINER function in SQL or PL/pgSQL pins its search_path
 SELECT p.oid::regprocedure AS definer_without_search_path
-  FROM pg_proc p WHERE p.pronamespace = 'coupon'::regnamespace AND p.prosecdef
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.pronamespace = 'coupon'::regnamespace AND p.prosecdef AND l.lanname <> 'c'
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+-- the C functions pin it in C, for every statement they run, and carry no
+-- SET clause (whose save and restore on every call cost a checkout ~10 %)
+SELECT p.oid::regprocedure AS c_function_with_set_clause
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.pronamespace = 'coupon'::regnamespace AND l.lanname = 'c' AND p.proconfig IS NOT NULL;
 -- nothing is IMMUTABLE (functions read settings); readers are STABLE
 SELECT p.oid::regprocedure AS immutable_function
   FROM pg_proc p WHERE p.pronamespace = 'coupon'::regnamespace AND p.provolatile = 'i';

@@ -236,3 +236,30 @@ SELECT discount FROM coupon.reserve(:s2, 'sam', :m1, 'stack-1', 10000);
 SELECT sum(discount) AS order_discount, count(*) AS holds
   FROM coupon.reservation WHERE merchant_id = :m1 AND order_id = 'stack-1' AND status = 'held';
 SELECT status FROM coupon.coupon WHERE id = :s4;
+
+-- a checkout in one transaction, and in one statement: confirm finds the
+-- hold that reserve made just before it (its reads take a new snapshot)
+SELECT id AS s_one FROM coupon.issue(:p_stack, 'olga') \gset
+SELECT id AS s_two FROM coupon.issue(:p_stack, 'olga') \gset
+BEGIN;
+SELECT id AS r_one FROM coupon.reserve(:s_one, 'olga', :m1, 'one-tx', 10000) \gset
+SELECT status, discount FROM coupon.confirm(:r_one);
+COMMIT;
+SELECT (coupon.confirm((coupon.reserve(:s_two, 'olga', :m1, 'one-stmt', 10000)).id)).status AS nested;
+SELECT id, status FROM coupon.coupon WHERE id IN (:s_one, :s_two) ORDER BY id;
+
+-- a caller's search path does not reach the statements inside: with an
+-- evil.now() ahead of pg_catalog, a hold would expire in 2000 if it did
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS $$SELECT '2000-01-01'::timestamptz$$;
+SET search_path = evil, pg_catalog;
+SELECT id AS s_evil FROM coupon.issue(:p_stack, 'eve') \gset
+SELECT expires_at > '2001-01-01' AS expiry_from_the_real_now
+  FROM coupon.reserve(:s_evil, 'eve', :m1, 'evil-order', 10000);
+RESET search_path;
+DROP SCHEMA evil CASCADE;
+
+-- coupons are never deleted: reservations point at them without a foreign key
+SELECT try($$DELETE FROM coupon.coupon WHERE id = %s$$, :'s_evil') AS delete_coupon;
+SELECT try('TRUNCATE coupon.coupon CASCADE') AS truncate_coupon;
+SELECT count(*) AS still_there FROM coupon.coupon WHERE id = :s_evil;

@@ -11,6 +11,7 @@
 #include "fetch.h"
 #include "saga.h"
 #include "shmem.h"
+#include "spi_util.h"
 
 PG_MODULE_MAGIC;
 
@@ -144,6 +145,7 @@ _PG_init(void)
 {
 	coupon_guc_init();
 	coupon_shmem_init();
+	coupon_spi_init();
 	coupon_issue_init();
 	coupon_fetch_init();
 	coupon_saga_init();

@@ -1,14 +1,16 @@
 /*
  * fetch.c
- *		Reading one row of the extension's tables by primary key straight
- *		through its index, without SPI or the executor.
+ *		Reading, and row-locking, one row of the extension's tables by
+ *		primary key straight through its index, without SPI or the executor.
  *
  * validate() is called once per checkout screen and has to cost little more
  * than a trivial query: planning-free SPI still pays executor start-up for a
  * four-table join, while three or four primary-key probes cost a few index
- * page visits.  The relation and index ids are looked up once per backend
- * and forgotten on any relcache invalidation of them (DROP EXTENSION and a
- * new CREATE EXTENSION give new ids).
+ * page visits.  The same holds for the row locks of a checkout, which are
+ * taken here the way SELECT ... FOR NO KEY UPDATE takes them.  The relation
+ * and index ids are looked up once per backend and forgotten on any relcache
+ * invalidation of them (DROP EXTENSION and a new CREATE EXTENSION give new
+ * ids).
  */
 #include "postgres.h"
 
@@ -17,6 +19,7 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -55,6 +58,7 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_MERCHANT] = {"merchant", "merchant_pkey"},
 	[FETCH_POLICY] = {"policy", "policy_pkey"},
 	[FETCH_COUPON] = {"coupon", "coupon_pkey"},
+	[FETCH_RESERVATION] = {"reservation", "reservation_pkey"},
 };
 
 /* forget every cached id when one of them (or everything) is invalidated */
@@ -137,10 +141,67 @@ column_map(FetchTarget *t, TupleDesc desc, int ncols, const char *const *names,
 	return map->attnums;
 }
 
-/* columns of the row with primary key `id`; false if there is none */
-bool
-fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
-			  Datum *values, bool *nulls)
+/* copy the columns `names` of the row in `slot` out of it */
+static void
+copy_columns(FetchTarget *t, TupleDesc desc, TupleTableSlot *slot, int ncols,
+			 const char *const *names, Datum *values, bool *nulls)
+{
+	AttrNumber	scratch[FETCH_MAX_COLUMNS];
+	const AttrNumber *attnums = column_map(t, desc, ncols, names, scratch);
+
+	slot_getallattrs(slot);
+	for (int i = 0; i < ncols; i++)
+	{
+		int			attnum = attnums[i];
+		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+
+		nulls[i] = slot->tts_isnull[attnum - 1];
+		values[i] = nulls[i] ? (Datum) 0
+			: datumCopy(slot->tts_values[attnum - 1], att->attbyval, att->attlen);
+	}
+}
+
+/*
+ * Row-lock the version of a row that the index scan found, FOR NO KEY
+ * UPDATE, as the executor's LockRows node does: under READ COMMITTED the
+ * latest version is locked (and left in the slot) even if the row changed
+ * after the snapshot; under REPEATABLE READ or SERIALIZABLE such a change
+ * is a serialization failure.  Returns FETCH_FOUND, FETCH_BUSY (skip_locked
+ * and another transaction holds it) or FETCH_MISSING (deleted meanwhile).
+ */
+static FetchResult
+lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked)
+{
+	ItemPointerData tid = slot->tts_tid;
+	TM_FailureData tmfd;
+	uint8		flags = TUPLE_LOCK_FLAG_LOCK_UPDATE_IN_PROGRESS;
+	TM_Result	res;
+
+	if (!IsolationUsesXactSnapshot())
+		flags |= TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
+	res = table_tuple_lock(rel, &tid, snapshot, slot, GetCurrentCommandId(true),
+						   LockTupleNoKeyExclusive,
+						   skip_locked ? LockWaitSkip : LockWaitBlock, flags, &tmfd);
+	if (res == TM_Ok)
+		return FETCH_FOUND;
+	if (res == TM_WouldBlock)
+		return FETCH_BUSY;
+	if ((res == TM_Updated || res == TM_Deleted) && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent update")));
+	if (res != TM_Deleted)
+		elog(ERROR, "unexpected table_tuple_lock status %d", (int) res);
+	return FETCH_MISSING;
+}
+
+/*
+ * Find the row with primary key `id` under the snapshot that `how` asks
+ * for, lock it if asked, and copy its columns.
+ */
+FetchResult
+fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
+				  const char *const *names, Datum *values, bool *nulls)
 {
 	FetchTarget *t = fetch_target(table);
 
@@ -150,41 +211,54 @@ fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
 	 */
 	Oid			relid = t->relid;
 	Oid			indexid = t->indexid;
-	Relation	rel = table_open(relid, AccessShareLock);
+	bool		locking = (how == FETCH_LOCK || how == FETCH_LOCK_SKIP);
+	Relation	rel = table_open(relid, locking ? RowShareLock : AccessShareLock);
 	Relation	index = index_open(indexid, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(rel);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	Snapshot	snapshot;
 	IndexScanDesc scan;
 	ScanKeyData key;
-	bool		found;
-	AttrNumber	scratch[FETCH_MAX_COLUMNS];
-	const AttrNumber *attnums;
+	FetchResult result;
+
+	if (how == FETCH_CURRENT)
+		snapshot = GetActiveSnapshot();
+	else
+	{
+		/*
+		 * What a new statement of this function would see: our own earlier
+		 * writes, and under READ COMMITTED whatever committed until now.
+		 */
+		CommandCounterIncrement();
+		snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	}
 
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (found)
-	{
-		/* t may have been reset by the opens above; the map is rebuilt then */
-		attnums = column_map(t, desc, ncols, names, scratch);
-		slot_getallattrs(slot);
-		for (int i = 0; i < ncols; i++)
-		{
-			int			attnum = attnums[i];
-			Form_pg_attribute att;
-
-			att = TupleDescAttr(desc, attnum - 1);
-			nulls[i] = slot->tts_isnull[attnum - 1];
-			values[i] = nulls[i] ? (Datum) 0
-				: datumCopy(slot->tts_values[attnum - 1], att->attbyval, att->attlen);
-		}
-	}
+	result = index_getnext_slot(scan, ForwardScanDirection, slot) ? FETCH_FOUND : FETCH_MISSING;
 	index_endscan(scan);
+
+	if (result == FETCH_FOUND && locking)
+		result = lock_row(rel, slot, snapshot, how == FETCH_LOCK_SKIP);
+	/* t may have been reset by the opens above; the map is rebuilt then */
+	if (result == FETCH_FOUND)
+		copy_columns(t, RelationGetDescr(rel), slot, ncols, names, values, nulls);
+
+	if (how != FETCH_CURRENT)
+		UnregisterSnapshot(snapshot);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
-	table_close(rel, AccessShareLock);
-	return found;
+	/* like the executor, keep the locks until the transaction ends */
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	return result;
+}
+
+/* columns of the row with primary key `id`; false if there is none */
+bool
+fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
+			  Datum *values, bool *nulls)
+{
+	return fetch_columns_how(table, id, FETCH_CURRENT, ncols, names, values, nulls) == FETCH_FOUND;
 }
 
 /* is the merchant active? (false, and *exists false, when there is none) */

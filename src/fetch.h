@@ -1,8 +1,8 @@
 /*
  * fetch.h
- *		Reading one row of the extension's tables by primary key straight
- *		through its index, without SPI or the executor: the read path of
- *		validate() and reserve().
+ *		Reading, and row-locking, one row of the extension's tables by
+ *		primary key straight through its index, without SPI or the
+ *		executor: the read path of validate() and the locks of a checkout.
  */
 #ifndef COUPON_FETCH_H
 #define COUPON_FETCH_H
@@ -12,6 +12,7 @@ typedef enum FetchTable
 	FETCH_MERCHANT,
 	FETCH_POLICY,
 	FETCH_COUPON,
+	FETCH_RESERVATION,
 	FETCH_TABLE_COUNT
 } FetchTable;
 
@@ -26,6 +27,34 @@ typedef enum FetchTable
  */
 extern bool fetch_columns(FetchTable table, int64 id, int ncols,
 						  const char *const *names, Datum *values, bool *nulls);
+
+/* which snapshot a fetch reads under, and whether it locks the row */
+typedef enum FetchHow
+{
+	FETCH_CURRENT,				/* the active snapshot (the calling statement's) */
+	FETCH_FRESH,				/* a new one, as a new statement would take */
+	FETCH_LOCK,					/* a new one, then FOR NO KEY UPDATE, waiting */
+	FETCH_LOCK_SKIP				/* the same, but give up if the row is busy */
+} FetchHow;
+
+typedef enum FetchResult
+{
+	FETCH_FOUND,
+	FETCH_MISSING,
+	FETCH_BUSY					/* FETCH_LOCK_SKIP only */
+} FetchResult;
+
+/*
+ * fetch_columns() under a chosen snapshot.  A locking fetch locks the row
+ * as SELECT ... FOR NO KEY UPDATE would, in the same transaction-wide way,
+ * and returns the columns of the version it locked: under READ COMMITTED
+ * the latest one, which may be newer than the snapshot; under REPEATABLE
+ * READ and SERIALIZABLE a row changed since the snapshot raises a
+ * serialization failure (40001).
+ */
+extern FetchResult fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
+									 const char *const *names, Datum *values,
+									 bool *nulls);
 
 /* is the merchant active? (false, and *exists false, when there is none) */
 extern bool fetch_merchant_active(int64 merchant_id, bool *exists);

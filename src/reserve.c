@@ -37,25 +37,13 @@ PG_FUNCTION_INFO_V1(coupon_expire_coupons);
 #define MAX_TTL_SECONDS (7 * 24 * 3600)
 
 /*
- * Row locks of the global order, each as a pair of plans: [0] waits for the
- * row, [1] skips a row another transaction holds (the sweeper's).  NO KEY
+ * Row locks of the global order are taken in C (fetch.c), FOR NO KEY
  * UPDATE: we never change keys, so inserts whose foreign keys point at
- * these rows are not held up.
+ * these rows are not held up.  What each lock reads of the locked version:
  */
-#define LOCK_PLANS(select) { \
-	{.sql = select " FOR NO KEY UPDATE", .nargs = 1, .argtypes = {INT8OID}}, \
-	{.sql = select " FOR NO KEY UPDATE SKIP LOCKED", .nargs = 1, .argtypes = {INT8OID}} \
-}
-
-static SavedPlan lock_policy_plan[2] =
-	LOCK_PLANS("SELECT budget_used, status FROM coupon.policy WHERE id = $1");
-
-static SavedPlan lock_coupon_plan[2] =
-	LOCK_PLANS("SELECT status, balance, expires_at FROM coupon.coupon WHERE id = $1");
-
-static SavedPlan lock_reservation_plan[2] =
-	LOCK_PLANS("SELECT status, expires_at <= now() AND payment_id IS NULL"
-			   "  FROM coupon.reservation WHERE id = $1");
+static const char *const policy_lock_cols[] = {"budget_used", "status"};
+static const char *const coupon_lock_cols[] = {"status", "balance", "expires_at"};
+static const char *const reservation_lock_cols[] = {"status", "expires_at", "payment_id"};
 
 static SavedPlan held_plan = {
 	.sql = "SELECT * FROM coupon.reservation WHERE coupon_id = $1 AND status = 'held'"
@@ -82,18 +70,34 @@ static SavedPlan non_stackable_plan = {
 	.argtypes = {INT8ARRAYOID}
 };
 
-static SavedPlan hold_plan = {
-	.sql = "WITH r AS (INSERT INTO coupon.reservation (coupon_id, merchant_id, user_id,"
-	"             order_id, order_amount, discount, expires_at, payment_id)"
-	"           VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second', $9)"
-	"           RETURNING *),"
-	"     c AS (UPDATE coupon.coupon SET status = 'reserved', updated_at = now()"
-	"            WHERE id = $1),"
-	"     p AS (UPDATE coupon.policy SET budget_used = budget_used + $6"
-	"            WHERE id = $8)"
-	" SELECT * FROM r",
-	.nargs = 9,
-	.argtypes = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID, INT8OID, INT8OID}
+/*
+ * Make the hold: the reservation and the coupon reserved, and in the
+ * budget variant the policy's budget charged ($8).  With $10, only if no
+ * other coupon is held or spent for the same order, and nothing is written
+ * (no row returned) otherwise: reserve() then works out the stacking and
+ * asks again without $10.  One statement in the usual case of one coupon
+ * per order.
+ */
+#define HOLD_SQL(policy_cte) \
+	"WITH r AS (INSERT INTO coupon.reservation (coupon_id, merchant_id, user_id," \
+	"             order_id, order_amount, discount, expires_at, payment_id)" \
+	"           SELECT $1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second', $9" \
+	"            WHERE NOT $10 OR NOT EXISTS (SELECT FROM coupon.reservation o" \
+	"                   WHERE o.merchant_id = $2 AND o.order_id = $4 AND o.coupon_id <> $1" \
+	"                     AND o.status IN ('held', 'confirmed'))" \
+	"           RETURNING *)," \
+	policy_cte \
+	"     c AS (UPDATE coupon.coupon c SET status = 'reserved', updated_at = now()" \
+	"             FROM r WHERE c.id = r.coupon_id)" \
+	" SELECT * FROM r"
+#define HOLD_ARGTYPES \
+	{INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID, INT8OID, INT8OID, BOOLOID}
+
+static SavedPlan hold_plan[2] = {
+	{.sql = HOLD_SQL(""), .nargs = 10, .argtypes = HOLD_ARGTYPES},
+	{.sql = HOLD_SQL("     p AS (UPDATE coupon.policy p SET budget_used = p.budget_used + r.discount"
+					 "             FROM r WHERE p.id = $8),"),
+	 .nargs = 10, .argtypes = HOLD_ARGTYPES}
 };
 
 /* a reservation with what its undo needs, read without locks */
@@ -109,13 +113,6 @@ static SavedPlan reservation_plan = {
 
 static SavedPlan get_reservation_plan = {
 	.sql = "SELECT * FROM coupon.reservation WHERE id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
-/* the owner of a reservation, for confirm(), read without locks */
-static SavedPlan owner_plan = {
-	.sql = "SELECT coupon_id, merchant_id FROM coupon.reservation WHERE id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID}
 };
@@ -177,18 +174,6 @@ typedef struct CouponRow
 	char	   *user_id;
 	CouponFacts facts;
 } CouponRow;
-
-/* parse a status text of a known column into its enum */
-static CouponStatus
-coupon_status_col(int row, int col)
-{
-	CouponStatus s;
-	char	   *name = spi_text(row, col);
-
-	if (!coupon_status_from_name(name, &s))
-		elog(ERROR, "unknown coupon status \"%s\"", name);
-	return s;
-}
 
 /* the status column of a fetched row, parsed; an unknown name is corruption */
 static CouponStatus
@@ -339,6 +324,40 @@ evaluate(const CouponRow *row, const char *user_id, int64 merchant_id,
 }
 
 /*
+ * Lock a policy or coupon row, waiting for it, and read `cols` of the
+ * locked version; those rows are never deleted, so a missing one is
+ * corruption.
+ */
+static void
+lock_existing(FetchTable table, int64 id, int ncols, const char *const *cols,
+			  Datum *values, bool *nulls)
+{
+	if (fetch_columns_how(table, id, FETCH_LOCK, ncols, cols, values, nulls) != FETCH_FOUND)
+		elog(ERROR, "row %lld of coupon.%s to lock is missing", (long long) id,
+			 table == FETCH_POLICY ? "policy" : "coupon");
+}
+
+/* lock a policy row in the global order */
+static void
+lock_policy(int64 policy_id)
+{
+	Datum		v[lengthof(policy_lock_cols)];
+	bool		n[lengthof(policy_lock_cols)];
+
+	lock_existing(FETCH_POLICY, policy_id, lengthof(policy_lock_cols), policy_lock_cols, v, n);
+}
+
+/* lock a coupon row in the global order */
+static void
+lock_coupon(int64 coupon_id)
+{
+	Datum		v[lengthof(coupon_lock_cols)];
+	bool		n[lengthof(coupon_lock_cols)];
+
+	lock_existing(FETCH_COUPON, coupon_id, lengthof(coupon_lock_cols), coupon_lock_cols, v, n);
+}
+
+/*
  * Lock a coupon (and its policy, when budgeted) in the global order and
  * refresh what may have changed since load_coupon read it without locks.
  */
@@ -346,22 +365,21 @@ static void
 lock_and_refresh(CouponRow *row, int64 coupon_id)
 {
 	CouponFacts *f = &row->facts;
-	Datum		arg;
-	bool		isnull;
+	Datum		v[3];
+	bool		n[3];
 
 	if (f->has_budget)
 	{
-		arg = Int64GetDatum(row->policy_id);
-		spi_run(&lock_policy_plan[0], &arg, NULL, false, 1);
-		f->budget_used = spi_int64(0, 1, NULL);
-		policy_status_from_name(spi_text(0, 2), &f->policy_status);
+		lock_existing(FETCH_POLICY, row->policy_id, lengthof(policy_lock_cols),
+					  policy_lock_cols, v, n);
+		f->budget_used = DatumGetInt64(v[0]);
+		policy_status_from_name(TextDatumGetCString(v[1]), &f->policy_status);
 	}
-	arg = Int64GetDatum(coupon_id);
-	spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
-	f->status = coupon_status_col(0, 1);
-	f->balance = spi_int64(0, 2, NULL);
-	f->expires_at = spi_int64(0, 3, &isnull);
-	f->has_expires_at = !isnull;
+	lock_existing(FETCH_COUPON, coupon_id, lengthof(coupon_lock_cols), coupon_lock_cols, v, n);
+	f->status = coupon_status_datum(v[0]);
+	f->balance = n[1] ? 0 : DatumGetInt64(v[1]);
+	f->has_expires_at = !n[2];
+	f->expires_at = n[2] ? 0 : DatumGetTimestampTz(v[2]);
 }
 
 /*
@@ -474,8 +492,8 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	CouponRow	row;
 	CouponReason reason;
 	int64		discount;
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', 'n'};
+	Datum		args[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', 'n', ' '};
 	Datum		result;
 
 	tenant_check(merchant_id);
@@ -504,7 +522,6 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
 	if (reason != REASON_NONE)
 		raise_unusable(reason, coupon_id, merchant_id);
-	discount = order_stacking(merchant_id, order_id, coupon_id, &row, order_amount, discount);
 
 	args[0] = Int64GetDatum(coupon_id);
 	args[1] = Int64GetDatum(merchant_id);
@@ -514,9 +531,16 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	args[5] = Int64GetDatum(discount);
 	args[6] = Int32GetDatum(ttl);
 	args[7] = Int64GetDatum(row.policy_id);
-	if (!row.facts.has_budget)
-		nulls[7] = 'n';
-	spi_run(&hold_plan, args, nulls, false, 1);
+	args[9] = BoolGetDatum(true);
+	if (spi_run(&hold_plan[row.facts.has_budget], args, nulls, false, 1) == 0)
+	{
+		/* the order has other coupons: apply the stacking rules, then hold */
+		discount = order_stacking(merchant_id, order_id, coupon_id, &row, order_amount,
+								  discount);
+		args[5] = Int64GetDatum(discount);
+		args[9] = BoolGetDatum(false);
+		spi_run(&hold_plan[row.facts.has_budget], args, nulls, false, 1);
+	}
 	result = spi_result_row(fcinfo);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
@@ -549,23 +573,24 @@ static char *
 lock_reservation(int64 reservation_id, int64 coupon_id, int64 policy_id,
 				 bool budgeted, bool skip_locked, bool *lapsed)
 {
-	Datum		arg;
-	int			v = skip_locked ? 1 : 0;
+	FetchHow	how = skip_locked ? FETCH_LOCK_SKIP : FETCH_LOCK;
+	Datum		v[3];
+	bool		n[3];
 
-	if (budgeted)
-	{
-		arg = Int64GetDatum(policy_id);
-		if (spi_run(&lock_policy_plan[v], &arg, NULL, false, 1) == 0)
-			return NULL;
-	}
-	arg = Int64GetDatum(coupon_id);
-	if (spi_run(&lock_coupon_plan[v], &arg, NULL, false, 1) == 0)
+	if (budgeted &&
+		fetch_columns_how(FETCH_POLICY, policy_id, how, lengthof(policy_lock_cols),
+						  policy_lock_cols, v, n) != FETCH_FOUND)
 		return NULL;
-	arg = Int64GetDatum(reservation_id);
-	if (spi_run(&lock_reservation_plan[v], &arg, NULL, false, 1) == 0)
+	if (fetch_columns_how(FETCH_COUPON, coupon_id, how, lengthof(coupon_lock_cols),
+						  coupon_lock_cols, v, n) != FETCH_FOUND)
 		return NULL;
-	*lapsed = spi_bool(0, 2);
-	return spi_text(0, 1);
+	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, how,
+						  lengthof(reservation_lock_cols), reservation_lock_cols,
+						  v, n) != FETCH_FOUND)
+		return NULL;
+	/* now(): the transaction's start, as in SQL */
+	*lapsed = DatumGetTimestampTz(v[1]) <= GetCurrentTransactionStartTimestamp() && n[2];
+	return TextDatumGetCString(v[0]);
 }
 
 /* the reservation row as the function's result */
@@ -590,21 +615,23 @@ reservation_not_found(int64 reservation_id)
 Datum
 coupon_confirm(PG_FUNCTION_ARGS)
 {
+	static const char *const owner_cols[] = {"coupon_id", "merchant_id"};
 	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
 	char	   *ids = json_id("reservation_id", reservation_id);
 	Datum		arg = Int64GetDatum(reservation_id);
+	Datum		owner[2];
+	bool		owner_null[2];
 	Datum		result;
 	char	   *status;
 
 	SPI_connect();
-	if (spi_run(&owner_plan, &arg, NULL, false, 1) == 0)
+	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_FRESH, 2, owner_cols,
+						  owner, owner_null) != FETCH_FOUND)
 		reservation_not_found(reservation_id);
-	tenant_check(spi_int64(0, 2, NULL));
+	tenant_check(DatumGetInt64(owner[1]));
 
 	/* coupon first, in the global order; the update then locks the hold */
-	arg = Int64GetDatum(spi_int64(0, 1, NULL));
-	spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
-	arg = Int64GetDatum(reservation_id);
+	lock_coupon(DatumGetInt64(owner[0]));
 	if (spi_run(&confirm_plan, &arg, NULL, false, 1) == 1)
 	{
 		result = spi_result_row(fcinfo);
@@ -821,7 +848,6 @@ lock_hold_policies(PaymentHold *holds, int n)
 	for (;;)
 	{
 		int64		next = -1;
-		Datum		arg;
 
 		for (int i = 0; i < n; i++)
 			if (holds[i].budgeted && holds[i].policy_id > last &&
@@ -829,8 +855,7 @@ lock_hold_policies(PaymentHold *holds, int n)
 				next = holds[i].policy_id;
 		if (next < 0)
 			return;
-		arg = Int64GetDatum(next);
-		spi_run(&lock_policy_plan[0], &arg, NULL, false, 1);
+		lock_policy(next);
 		last = next;
 	}
 }
@@ -911,8 +936,8 @@ reserve_for_payment(int64 payment_id, int64 merchant_id, const char *user_id,
 
 	for (int i = 0; i < n; i++)
 	{
-		Datum		args[9];
-		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		args[10];
+		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 		args[0] = Int64GetDatum(coupon_ids[i]);
 		args[1] = Int64GetDatum(merchant_id);
@@ -923,9 +948,8 @@ reserve_for_payment(int64 payment_id, int64 merchant_id, const char *user_id,
 		args[6] = Int32GetDatum(coupon_reservation_ttl);
 		args[7] = Int64GetDatum(rows[i].policy_id);
 		args[8] = Int64GetDatum(payment_id);
-		if (!rows[i].facts.has_budget)
-			nulls[7] = 'n';
-		spi_run(&hold_plan, args, nulls, false, 1);
+		args[9] = BoolGetDatum(false);	/* the stacking was decided above */
+		spi_run(&hold_plan[rows[i].facts.has_budget], args, nulls, false, 1);
 	}
 	return total;
 }
@@ -948,10 +972,7 @@ reserve_spend_holds(int64 payment_id)
 	n = payment_holds(payment_id, "held", &holds);
 	held = n;
 	for (int i = 0; i < n; i++)
-	{
-		arg = Int64GetDatum(holds[i].coupon_id);
-		spi_run(&lock_coupon_plan[0], &arg, NULL, false, 1);
-	}
+		lock_coupon(holds[i].coupon_id);
 	/* a hold that is no longer held (released by hand) fails the lot */
 	n = payment_holds(payment_id, "held", &holds);
 	if (n != held || n == 0)
@@ -996,8 +1017,7 @@ reserve_restore_holds(int64 payment_id)
 		Datum		args[2];
 		char		nulls[2] = {' ', ' '};
 
-		args[0] = Int64GetDatum(holds[i].coupon_id);
-		spi_run(&lock_coupon_plan[0], args, NULL, false, 1);
+		lock_coupon(holds[i].coupon_id);
 		args[0] = Int64GetDatum(holds[i].reservation_id);
 		args[1] = Int64GetDatum(holds[i].policy_id);
 		if (!holds[i].budgeted)

@@ -19,7 +19,13 @@ typedef struct SavedPlan
 	SPIPlanPtr	plan;
 } SavedPlan;
 
-/* run a saved plan; returns SPI_processed */
+/* install the planner hook that plans spi_run()'s statements */
+extern void coupon_spi_init(void);
+
+/*
+ * Run a saved plan; returns SPI_processed.  The statement sees pg_catalog
+ * as its whole search path and is planned with enable_seqscan off.
+ */
 extern uint64 spi_run(SavedPlan *plan, Datum *values, const char *nulls,
 					  bool read_only, long tcount);
 
