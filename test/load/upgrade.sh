@@ -123,6 +123,14 @@ check "refunds made under 0.2 are in the refund ledger after the update" \
 check "settlement then nets them out: 5000 + 3800 charged after refunds" \
 	"$(query "$MID" "SELECT sum(charged) FROM coupon.run_settlement(now() + interval '2 days')")" "8800"
 
+# the 0.5 code (row locks taken in C) checks out a coupon issued under 0.1,
+# and coupons, which lost the reservations' foreign key in 0.5, stay put
+check "a coupon issued under 0.1 is reserved and confirmed after the update" \
+	"$(query "$OLD" "SELECT (coupon.confirm((coupon.reserve(c.id, 'ulla', m.id, 'late-order', 5000)).id)).status
+	                 FROM coupon.coupon c, coupon.merchant m WHERE c.status = 'issued'")" "confirmed"
+check "a coupon cannot be deleted after the update" \
+	"$(query "$OLD" "DO \$\$ BEGIN DELETE FROM coupon.coupon; EXCEPTION WHEN restrict_violation THEN RAISE NOTICE 'refused'; END \$\$; SELECT count(*) FROM coupon.coupon")" "3"
+
 # batches settled under 0.3 read the same after the update, and the next run
 # adds only what is new (0.4 drops the items' foreign key and one index)
 S03=load_upgrade_03
