@@ -4,19 +4,26 @@
 Usage: report.py RESULTS_TSV
 
 Each line of RESULTS_TSV (tab-separated) describes one pgbench run:
-    key  label  clients  tps  log_prefix  status  wal_bytes  xacts  cutoff
+    key  label  clients  tps  log_prefix  status  wal_bytes  xacts  cutoff  round
 key names the workload (the comparisons below use it), label is what the
 table shows, tps is pgbench's own figure, log_prefix names the per-transaction
 log files (pgbench -l --log-prefix: PREFIX.<pid>[.<thread>]), status is "ok"
 or why the run is suspect, wal_bytes is the WAL the run wrote, xacts the
 transactions pgbench counted, cutoff (epoch seconds, or "-") restricts the
-row to transactions that ended after it (the sold-out phase of a sell-out).
+row to transactions that ended after it (the sold-out phase of a sell-out),
+round numbers the rounds of BENCH_ROUNDS.
+
+With several rounds, a workload's line shows the median of its rounds' tps,
+the percentiles of all its rounds' transactions together, and each ratio is
+the median of the ratios taken within one round (workload and baseline ran
+minutes apart at most), followed by their range.
 
 Latency percentiles are nearest-rank over every logged transaction: the log's
 third field is the transaction's latency in microseconds.
 """
 import glob
 import math
+import statistics
 import sys
 
 # workload key -> [(baseline key, target ratio or None)], same client count
@@ -70,7 +77,7 @@ def main():
         for line in f:
             if not line.strip():
                 continue
-            key, label, clients, tps, prefix, status, wal, xacts, cutoff = \
+            key, label, clients, tps, prefix, status, wal, xacts, cutoff, rnd = \
                 line.rstrip("\n").split("\t")
             cut = None if cutoff == "-" else float(cutoff)
             lat = latencies(prefix, cut)
@@ -82,23 +89,45 @@ def main():
                 span = (max(ends) - cut) if ends else 0
                 tps_v = len(ends) / span if span > 0 else float("nan")
             xacts_v = int(xacts) if xacts.isdigit() else 0
-            wal_tx = (int(wal) / xacts_v) if (wal.isdigit() and xacts_v and cut is None) else None
             rows.append(dict(key=key, label=label, clients=int(clients), tps=tps_v,
-                             p50=pct(ms, 50), p95=pct(ms, 95), p99=pct(ms, 99),
-                             n=len(ms), status=status, wal_tx=wal_tx))
+                             ms=ms, status=status, wal=int(wal) if wal.isdigit() else None,
+                             xacts=xacts_v, cut=cut, round=int(rnd)))
 
-    by = {(r["key"], r["clients"]): r for r in rows}
+    # one line per workload and client count, over its rounds
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["key"], r["clients"]), []).append(r)
+    by_round = {(r["key"], r["clients"], r["round"]): r for r in rows}
+    lines = []
+    for (key, clients), rs in groups.items():
+        ms = sorted(m for r in rs for m in r["ms"])
+        tpss = [r["tps"] for r in rs if not math.isnan(r["tps"])]
+        wal = [r for r in rs if r["wal"] is not None and r["xacts"] and r["cut"] is None]
+        bad = [r["status"] for r in rs if r["status"] != "ok"]
+        lines.append(dict(key=key, label=rs[0]["label"], clients=clients, rounds=rs,
+                          tps=statistics.median(tpss) if tpss else float("nan"),
+                          p50=pct(ms, 50), p95=pct(ms, 95), p99=pct(ms, 99),
+                          wal_tx=(sum(r["wal"] for r in wal) / sum(r["xacts"] for r in wal))
+                          if wal else None,
+                          status=bad[0] if bad else "ok"))
     header = ("workload", "clients", "tps", "p50 ms", "p95 ms", "p99 ms", "WAL B/tx",
               "ratio vs baseline (target)")
     table = []
-    for r in rows:
+    for r in lines:
         notes = []
         for base, target in COMPARE.get(r["key"], []):
-            b = by.get((base, r["clients"]))
-            if b is None or not b["tps"] or math.isnan(b["tps"]) or math.isnan(r["tps"]):
+            ratios = []
+            for w in r["rounds"]:
+                b = by_round.get((base, r["clients"], w["round"]))
+                if b is not None and b["tps"] and not math.isnan(b["tps"]) \
+                        and not math.isnan(w["tps"]):
+                    ratios.append(w["tps"] / b["tps"])
+            if not ratios:
                 continue
-            ratio = r["tps"] / b["tps"]
+            ratio = statistics.median(ratios)
             s = "%.2fx %s" % (ratio, SHORT.get(base, base))
+            if len(ratios) > 1:
+                s += " [%.2f-%.2f]" % (min(ratios), max(ratios))
             if target is not None:
                 s += " (>=%.2f %s)" % (target, "met" if ratio >= target else "NOT met")
             notes.append(s)

@@ -15,6 +15,9 @@
 # Settings (environment):
 #   BENCH_SECONDS   seconds per pgbench run (10)
 #   BENCH_CLIENTS   client counts ("8 32")
+#   BENCH_ROUNDS    rounds of every run (1); with more, the table shows the
+#                   median of the rounds and each ratio is the median of the
+#                   ratios measured within one round
 #   BENCH_JOBS      pgbench threads (2)
 #   BENCH_SCALE     pgbench -i scale of the simple-update baseline (10)
 #   BENCH_USERS     distinct user ids of the pre-issued pools (20000)
@@ -29,6 +32,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 BENCH=$COUPON_ROOT/bench
 SECS=${BENCH_SECONDS:-10}
 CLIENT_COUNTS=${BENCH_CLIENTS:-"8 32"}
+ROUNDS=${BENCH_ROUNDS:-1}
 JOBS=${BENCH_JOBS:-2}
 SCALE=${BENCH_SCALE:-10}
 NUSERS=${BENCH_USERS:-20000}
@@ -75,9 +79,14 @@ q() {
 	pg -d "$db" -At -c "$*"
 }
 
-# a line for the report's information section
+# a line for the report's information section (with its round, if several)
+ROUND=1
 info() {
-	printf '%s\n' "$*" >>"$INFO"
+	if [ "$ROUNDS" -gt 1 ]; then
+		printf 'round %s: %s\n' "$ROUND" "$*" >>"$INFO"
+	else
+		printf '%s\n' "$*" >>"$INFO"
+	fi
 }
 
 # a checkpoint, so that no run pays for the previous one's dirty pages
@@ -111,14 +120,14 @@ START=$SECONDS
 run_pgbench() {
 	local key=$1 label=$2 c=$3 db=$4
 	shift 4
-	local prefix="$WORK/logs/$key-c$c"
+	local prefix="$WORK/logs/$key-c$c-r$ROUND"
 	local out="$prefix.out"
 	local lsn0 wal tps xacts status=ok rc=0 mx0 mx1
 
 	settle "$db"
 	mx0=$(next_mxid "$db")
 	lsn0=$(q "$db" "SELECT pg_current_wal_lsn()")
-	log "run: $label, $c clients, ${SECS}s"
+	log "run: $label, $c clients, ${SECS}s (round $ROUND of $ROUNDS)"
 	PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres \
 		"$PGBIN/pgbench" -M prepared -c "$c" -j "$JOBS" -T "$SECS" \
 		-l --log-prefix="$prefix" "$@" "$db" >"$out" 2>&1 || rc=$?
@@ -137,8 +146,8 @@ run_pgbench() {
 	if [ "$mx1" != "$mx0" ]; then
 		info "$label at $c clients: $((mx1 - mx0)) multixacts created ($(awk -v m=$((mx1 - mx0)) -v x="$xacts" 'BEGIN { printf "%.2f", (x > 0 ? m / x : 0) }') per transaction)"
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$c" "$tps" "$prefix" \
-		"$status" "${wal:-}" "$xacts" "-" >>"$RESULTS"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$c" "$tps" "$prefix" \
+		"$status" "${wal:-}" "$xacts" "-" "$ROUND" >>"$RESULTS"
 	LAST_XACTS=$xacts
 	LAST_STATUS=$status
 }
@@ -166,70 +175,73 @@ q bench "VACUUM ANALYZE" >/dev/null
 
 # ------------------------------------------------------------------- runs
 
-for c in $CLIENT_COUNTS; do
-	run_pgbench select1 "SELECT 1" "$c" bench -n -f "$BENCH/pgbench/select1.sql"
-	run_pgbench simple_update "simple-update (built-in)" "$c" pgb -b simple-update
-	run_pgbench validate_sql "sql validate (baseline)" "$c" bench -n -f "$BENCH/pgbench/validate_sql.sql" \
-		-D cmin="$VMIN" -D ncoupons="$VALIDATE_COUPONS" -D nusers="$NUSERS" -D mid="$MID"
-	run_pgbench validate "coupon.validate" "$c" bench -n -f "$BENCH/pgbench/validate.sql" \
-		-D cmin="$VMIN" -D ncoupons="$VALIDATE_COUPONS" -D nusers="$NUSERS" -D mid="$MID"
+for ROUND in $(seq 1 "$ROUNDS"); do
+	for c in $CLIENT_COUNTS; do
+		run_pgbench select1 "SELECT 1" "$c" bench -n -f "$BENCH/pgbench/select1.sql"
+		run_pgbench validate_sql "sql validate (baseline)" "$c" bench -n -f "$BENCH/pgbench/validate_sql.sql" \
+			-D cmin="$VMIN" -D ncoupons="$VALIDATE_COUPONS" -D nusers="$NUSERS" -D mid="$MID"
+		run_pgbench validate "coupon.validate" "$c" bench -n -f "$BENCH/pgbench/validate.sql" \
+			-D cmin="$VMIN" -D ncoupons="$VALIDATE_COUPONS" -D nusers="$NUSERS" -D mid="$MID"
 
-	issued0=$(q bench "SELECT issued FROM bench.bench_policy WHERE id = 1")
-	run_pgbench issue_counter "counter fcfs (baseline)" "$c" bench -n -f "$BENCH/pgbench/issue_counter.sql" -D pid=1
-	read -r issued1 rows1 < <(q bench "SELECT p.issued, (SELECT count(*) FROM bench.bench_coupon)
-		FROM bench.bench_policy p WHERE p.id = 1" | tr '|' ' ')
-	info "counter fcfs at $c clients: $((issued1 - issued0)) issued for $LAST_XACTS transactions; counter $issued1, rows $rows1 ($([ "$issued1" = "$rows1" ] && echo consistent || echo INCONSISTENT))"
+		issued0=$(q bench "SELECT issued FROM bench.bench_policy WHERE id = 1")
+		run_pgbench issue_counter "counter fcfs (baseline)" "$c" bench -n -f "$BENCH/pgbench/issue_counter.sql" -D pid=1
+		read -r issued1 rows1 < <(q bench "SELECT p.issued, (SELECT count(*) FROM bench.bench_coupon)
+			FROM bench.bench_policy p WHERE p.id = 1" | tr '|' ' ')
+		info "counter fcfs at $c clients: $((issued1 - issued0)) issued for $LAST_XACTS transactions; counter $issued1, rows $rows1 ($([ "$issued1" = "$rows1" ] && echo consistent || echo INCONSISTENT))"
 
-	FPID=$(q bench "SELECT id FROM coupon.create_policy($MID, 'bench fcfs big c$c', 'fixed', 1000,
-		issue_method => 'fcfs', total_quantity => 100000000, per_user_limit => NULL)")
-	stock0=$(upd_stats coupon.policy_stock)
-	run_pgbench issue_fcfs "coupon.issue fcfs, stock 1e8" "$c" bench -n -f "$BENCH/pgbench/issue_fcfs.sql" -D pid="$FPID"
-	hot_info "fcfs stock 1e8 at $c clients" coupon.policy_stock "$stock0"
-	read -r n left < <(q bench "SELECT (SELECT count(*) FROM coupon.coupon WHERE policy_id = $FPID),
-		(SELECT sum(remaining) FROM coupon.policy_stock WHERE policy_id = $FPID)" | tr '|' ' ')
-	info "fcfs stock 1e8 at $c clients: issued $n for $LAST_XACTS transactions, stock left $left, issued + left = $((n + left)) of 100000000 ($([ $((n + left)) = 100000000 ] && [ "$n" = "$LAST_XACTS" ] && echo consistent || echo INCONSISTENT))"
+		FPID=$(q bench "SELECT id FROM coupon.create_policy($MID, 'bench fcfs big c$c r$ROUND', 'fixed', 1000,
+			issue_method => 'fcfs', total_quantity => 100000000, per_user_limit => NULL)")
+		stock0=$(upd_stats coupon.policy_stock)
+		run_pgbench issue_fcfs "coupon.issue fcfs, stock 1e8" "$c" bench -n -f "$BENCH/pgbench/issue_fcfs.sql" -D pid="$FPID"
+		hot_info "fcfs stock 1e8 at $c clients" coupon.policy_stock "$stock0"
+		read -r n left < <(q bench "SELECT (SELECT count(*) FROM coupon.coupon WHERE policy_id = $FPID),
+			(SELECT sum(remaining) FROM coupon.policy_stock WHERE policy_id = $FPID)" | tr '|' ' ')
+		info "fcfs stock 1e8 at $c clients: issued $n for $LAST_XACTS transactions, stock left $left, issued + left = $((n + left)) of 100000000 ($([ $((n + left)) = 100000000 ] && [ "$n" = "$LAST_XACTS" ] && echo consistent || echo INCONSISTENT))"
 
-	SPID=$(q bench "SELECT id FROM coupon.create_policy($MID, 'bench fcfs small c$c', 'fixed', 1000,
-		issue_method => 'fcfs', total_quantity => $SMALL_STOCK, per_user_limit => NULL)")
-	run_pgbench issue_small "coupon.issue fcfs, stock $SMALL_STOCK" "$c" bench -n -f "$BENCH/pgbench/issue_small.sql" -D pid="$SPID"
-	read -r n left neg t_first t_last < <(q bench "SELECT count(*),
-			(SELECT sum(remaining) FROM coupon.policy_stock WHERE policy_id = $SPID),
-			(SELECT count(*) FROM coupon.policy_stock WHERE policy_id = $SPID AND remaining < 0),
-			coalesce(extract(epoch FROM min(issued_at)), 0), coalesce(extract(epoch FROM max(issued_at)), 0)
-		FROM coupon.coupon WHERE policy_id = $SPID" | tr '|' ' ')
-	over=$((n > SMALL_STOCK ? n - SMALL_STOCK : 0))
-	refused=$((LAST_XACTS - n))
-	if [ "$n" = "$SMALL_STOCK" ]; then
-		sellout=$(awk -v a="$t_first" -v b="$t_last" 'BEGIN { printf "%.2f", b - a }')
-		info "fcfs stock $SMALL_STOCK at $c clients: issued $n of $SMALL_STOCK, over-issue $over, stock left $left, negative shards $neg; sold out ${sellout}s after the first issue; sold_out answers $refused of $LAST_XACTS ($(awk -v r=$refused -v x="$LAST_XACTS" 'BEGIN { printf "%.1f", (x > 0 ? 100 * r / x : 0) }')%)"
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' issue_small_soldout "  ... sold-out phase only" "$c" - \
-			"$WORK/logs/issue_small-c$c" "$LAST_STATUS" - "$refused" "$t_last" >>"$RESULTS"
-	else
-		info "fcfs stock $SMALL_STOCK at $c clients: issued $n of $SMALL_STOCK, over-issue $over, stock left $left: did NOT sell out within ${SECS}s (no sold-out phase to report)"
-	fi
+		SPID=$(q bench "SELECT id FROM coupon.create_policy($MID, 'bench fcfs small c$c r$ROUND', 'fixed', 1000,
+			issue_method => 'fcfs', total_quantity => $SMALL_STOCK, per_user_limit => NULL)")
+		run_pgbench issue_small "coupon.issue fcfs, stock $SMALL_STOCK" "$c" bench -n -f "$BENCH/pgbench/issue_small.sql" -D pid="$SPID"
+		read -r n left neg t_first t_last < <(q bench "SELECT count(*),
+				(SELECT sum(remaining) FROM coupon.policy_stock WHERE policy_id = $SPID),
+				(SELECT count(*) FROM coupon.policy_stock WHERE policy_id = $SPID AND remaining < 0),
+				coalesce(extract(epoch FROM min(issued_at)), 0), coalesce(extract(epoch FROM max(issued_at)), 0)
+			FROM coupon.coupon WHERE policy_id = $SPID" | tr '|' ' ')
+		over=$((n > SMALL_STOCK ? n - SMALL_STOCK : 0))
+		refused=$((LAST_XACTS - n))
+		if [ "$n" = "$SMALL_STOCK" ]; then
+			sellout=$(awk -v a="$t_first" -v b="$t_last" 'BEGIN { printf "%.2f", b - a }')
+			info "fcfs stock $SMALL_STOCK at $c clients: issued $n of $SMALL_STOCK, over-issue $over, stock left $left, negative shards $neg; sold out ${sellout}s after the first issue; sold_out answers $refused of $LAST_XACTS ($(awk -v r=$refused -v x="$LAST_XACTS" 'BEGIN { printf "%.1f", (x > 0 ? 100 * r / x : 0) }')%)"
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' issue_small_soldout "  ... sold-out phase only" "$c" - \
+				"$WORK/logs/issue_small-c$c-r$ROUND" "$LAST_STATUS" - "$refused" "$t_last" "$ROUND" >>"$RESULTS"
+		else
+			info "fcfs stock $SMALL_STOCK at $c clients: issued $n of $SMALL_STOCK, over-issue $over, stock left $left: did NOT sell out within ${SECS}s (no sold-out phase to report)"
+		fi
 
-	pool=$(((SECS * PAIR_RATE + c - 1) / c * c))
-	slice=$((pool / c))
-	RPID=$(q bench "SELECT id FROM coupon.create_policy($MID, 'bench checkout c$c', 'fixed', 1000,
-		per_user_limit => NULL)")
-	log "setup: pre-issuing $pool coupons for reserve+confirm at $c clients"
-	RMIN=$(q bench "SELECT bench.issue_pool($RPID, $pool, $NUSERS)")
-	q bench "VACUUM ANALYZE coupon.coupon" >/dev/null
-	coupon0=$(upd_stats coupon.coupon)
-	resv0=$(upd_stats coupon.reservation)
-	run_pgbench reserve_confirm "reserve+confirm pair" "$c" bench -n -f "$BENCH/pgbench/reserve_confirm.sql" \
-		-D cmin="$RMIN" -D slice="$slice" -D nusers="$NUSERS" -D mid="$MID" -D k=0
-	hot_info "reserve+confirm at $c clients" coupon.coupon "$coupon0"
-	hot_info "reserve+confirm at $c clients" coupon.reservation "$resv0"
-	read -r used held confirmed maxk < <(q bench "SELECT
-			count(*) FILTER (WHERE c.status = 'used'),
-			(SELECT count(*) FROM coupon.reservation r JOIN coupon.coupon c2 ON c2.id = r.coupon_id
-			  WHERE c2.policy_id = $RPID AND r.status = 'held'),
-			(SELECT count(*) FROM coupon.reservation r JOIN coupon.coupon c2 ON c2.id = r.coupon_id
-			  WHERE c2.policy_id = $RPID AND r.status = 'confirmed'),
-			coalesce(max((c.id - $RMIN) % $slice) FILTER (WHERE c.status = 'used') + 1, 0)
-		FROM coupon.coupon c WHERE c.policy_id = $RPID" | tr '|' ' ')
-	info "reserve+confirm at $c clients: $LAST_XACTS pairs, coupons used $used, reservations confirmed $confirmed, still held $held ($([ "$used" = "$LAST_XACTS" ] && [ "$confirmed" = "$LAST_XACTS" ] && [ "$held" = 0 ] && echo consistent || echo INCONSISTENT)); busiest client used $maxk of its $slice-coupon slice"
+		pool=$(((SECS * PAIR_RATE + c - 1) / c * c))
+		slice=$((pool / c))
+		RPID=$(q bench "SELECT id FROM coupon.create_policy($MID, 'bench checkout c$c r$ROUND', 'fixed', 1000,
+			per_user_limit => NULL)")
+		log "setup: pre-issuing $pool coupons for reserve+confirm at $c clients"
+		RMIN=$(q bench "SELECT bench.issue_pool($RPID, $pool, $NUSERS)")
+		q bench "VACUUM ANALYZE coupon.coupon" >/dev/null
+		# the pair's baseline right before it, so both meet the machine in one phase
+		run_pgbench simple_update "simple-update (built-in)" "$c" pgb -b simple-update
+		coupon0=$(upd_stats coupon.coupon)
+		resv0=$(upd_stats coupon.reservation)
+		run_pgbench reserve_confirm "reserve+confirm pair" "$c" bench -n -f "$BENCH/pgbench/reserve_confirm.sql" \
+			-D cmin="$RMIN" -D slice="$slice" -D nusers="$NUSERS" -D mid="$MID" -D k=0
+		hot_info "reserve+confirm at $c clients" coupon.coupon "$coupon0"
+		hot_info "reserve+confirm at $c clients" coupon.reservation "$resv0"
+		read -r used held confirmed maxk < <(q bench "SELECT
+				count(*) FILTER (WHERE c.status = 'used'),
+				(SELECT count(*) FROM coupon.reservation r JOIN coupon.coupon c2 ON c2.id = r.coupon_id
+				  WHERE c2.policy_id = $RPID AND r.status = 'held'),
+				(SELECT count(*) FROM coupon.reservation r JOIN coupon.coupon c2 ON c2.id = r.coupon_id
+				  WHERE c2.policy_id = $RPID AND r.status = 'confirmed'),
+				coalesce(max((c.id - $RMIN) % $slice) FILTER (WHERE c.status = 'used') + 1, 0)
+			FROM coupon.coupon c WHERE c.policy_id = $RPID" | tr '|' ' ')
+		info "reserve+confirm at $c clients: $LAST_XACTS pairs, coupons used $used, reservations confirmed $confirmed, still held $held ($([ "$used" = "$LAST_XACTS" ] && [ "$confirmed" = "$LAST_XACTS" ] && [ "$held" = 0 ] && echo consistent || echo INCONSISTENT)); busiest client used $maxk of its $slice-coupon slice"
+	done
 done
 
 # -------------------------------------------------------- answers checked
