@@ -82,7 +82,7 @@ q() {
 # a line for the report's information section (with its round, if several)
 ROUND=1
 info() {
-	if [ "$ROUNDS" -gt 1 ]; then
+	if [ "$ROUNDS" -gt 1 ] && [ -n "$ROUND" ]; then
 		printf 'round %s: %s\n' "$ROUND" "$*" >>"$INFO"
 	else
 		printf '%s\n' "$*" >>"$INFO"
@@ -245,6 +245,8 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 done
 
 # -------------------------------------------------------- answers checked
+
+ROUND=""	# once, after every round
 
 log "checking coupon.validate against the plain SQL baseline"
 # a few holds so that coupon_reserved shows up too
