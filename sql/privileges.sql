@@ -58,7 +58,7 @@ SELECT p.oid::regprocedure AS definer_without_search_path
  WHERE p.pronamespace = 'coupon'::regnamespace AND p.prosecdef AND l.lanname <> 'c'
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 -- the C functions pin it in C, for every statement they run, and carry no
--- SET clause (whose save and restore on every call cost a checkout ~10 %)
+-- SET clause (whose save and restore cost every call)
 SELECT p.oid::regprocedure AS c_function_with_set_clause
   FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'coupon'::regnamespace AND l.lanname = 'c' AND p.proconfig IS NOT NULL;
