@@ -241,7 +241,7 @@ fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
 	if (result == FETCH_FOUND && locking)
 		result = lock_row(rel, slot, snapshot, how == FETCH_LOCK_SKIP);
 	/* t may have been reset by the opens above; the map is rebuilt then */
-	if (result == FETCH_FOUND)
+	if (result == FETCH_FOUND && ncols > 0)
 		copy_columns(t, RelationGetDescr(rel), slot, ncols, names, values, nulls);
 
 	if (how != FETCH_CURRENT)

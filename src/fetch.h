@@ -50,7 +50,7 @@ typedef enum FetchResult
  * and returns the columns of the version it locked: under READ COMMITTED
  * the latest one, which may be newer than the snapshot; under REPEATABLE
  * READ and SERIALIZABLE a row changed since the snapshot raises a
- * serialization failure (40001).
+ * serialization failure (40001).  With ncols 0 it only locks (or looks).
  */
 extern FetchResult fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
 									 const char *const *names, Datum *values,

@@ -341,20 +341,14 @@ lock_existing(FetchTable table, int64 id, int ncols, const char *const *cols,
 static void
 lock_policy(int64 policy_id)
 {
-	Datum		v[lengthof(policy_lock_cols)];
-	bool		n[lengthof(policy_lock_cols)];
-
-	lock_existing(FETCH_POLICY, policy_id, lengthof(policy_lock_cols), policy_lock_cols, v, n);
+	lock_existing(FETCH_POLICY, policy_id, 0, NULL, NULL, NULL);
 }
 
 /* lock a coupon row in the global order */
 static void
 lock_coupon(int64 coupon_id)
 {
-	Datum		v[lengthof(coupon_lock_cols)];
-	bool		n[lengthof(coupon_lock_cols)];
-
-	lock_existing(FETCH_COUPON, coupon_id, lengthof(coupon_lock_cols), coupon_lock_cols, v, n);
+	lock_existing(FETCH_COUPON, coupon_id, 0, NULL, NULL, NULL);
 }
 
 /*
@@ -574,15 +568,13 @@ lock_reservation(int64 reservation_id, int64 coupon_id, int64 policy_id,
 				 bool budgeted, bool skip_locked, bool *lapsed)
 {
 	FetchHow	how = skip_locked ? FETCH_LOCK_SKIP : FETCH_LOCK;
-	Datum		v[3];
-	bool		n[3];
+	Datum		v[lengthof(reservation_lock_cols)];
+	bool		n[lengthof(reservation_lock_cols)];
 
 	if (budgeted &&
-		fetch_columns_how(FETCH_POLICY, policy_id, how, lengthof(policy_lock_cols),
-						  policy_lock_cols, v, n) != FETCH_FOUND)
+		fetch_columns_how(FETCH_POLICY, policy_id, how, 0, NULL, NULL, NULL) != FETCH_FOUND)
 		return NULL;
-	if (fetch_columns_how(FETCH_COUPON, coupon_id, how, lengthof(coupon_lock_cols),
-						  coupon_lock_cols, v, n) != FETCH_FOUND)
+	if (fetch_columns_how(FETCH_COUPON, coupon_id, how, 0, NULL, NULL, NULL) != FETCH_FOUND)
 		return NULL;
 	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, how,
 						  lengthof(reservation_lock_cols), reservation_lock_cols,
