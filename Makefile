@@ -6,7 +6,7 @@ MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
 	src/codefmt.o src/throttle.o src/merchant.o src/policy.o src/issue.o \
-	src/code.o src/reserve.o src/fetch.o src/payment.o src/gateway.o \
+	src/code.o src/reserve.o src/fetch.o src/rowwrite.o src/payment.o src/gateway.o \
 	src/saga.o src/saga_worker.o src/pay.o src/reconcile.o
 # each released version's install script, and the upgrades between them;
 # the newest version's script is the 0.1 script plus every upgrade since

@@ -178,3 +178,13 @@ SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-y'', 100)', :'m1') AS pay_for
 SELECT try('SELECT coupon.cancel_payment(%s)', :'pay1') AS customer_cancel;
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;
+
+-- two coupons of one budgeted policy on one payment: each hold charges the
+-- budget, the second one on the version of the policy the first one wrote
+SELECT id AS p_budget2 FROM coupon.create_policy(:m1, 'budget 5000', 'fixed', 1000, budget => 5000, per_user_limit => NULL, stackable => true) \gset
+SELECT id AS c_bb1 FROM coupon.issue(:p_budget2, 'pia') \gset
+SELECT id AS c_bb2 FROM coupon.issue(:p_budget2, 'pia') \gset
+SELECT state, discount FROM coupon.pay(:m1, 'pia', 'order-budget', 10000, ARRAY[:c_bb1, :c_bb2]);
+SELECT budget_used FROM coupon.policy WHERE id = :p_budget2;
+SELECT count(*) AS holds, sum(discount) AS held FROM coupon.reservation
+ WHERE coupon_id IN (:c_bb1, :c_bb2) AND status = 'held';

@@ -263,3 +263,30 @@ DROP SCHEMA evil CASCADE;
 SELECT try($$DELETE FROM coupon.coupon WHERE id = %s$$, :'s_evil') AS delete_coupon;
 SELECT try('TRUNCATE coupon.coupon CASCADE') AS truncate_coupon;
 SELECT count(*) AS still_there FROM coupon.coupon WHERE id = :s_evil;
+
+-- the writes of a checkout go through the executor's row-write entry
+-- points (src/rowwrite.c): row triggers see them
+CREATE TABLE public.hold_log (op text, reservation_id bigint, status text);
+CREATE FUNCTION public.log_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.hold_log VALUES (TG_OP, NEW.id, NEW.status);
+	RETURN NEW;
+END $$;
+CREATE TRIGGER log_hold AFTER INSERT OR UPDATE ON coupon.reservation
+	FOR EACH ROW EXECUTE FUNCTION public.log_hold();
+SELECT id AS s_trig FROM coupon.issue(:p_stack, 'tina') \gset
+SELECT id AS r_trig FROM coupon.reserve(:s_trig, 'tina', :m1, 'trigger-order', 10000) \gset
+SELECT status FROM coupon.confirm(:r_trig);
+SELECT op, reservation_id = :r_trig AS this_hold, status FROM public.hold_log ORDER BY op;
+DROP TRIGGER log_hold ON coupon.reservation;
+DROP FUNCTION public.log_hold();
+DROP TABLE public.hold_log;
+
+-- a column with a default that this build does not set is an error, not a
+-- silent NULL (a newer upgrade script under an older module)
+SELECT id AS s_guard FROM coupon.issue(:p_stack, 'gus') \gset
+BEGIN;
+ALTER TABLE coupon.reservation ADD COLUMN note text DEFAULT 'x';
+SELECT coupon.reserve(:s_guard, 'gus', :m1, 'guard-order', 10000);
+ROLLBACK;
+SELECT status FROM coupon.coupon WHERE id = :s_guard;

@@ -9,6 +9,7 @@
 
 #include "coupon.h"
 #include "fetch.h"
+#include "rowwrite.h"
 #include "saga.h"
 #include "shmem.h"
 #include "spi_util.h"
@@ -148,6 +149,7 @@ _PG_init(void)
 	coupon_spi_init();
 	coupon_issue_init();
 	coupon_fetch_init();
+	coupon_rowwrite_init();
 	coupon_saga_init();
 	coupon_saga_worker_init();
 }

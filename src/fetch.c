@@ -42,7 +42,7 @@ typedef struct ColumnMap
 	AttrNumber	attnums[FETCH_MAX_COLUMNS];
 } ColumnMap;
 
-#define MAPS_PER_TARGET 4
+#define MAPS_PER_TARGET 8
 
 typedef struct FetchTarget
 {
@@ -53,6 +53,9 @@ typedef struct FetchTarget
 	int			nmaps;
 	ColumnMap	maps[MAPS_PER_TARGET];
 } FetchTarget;
+
+/* reservation_order_idx (merchant_id, order_id), for fetch_order_has_other() */
+static Oid	order_indexid = InvalidOid;
 
 static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_MERCHANT] = {"merchant", "merchant_pkey"},
@@ -67,13 +70,15 @@ fetch_relcache_callback(Datum arg, Oid relid)
 {
 	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
 	{
-		if (relid == InvalidOid || relid == targets[i].relid || relid == targets[i].indexid)
+		if (relid == InvalidOid || relid == targets[i].relid ||
+			relid == targets[i].indexid || relid == order_indexid)
 		{
 			for (int j = 0; j < FETCH_TABLE_COUNT; j++)
 			{
 				targets[j].relid = targets[j].indexid = InvalidOid;
 				targets[j].nmaps = 0;
 			}
+			order_indexid = InvalidOid;
 			return;
 		}
 	}
@@ -104,6 +109,13 @@ fetch_target(FetchTable table)
 		t->indexid = indexid;
 	}
 	return t;
+}
+
+/* open a table of the extension, by its cached id */
+Relation
+fetch_open(FetchTable table, LOCKMODE lockmode)
+{
+	return table_open(fetch_target(table)->relid, lockmode);
 }
 
 /*
@@ -139,6 +151,14 @@ column_map(FetchTarget *t, TupleDesc desc, int ncols, const char *const *names,
 	map->ncols = ncols;
 	t->nmaps++;
 	return map->attnums;
+}
+
+/* column_map() for the other parts of the module (rowwrite.c) */
+const AttrNumber *
+fetch_attnums(FetchTable table, TupleDesc desc, int ncols, const char *const *names,
+			  AttrNumber *scratch)
+{
+	return column_map(&targets[table], desc, ncols, names, scratch);
 }
 
 /* copy the columns `names` of the row in `slot` out of it */
@@ -197,11 +217,12 @@ lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked
 
 /*
  * Find the row with primary key `id` under the snapshot that `how` asks
- * for, lock it if asked, and copy its columns.
+ * for, lock it if asked, copy its columns, and say where the version it
+ * found (or locked) is.
  */
 FetchResult
-fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
-				  const char *const *names, Datum *values, bool *nulls)
+fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
+		  const char *const *names, Datum *values, bool *nulls, ItemPointer tid)
 {
 	FetchTarget *t = fetch_target(table);
 
@@ -243,6 +264,8 @@ fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
 	/* t may have been reset by the opens above; the map is rebuilt then */
 	if (result == FETCH_FOUND && ncols > 0)
 		copy_columns(t, RelationGetDescr(rel), slot, ncols, names, values, nulls);
+	if (result == FETCH_FOUND && tid != NULL)
+		*tid = slot->tts_tid;
 
 	if (how != FETCH_CURRENT)
 		UnregisterSnapshot(snapshot);
@@ -251,6 +274,14 @@ fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
 	return result;
+}
+
+/* fetch_row() for callers that do not need to know where the row is */
+FetchResult
+fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
+				  const char *const *names, Datum *values, bool *nulls)
+{
+	return fetch_row(table, id, how, ncols, names, values, nulls, NULL);
 }
 
 /* columns of the row with primary key `id`; false if there is none */
@@ -271,4 +302,58 @@ fetch_merchant_active(int64 merchant_id, bool *exists)
 
 	*exists = fetch_columns(FETCH_MERCHANT, merchant_id, 1, cols, v, n);
 	return *exists && strcmp(TextDatumGetCString(v[0]), "active") == 0;
+}
+
+/*
+ * Is a coupon other than `coupon_id` held or spent for this order?  The
+ * order's reservations are found through reservation_order_idx, under a new
+ * snapshot: the caller holds the order's lock, and must see what the last
+ * holder of that lock committed.
+ */
+bool
+fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id)
+{
+	static const char *const cols[] = {"coupon_id", "status"};
+	Relation	rel = fetch_open(FETCH_RESERVATION, AccessShareLock);
+	Relation	index;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	ScanKeyData keys[2];
+	bool		found = false;
+
+	if (!OidIsValid(order_indexid))
+	{
+		order_indexid = get_relname_relid("reservation_order_idx",
+										  RelationGetNamespace(rel));
+		if (!OidIsValid(order_indexid))
+			elog(ERROR, "index coupon.reservation_order_idx is missing");
+	}
+	index = index_open(order_indexid, AccessShareLock);
+
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(merchant_id));
+	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[1], F_TEXTEQ,
+						   CStringGetTextDatum(order_id));
+	scan = index_beginscan(rel, index, snapshot, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	while (!found && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		Datum		v[2];
+		bool		n[2];
+		char	   *status;
+
+		copy_columns(&targets[FETCH_RESERVATION], RelationGetDescr(rel), slot, 2, cols, v, n);
+		status = TextDatumGetCString(v[1]);
+		found = DatumGetInt64(v[0]) != coupon_id &&
+			(strcmp(status, "held") == 0 || strcmp(status, "confirmed") == 0);
+	}
+	index_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	return found;
 }

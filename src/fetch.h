@@ -7,6 +7,10 @@
 #ifndef COUPON_FETCH_H
 #define COUPON_FETCH_H
 
+#include "storage/itemptr.h"
+#include "storage/lockdefs.h"
+#include "utils/relcache.h"
+
 typedef enum FetchTable
 {
 	FETCH_MERCHANT,
@@ -55,6 +59,21 @@ typedef enum FetchResult
 extern FetchResult fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
 									 const char *const *names, Datum *values,
 									 bool *nulls);
+
+/* fetch_columns_how(), also saying where the version found (or locked) is */
+extern FetchResult fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
+							 const char *const *names, Datum *values, bool *nulls,
+							 ItemPointer tid);
+
+/* is a coupon other than coupon_id held or spent for this order? */
+extern bool fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id);
+
+/* open a table of the extension by its cached id (for rowwrite.c) */
+extern Relation fetch_open(FetchTable table, LOCKMODE lockmode);
+
+/* the attribute numbers of a static names array, resolved once (for rowwrite.c) */
+extern const AttrNumber *fetch_attnums(FetchTable table, TupleDesc desc, int ncols,
+									   const char *const *names, AttrNumber *scratch);
 
 /* is the merchant active? (false, and *exists false, when there is none) */
 extern bool fetch_merchant_active(int64 merchant_id, bool *exists);

@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "common/int.h"
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -24,6 +25,7 @@
 #include "error.h"
 #include "fetch.h"
 #include "reserve.h"
+#include "rowwrite.h"
 #include "spi_util.h"
 #include "tenant.h"
 
@@ -70,35 +72,19 @@ static SavedPlan non_stackable_plan = {
 	.argtypes = {INT8ARRAYOID}
 };
 
-/*
- * Make the hold: the reservation and the coupon reserved, and in the
- * budget variant the policy's budget charged ($8).  With $10, only if no
- * other coupon is held or spent for the same order, and nothing is written
- * (no row returned) otherwise: reserve() then works out the stacking and
- * asks again without $10.  One statement in the usual case of one coupon
- * per order.
- */
-#define HOLD_SQL(policy_cte) \
-	"WITH r AS (INSERT INTO coupon.reservation (coupon_id, merchant_id, user_id," \
-	"             order_id, order_amount, discount, expires_at, payment_id)" \
-	"           SELECT $1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second', $9" \
-	"            WHERE NOT $10 OR NOT EXISTS (SELECT FROM coupon.reservation o" \
-	"                   WHERE o.merchant_id = $2 AND o.order_id = $4 AND o.coupon_id <> $1" \
-	"                     AND o.status IN ('held', 'confirmed'))" \
-	"           RETURNING *)," \
-	policy_cte \
-	"     c AS (UPDATE coupon.coupon c SET status = 'reserved', updated_at = now()" \
-	"             FROM r WHERE c.id = r.coupon_id)" \
-	" SELECT * FROM r"
-#define HOLD_ARGTYPES \
-	{INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID, INT8OID, INT8OID, BOOLOID}
-
-static SavedPlan hold_plan[2] = {
-	{.sql = HOLD_SQL(""), .nargs = 10, .argtypes = HOLD_ARGTYPES},
-	{.sql = HOLD_SQL("     p AS (UPDATE coupon.policy p SET budget_used = p.budget_used + r.discount"
-					 "             FROM r WHERE p.id = $8),"),
-	 .nargs = 10, .argtypes = HOLD_ARGTYPES}
+/* the columns a hold sets; the id comes from its identity sequence */
+static const char *const hold_cols[] = {
+	"coupon_id", "merchant_id", "user_id", "order_id", "payment_id", "order_amount",
+	"discount", "status", "expires_at", "created_at", "updated_at"
 };
+static const char *const coupon_reserve_cols[] = {"status", "updated_at"};
+static const char *const policy_budget_cols[] = {"budget_used"};
+
+/* what confirming a hold reads under its locks, and what it writes */
+static const char *const spend_coupon_lock_cols[] = {"balance"};
+static const char *const spend_hold_lock_cols[] = {"status", "expires_at", "payment_id", "discount"};
+static const char *const spend_hold_cols[] = {"status", "updated_at"};
+static const char *const spend_coupon_cols[] = {"balance", "status", "used_at", "updated_at"};
 
 /* a reservation with what its undo needs, read without locks */
 static SavedPlan reservation_plan = {
@@ -113,23 +99,6 @@ static SavedPlan reservation_plan = {
 
 static SavedPlan get_reservation_plan = {
 	.sql = "SELECT * FROM coupon.reservation WHERE id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
-/* spend a live hold; no row when the hold is not (or no longer) live */
-static SavedPlan confirm_plan = {
-	.sql = "WITH r AS (UPDATE coupon.reservation SET status = 'confirmed', updated_at = now()"
-	"            WHERE id = $1 AND status = 'held'"
-	"              AND (expires_at > now() OR payment_id IS NOT NULL)"
-	"            RETURNING *),"
-	"     c AS (UPDATE coupon.coupon c"
-	"              SET balance = c.balance - r.discount,"
-	"                  status = CASE WHEN c.balance - r.discount > 0"
-	"                                THEN 'issued' ELSE 'used' END,"
-	"                  used_at = now(), updated_at = now()"
-	"             FROM r WHERE c.id = r.coupon_id)"
-	" SELECT * FROM r",
 	.nargs = 1,
 	.argtypes = {INT8OID}
 };
@@ -173,6 +142,7 @@ typedef struct CouponRow
 	int64		policy_id;
 	char	   *user_id;
 	CouponFacts facts;
+	ItemPointerData coupon_tid; /* the version lock_and_refresh() locked */
 } CouponRow;
 
 /* the status column of a fetched row, parsed; an unknown name is corruption */
@@ -325,14 +295,14 @@ evaluate(const CouponRow *row, const char *user_id, int64 merchant_id,
 
 /*
  * Lock a policy or coupon row, waiting for it, and read `cols` of the
- * locked version; those rows are never deleted, so a missing one is
- * corruption.
+ * locked version (and where it is, if tid is not NULL); those rows are
+ * never deleted, so a missing one is corruption.
  */
 static void
 lock_existing(FetchTable table, int64 id, int ncols, const char *const *cols,
-			  Datum *values, bool *nulls)
+			  Datum *values, bool *nulls, ItemPointer tid)
 {
-	if (fetch_columns_how(table, id, FETCH_LOCK, ncols, cols, values, nulls) != FETCH_FOUND)
+	if (fetch_row(table, id, FETCH_LOCK, ncols, cols, values, nulls, tid) != FETCH_FOUND)
 		elog(ERROR, "row %lld of coupon.%s to lock is missing", (long long) id,
 			 table == FETCH_POLICY ? "policy" : "coupon");
 }
@@ -341,14 +311,14 @@ lock_existing(FetchTable table, int64 id, int ncols, const char *const *cols,
 static void
 lock_policy(int64 policy_id)
 {
-	lock_existing(FETCH_POLICY, policy_id, 0, NULL, NULL, NULL);
+	lock_existing(FETCH_POLICY, policy_id, 0, NULL, NULL, NULL, NULL);
 }
 
 /* lock a coupon row in the global order */
 static void
 lock_coupon(int64 coupon_id)
 {
-	lock_existing(FETCH_COUPON, coupon_id, 0, NULL, NULL, NULL);
+	lock_existing(FETCH_COUPON, coupon_id, 0, NULL, NULL, NULL, NULL);
 }
 
 /*
@@ -365,11 +335,12 @@ lock_and_refresh(CouponRow *row, int64 coupon_id)
 	if (f->has_budget)
 	{
 		lock_existing(FETCH_POLICY, row->policy_id, lengthof(policy_lock_cols),
-					  policy_lock_cols, v, n);
+					  policy_lock_cols, v, n, NULL);
 		f->budget_used = DatumGetInt64(v[0]);
 		policy_status_from_name(TextDatumGetCString(v[1]), &f->policy_status);
 	}
-	lock_existing(FETCH_COUPON, coupon_id, lengthof(coupon_lock_cols), coupon_lock_cols, v, n);
+	lock_existing(FETCH_COUPON, coupon_id, lengthof(coupon_lock_cols), coupon_lock_cols, v, n,
+				  &row->coupon_tid);
 	f->status = coupon_status_datum(v[0]);
 	f->balance = n[1] ? 0 : DatumGetInt64(v[1]);
 	f->has_expires_at = !n[2];
@@ -473,6 +444,68 @@ order_stacking(int64 merchant_id, const char *order_id, int64 coupon_id,
 	return Max(0, Min(discount, order_amount - others_discount));
 }
 
+/*
+ * Charge a policy's budget with a hold's discount.  The policy is locked
+ * again to find its latest version: the holds of one payment may charge
+ * the same policy twice.
+ */
+static void
+charge_budget(int64 policy_id, int64 discount)
+{
+	ItemPointerData tid;
+	Datum		v;
+	bool		n;
+	int64		used;
+
+	lock_existing(FETCH_POLICY, policy_id, 1, policy_budget_cols, &v, &n, &tid);
+	if (pg_add_s64_overflow(DatumGetInt64(v), discount, &used))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("the budget used by policy %lld is out of range",
+						(long long) policy_id)));
+	v = Int64GetDatum(used);
+	row_update(FETCH_POLICY, &tid, 1, policy_budget_cols, &v, &n, false);
+}
+
+/*
+ * Make the hold: the reservation, the coupon reserved and, for a budgeted
+ * policy, the discount charged to its budget.  The caller holds the coupon
+ * (and policy) locked through lock_and_refresh().  payment_id 0 is a hold
+ * without a payment.  Returns the reservation row.
+ */
+static Datum
+make_hold(const CouponRow *row, int64 coupon_id, int64 merchant_id, const char *user_id,
+		  const char *order_id, int64 order_amount, int64 discount, int32 ttl,
+		  int64 payment_id)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	Datum		v[lengthof(hold_cols)];
+	bool		n[lengthof(hold_cols)] = {false};
+	Datum		hold;
+
+	v[0] = Int64GetDatum(coupon_id);
+	v[1] = Int64GetDatum(merchant_id);
+	v[2] = CStringGetTextDatum(user_id);
+	v[3] = CStringGetTextDatum(order_id);
+	v[4] = Int64GetDatum(payment_id);
+	n[4] = (payment_id == 0);
+	v[5] = Int64GetDatum(order_amount);
+	v[6] = Int64GetDatum(discount);
+	v[7] = CStringGetTextDatum("held");
+	v[8] = TimestampTzGetDatum(now + (int64) ttl * USECS_PER_SEC);
+	v[9] = TimestampTzGetDatum(now);
+	v[10] = TimestampTzGetDatum(now);
+	hold = row_insert(FETCH_RESERVATION, lengthof(hold_cols), hold_cols, v, n);
+
+	v[0] = CStringGetTextDatum("reserved");
+	v[1] = TimestampTzGetDatum(now);
+	row_update(FETCH_COUPON, (ItemPointer) &row->coupon_tid, lengthof(coupon_reserve_cols),
+			   coupon_reserve_cols, v, n, false);
+	if (row->facts.has_budget)
+		charge_budget(row->policy_id, discount);
+	return hold;
+}
+
 /* coupon.reserve(coupon_id, user_id, merchant_id, order_id, order_amount, ttl) */
 Datum
 coupon_reserve(PG_FUNCTION_ARGS)
@@ -486,8 +519,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	CouponRow	row;
 	CouponReason reason;
 	int64		discount;
-	Datum		args[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', 'n', ' '};
+	Datum		args[5];
 	Datum		result;
 
 	tenant_check(merchant_id);
@@ -517,25 +549,13 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	if (reason != REASON_NONE)
 		raise_unusable(reason, coupon_id, merchant_id);
 
-	args[0] = Int64GetDatum(coupon_id);
-	args[1] = Int64GetDatum(merchant_id);
-	args[2] = CStringGetTextDatum(user_id);
-	args[3] = CStringGetTextDatum(order_id);
-	args[4] = Int64GetDatum(order_amount);
-	args[5] = Int64GetDatum(discount);
-	args[6] = Int32GetDatum(ttl);
-	args[7] = Int64GetDatum(row.policy_id);
-	args[9] = BoolGetDatum(true);
-	if (spi_run(&hold_plan[row.facts.has_budget], args, nulls, false, 1) == 0)
-	{
-		/* the order has other coupons: apply the stacking rules, then hold */
+	/* the order has other coupons: the stacking rules decide the discount */
+	if (fetch_order_has_other(merchant_id, order_id, coupon_id))
 		discount = order_stacking(merchant_id, order_id, coupon_id, &row, order_amount,
 								  discount);
-		args[5] = Int64GetDatum(discount);
-		args[9] = BoolGetDatum(false);
-		spi_run(&hold_plan[row.facts.has_budget], args, nulls, false, 1);
-	}
-	result = spi_result_row(fcinfo);
+	result = make_hold(&row, coupon_id, merchant_id, user_id, order_id, order_amount,
+					   discount, ttl, 0);
+	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -603,6 +623,54 @@ reservation_not_found(int64 reservation_id)
 				 "reservation %lld does not exist", (long long) reservation_id);
 }
 
+/*
+ * Spend a live hold: the reservation confirmed, its discount taken off the
+ * coupon.  Locks the coupon, then the reservation (the global order), and
+ * decides under the locks.  Returns the confirmed row, or 0 with *status
+ * set when the hold is not live (not held, or lapsed without a payment).
+ */
+static Datum
+spend_hold(int64 reservation_id, int64 coupon_id, char **status)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	ItemPointerData coupon_tid;
+	ItemPointerData hold_tid;
+	Datum		cv[1];
+	bool		cn[1];
+	Datum		hv[lengthof(spend_hold_lock_cols)];
+	bool		hn[lengthof(spend_hold_lock_cols)];
+	Datum		v[lengthof(spend_coupon_cols)];
+	bool		n[lengthof(spend_coupon_cols)] = {false};
+	int64		balance;
+	Datum		row;
+
+	lock_existing(FETCH_COUPON, coupon_id, 1, spend_coupon_lock_cols, cv, cn, &coupon_tid);
+	if (fetch_row(FETCH_RESERVATION, reservation_id, FETCH_LOCK, lengthof(spend_hold_lock_cols),
+				  spend_hold_lock_cols, hv, hn, &hold_tid) != FETCH_FOUND)
+		reservation_not_found(reservation_id);
+	*status = TextDatumGetCString(hv[0]);
+	if (strcmp(*status, "held") != 0 || (DatumGetTimestampTz(hv[1]) <= now && hn[2]))
+		return (Datum) 0;
+
+	v[0] = CStringGetTextDatum("confirmed");
+	v[1] = TimestampTzGetDatum(now);
+	row = row_update(FETCH_RESERVATION, &hold_tid, lengthof(spend_hold_cols), spend_hold_cols,
+					 v, n, true);
+
+	/* a coupon without a balance is used up by one use */
+	n[0] = cn[0];
+	balance = 0;
+	if (!cn[0] && pg_sub_s64_overflow(DatumGetInt64(cv[0]), DatumGetInt64(hv[3]), &balance))
+		elog(ERROR, "balance of coupon %lld is out of range", (long long) coupon_id);
+	v[0] = Int64GetDatum(balance);
+	v[1] = CStringGetTextDatum(balance > 0 ? "issued" : "used");
+	v[2] = TimestampTzGetDatum(now);
+	v[3] = TimestampTzGetDatum(now);
+	row_update(FETCH_COUPON, &coupon_tid, lengthof(spend_coupon_cols), spend_coupon_cols,
+			   v, n, false);
+	return row;
+}
+
 /* coupon.confirm(reservation_id) */
 Datum
 coupon_confirm(PG_FUNCTION_ARGS)
@@ -610,7 +678,6 @@ coupon_confirm(PG_FUNCTION_ARGS)
 	static const char *const owner_cols[] = {"coupon_id", "merchant_id"};
 	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
 	char	   *ids = json_id("reservation_id", reservation_id);
-	Datum		arg = Int64GetDatum(reservation_id);
 	Datum		owner[2];
 	bool		owner_null[2];
 	Datum		result;
@@ -622,24 +689,22 @@ coupon_confirm(PG_FUNCTION_ARGS)
 		reservation_not_found(reservation_id);
 	tenant_check(DatumGetInt64(owner[1]));
 
-	/* coupon first, in the global order; the update then locks the hold */
-	lock_coupon(DatumGetInt64(owner[0]));
-	if (spi_run(&confirm_plan, &arg, NULL, false, 1) == 1)
+	result = spend_hold(reservation_id, DatumGetInt64(owner[0]), &status);
+	if (result != (Datum) 0)
 	{
-		result = spi_result_row(fcinfo);
+		result = SPI_datumTransfer(result, false, -1);
 		SPI_finish();
 		PG_RETURN_DATUM(result);
 	}
 
 	/* not a live hold: say why, or repeat a confirmation */
-	result = reservation_result(fcinfo, reservation_id);
-	status = spi_text(0, SPI_fnumber(SPI_tuptable->tupdesc, "status"));
 	if (strcmp(status, "released") == 0)
 		coupon_error(REASON_RESERVATION_RELEASED, ids,
 					 "reservation %lld was released", (long long) reservation_id);
 	if (strcmp(status, "confirmed") != 0)
 		coupon_error(REASON_RESERVATION_EXPIRED, ids,
 					 "reservation %lld has expired", (long long) reservation_id);
+	result = reservation_result(fcinfo, reservation_id);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -927,22 +992,8 @@ reserve_for_payment(int64 payment_id, int64 merchant_id, const char *user_id,
 	}
 
 	for (int i = 0; i < n; i++)
-	{
-		Datum		args[10];
-		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-		args[0] = Int64GetDatum(coupon_ids[i]);
-		args[1] = Int64GetDatum(merchant_id);
-		args[2] = CStringGetTextDatum(user_id);
-		args[3] = CStringGetTextDatum(order_id);
-		args[4] = Int64GetDatum(amount);
-		args[5] = Int64GetDatum(items[i].discount);
-		args[6] = Int32GetDatum(coupon_reservation_ttl);
-		args[7] = Int64GetDatum(rows[i].policy_id);
-		args[8] = Int64GetDatum(payment_id);
-		args[9] = BoolGetDatum(false);	/* the stacking was decided above */
-		spi_run(&hold_plan[rows[i].facts.has_budget], args, nulls, false, 1);
-	}
+		make_hold(&rows[i], coupon_ids[i], merchant_id, user_id, order_id, amount,
+				  items[i].discount, coupon_reservation_ttl, payment_id);
 	return total;
 }
 
@@ -971,8 +1022,9 @@ reserve_spend_holds(int64 payment_id)
 		return false;
 	for (int i = 0; i < n; i++)
 	{
-		arg = Int64GetDatum(holds[i].reservation_id);
-		if (spi_run(&confirm_plan, &arg, NULL, false, 1) != 1)
+		char	   *status;
+
+		if (spend_hold(holds[i].reservation_id, holds[i].coupon_id, &status) == (Datum) 0)
 			elog(ERROR, "hold %lld of payment %lld vanished under its lock",
 				 (long long) holds[i].reservation_id, (long long) payment_id);
 	}

@@ -1,0 +1,286 @@
+/*
+ * rowwrite.c
+ *		Inserting and updating one row of the extension's tables through the
+ *		executor's single-row entry points, without planning a statement.
+ *
+ * A checkout writes four rows (the hold, the coupon twice, the hold again).
+ * As SQL statements, each write paid for starting and ending a query plan,
+ * a CTE and a join that only found a row whose place the caller already
+ * knew: more than the writes themselves.  Here a write goes through
+ * ExecSimpleRelationInsert/Update, the entry points logical replication
+ * applies changes with, which keep what a statement would do to the row:
+ * NOT NULL and CHECK constraints, unique and partial indexes, HOT updates,
+ * row triggers.  What this file adds is what the statement's expressions
+ * did: the domain checks of the columns it sets, and the next value of an
+ * identity column.
+ *
+ * What a statement would do and this does not: statement-level triggers
+ * (the only ones on these tables are the guards against DELETE and
+ * TRUNCATE), row-level security (these writes happen inside SECURITY
+ * DEFINER functions owned by the tables' owner, to whom it does not apply)
+ * and privilege checks (the same owner).  Column defaults are not
+ * evaluated: a caller leaving out a column that has one is an error, so a
+ * later version that adds such a column cannot have it silently left NULL.
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "funcapi.h"
+#include "nodes/parsenodes.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "coupon.h"
+#include "rowwrite.h"
+
+/* what a write needs to know of a table's columns, found once per table */
+typedef struct WriteCache
+{
+	Oid			relid;			/* the table this was built for; 0 = none */
+	AttrNumber	identity;		/* its identity column, or 0 */
+	Oid			identity_seq;	/* that column's sequence */
+	Oid		   *domain;			/* per column: its domain, or InvalidOid */
+	void	  **domain_extra;	/* per column: domain_check()'s cache */
+} WriteCache;
+
+static WriteCache caches[FETCH_TABLE_COUNT];
+static MemoryContext cache_cxt = NULL;
+
+/*
+ * Set by the relcache callback and acted on at the next write: the callback
+ * may run in the middle of building a cache (catalog lookups take locks),
+ * so it must not free what is being built.
+ */
+static bool cache_stale = false;
+
+/* one write in progress */
+typedef struct RowWrite
+{
+	Relation	rel;
+	WriteCache *cache;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	MemoryContext caller;
+} RowWrite;
+
+/* forget the caches when one of the tables (or everything) is invalidated */
+static void
+rowwrite_relcache_callback(Datum arg, Oid relid)
+{
+	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
+		if (relid == InvalidOid || relid == caches[i].relid)
+			cache_stale = true;
+}
+
+/* register the relcache callback that forgets the column caches */
+void
+coupon_rowwrite_init(void)
+{
+	CacheRegisterRelcacheCallback(rowwrite_relcache_callback, (Datum) 0);
+}
+
+/* the column facts of the open table, built on first use */
+static WriteCache *
+write_cache(FetchTable table, Relation rel)
+{
+	WriteCache *c = &caches[table];
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (cache_stale)
+	{
+		memset(caches, 0, sizeof(caches));
+		if (cache_cxt != NULL)
+			MemoryContextReset(cache_cxt);
+		cache_stale = false;
+	}
+	if (c->relid == RelationGetRelid(rel))
+		return c;
+	if (cache_cxt == NULL)
+		cache_cxt = AllocSetContextCreate(TopMemoryContext, "coupon row writes",
+										  ALLOCSET_SMALL_SIZES);
+	c->identity = 0;
+	c->domain = MemoryContextAllocZero(cache_cxt, sizeof(Oid) * desc->natts);
+	c->domain_extra = MemoryContextAllocZero(cache_cxt, sizeof(void *) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (att->attidentity)
+		{
+			if (att->atttypid != INT8OID)
+				elog(ERROR, "identity column \"%s\" of coupon.%s is not bigint",
+					 NameStr(att->attname), RelationGetRelationName(rel));
+			c->identity = i + 1;
+			c->identity_seq = getIdentitySequence(RelationGetRelid(rel), i + 1, false);
+		}
+		if (get_typtype(att->atttypid) == TYPTYPE_DOMAIN)
+			c->domain[i] = att->atttypid;
+	}
+	c->relid = RelationGetRelid(rel);
+	return c;
+}
+
+/*
+ * Open the table and set up what ExecSimpleRelation* expect, the way
+ * logical replication's apply does for one change; executor objects live
+ * in the write's own memory context.
+ */
+static void
+write_begin(RowWrite *w, FetchTable table)
+{
+	RangeTblEntry *rte;
+
+	w->rel = fetch_open(table, RowExclusiveLock);
+	w->cache = write_cache(table, w->rel);
+	w->estate = CreateExecutorState();
+	w->caller = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(w->rel);
+	rte->relkind = w->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(w->estate, list_make1(rte));
+	w->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
+	/* so that AFTER triggers (foreign keys) find it instead of opening another */
+	w->estate->es_opened_result_relations = list_make1(w->rri);
+	w->estate->es_output_cid = GetCurrentCommandId(true);
+	w->estate->es_snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : InvalidSnapshot;
+	ExecOpenIndices(w->rri, false);
+	AfterTriggerBeginQuery();
+}
+
+/* fire queued AFTER ROW triggers, free the executor objects, keep the lock */
+static void
+write_end(RowWrite *w)
+{
+	AfterTriggerEndQuery(w->estate);
+	ExecCloseResultRelations(w->estate);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	MemoryContextSwitchTo(w->caller);
+	FreeExecutorState(w->estate);
+	table_close(w->rel, NoLock);
+}
+
+/* put one column's value in the slot, checked against its domain */
+static void
+set_column(RowWrite *w, TupleTableSlot *slot, AttrNumber attnum, Datum value, bool isnull)
+{
+	int			i = attnum - 1;
+
+	if (OidIsValid(w->cache->domain[i]))
+		domain_check(value, isnull, w->cache->domain[i], &w->cache->domain_extra[i],
+					 cache_cxt);
+	slot->tts_values[i] = value;
+	slot->tts_isnull[i] = isnull;
+}
+
+/* the slot's row as a composite Datum in the caller's memory context */
+static Datum
+slot_row(RowWrite *w, TupleTableSlot *slot)
+{
+	MemoryContext old = MemoryContextSwitchTo(w->caller);
+	Datum		row;
+
+	slot_getallattrs(slot);
+	row = HeapTupleGetDatum(heap_form_tuple(slot->tts_tupleDescriptor,
+											slot->tts_values, slot->tts_isnull));
+	MemoryContextSwitchTo(old);
+	return row;
+}
+
+/* insert one row; see rowwrite.h */
+Datum
+row_insert(FetchTable table, int ncols, const char *const *names,
+		   const Datum *values, const bool *nulls)
+{
+	RowWrite	w;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
+	AttrNumber	scratch[FETCH_MAX_COLUMNS];
+	const AttrNumber *attnums;
+	Datum		row;
+
+	write_begin(&w, table);
+	desc = RelationGetDescr(w.rel);
+	attnums = fetch_attnums(table, desc, ncols, names, scratch);
+	slot = ExecInitExtraTupleSlot(w.estate, desc, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
+	for (int i = 0; i < ncols; i++)
+		set_column(&w, slot, attnums[i], values[i], nulls[i]);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		given = false;
+
+		for (int j = 0; j < ncols && !given; j++)
+			given = (attnums[j] == i + 1);
+		if (given || att->attisdropped)
+			continue;
+		if (i + 1 == w.cache->identity)
+			set_column(&w, slot, i + 1,
+					   Int64GetDatum(nextval_internal(w.cache->identity_seq, false)), false);
+		else if (att->atthasdef)
+			elog(ERROR, "column \"%s\" of coupon.%s has a default that this build does not set",
+				 NameStr(att->attname), RelationGetRelationName(w.rel));
+	}
+	ExecStoreVirtualTuple(slot);
+
+	ExecSimpleRelationInsert(w.rri, w.estate, slot);
+	row = slot_row(&w, slot);
+	write_end(&w);
+	return row;
+}
+
+/* update one locked row version; see rowwrite.h */
+Datum
+row_update(FetchTable table, ItemPointer tid, int ncols, const char *const *names,
+		   const Datum *values, const bool *nulls, bool want_row)
+{
+	RowWrite	w;
+	TupleDesc	desc;
+	TupleTableSlot *oldslot;
+	TupleTableSlot *newslot;
+	AttrNumber	scratch[FETCH_MAX_COLUMNS];
+	const AttrNumber *attnums;
+	EPQState	epq;
+	Datum		row = (Datum) 0;
+
+	write_begin(&w, table);
+	desc = RelationGetDescr(w.rel);
+	attnums = fetch_attnums(table, desc, ncols, names, scratch);
+	oldslot = ExecInitExtraTupleSlot(w.estate, desc, table_slot_callbacks(w.rel));
+	newslot = ExecInitExtraTupleSlot(w.estate, desc, &TTSOpsVirtual);
+	if (!table_tuple_fetch_row_version(w.rel, tid, SnapshotAny, oldslot))
+		elog(ERROR, "the row of coupon.%s to update is missing",
+			 RelationGetRelationName(w.rel));
+	slot_getallattrs(oldslot);
+	ExecClearTuple(newslot);
+	memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * desc->natts);
+	memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * desc->natts);
+	for (int i = 0; i < ncols; i++)
+		set_column(&w, newslot, attnums[i], values[i], nulls[i]);
+	ExecStoreVirtualTuple(newslot);
+
+	EvalPlanQualInit(&epq, w.estate, NULL, NIL, -1);
+	ExecSimpleRelationUpdate(w.rri, w.estate, &epq, oldslot, newslot);
+	EvalPlanQualEnd(&epq);
+	if (want_row)
+		row = slot_row(&w, newslot);
+	write_end(&w);
+	return row;
+}

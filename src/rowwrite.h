@@ -1,0 +1,34 @@
+/*
+ * rowwrite.h
+ *		Inserting and updating one row of the extension's tables through the
+ *		executor's single-row entry points, without planning a statement:
+ *		the writes of a checkout.
+ */
+#ifndef COUPON_ROWWRITE_H
+#define COUPON_ROWWRITE_H
+
+#include "fetch.h"
+
+/*
+ * Insert a row of `table` with columns `names` (a static array) set to
+ * `values`/`nulls`.  An identity column left out gets its sequence's next
+ * value; every other column left out is NULL, and leaving out one that has
+ * a default is an internal error.  Returns the new row as a composite Datum
+ * of the table's row type, in the caller's memory context.
+ */
+extern Datum row_insert(FetchTable table, int ncols, const char *const *names,
+						const Datum *values, const bool *nulls);
+
+/*
+ * Update columns `names` of the row version at `tid`, which the caller
+ * holds locked (fetch_row with FETCH_LOCK) and has not changed since.
+ * Returns the new version as a composite Datum, or 0 if want_row is false.
+ */
+extern Datum row_update(FetchTable table, ItemPointer tid, int ncols,
+						const char *const *names, const Datum *values,
+						const bool *nulls, bool want_row);
+
+/* register the relcache callback that forgets cached column facts */
+extern void coupon_rowwrite_init(void);
+
+#endif							/* COUPON_ROWWRITE_H */
