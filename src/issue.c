@@ -15,11 +15,13 @@
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "coupon.h"
 #include "error.h"
 #include "idempotency.h"
 #include "policy.h"
+#include "rowwrite.h"
 #include "spi_util.h"
 #include "tenant.h"
 
@@ -59,16 +61,10 @@ static SavedPlan candidates_plan = {
 	.argtypes = {INT8OID, INT4OID}
 };
 
-static SavedPlan insert_plan = {
-	.sql = "INSERT INTO coupon.coupon (policy_id, user_id, user_seq, status, balance,"
-	"                           issued_at, expires_at)"
-	" SELECT p.id, $2, $3, 'issued',"
-	"        CASE WHEN p.discount_type = 'balance' THEN p.discount_value END,"
-	"        now(), LEAST(p.valid_until, now() + p.valid_days * interval '1 day')"
-	"   FROM coupon.policy p WHERE p.id = $1"
-	" RETURNING *",
-	.nargs = 3,
-	.argtypes = {INT8OID, TEXTOID, INT4OID}
+/* the columns an issued coupon is written with; the id is its identity */
+static const char *const coupon_cols[] = {
+	"policy_id", "user_id", "user_seq", "status", "balance", "issued_at", "expires_at",
+	"updated_at"
 };
 
 static SavedPlan replay_plan = {
@@ -179,6 +175,46 @@ take_stock(int64 policy_id, int64 total)
 	return false;
 }
 
+/*
+ * Write the new coupon and return it: a balance coupon starts with the
+ * policy's value, and it expires at the policy's valid_until or valid_days
+ * after now, whichever comes first (days counted in the session's time
+ * zone, as timestamptz + interval counts them).
+ */
+static Datum
+insert_coupon(const PolicyIssueInfo *p, const char *user_id, int32 user_seq)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	Datum		v[lengthof(coupon_cols)];
+	bool		n[lengthof(coupon_cols)] = {false};
+	bool		has_expiry = p->has_valid_until;
+	TimestampTz expires_at = p->valid_until;
+
+	if (p->has_valid_days)
+	{
+		Interval	days = {.time = 0, .day = p->valid_days, .month = 0};
+		TimestampTz t = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+																TimestampTzGetDatum(now),
+																PointerGetDatum(&days)));
+
+		if (!has_expiry || t < expires_at)
+			expires_at = t;
+		has_expiry = true;
+	}
+	v[0] = Int64GetDatum(p->id);
+	v[1] = CStringGetTextDatum(user_id);
+	v[2] = Int32GetDatum(user_seq);
+	n[2] = (user_seq == 0);
+	v[3] = CStringGetTextDatum("issued");
+	v[4] = Int64GetDatum(p->discount_value);
+	n[4] = !p->is_balance;
+	v[5] = TimestampTzGetDatum(now);
+	v[6] = TimestampTzGetDatum(expires_at);
+	n[6] = !has_expiry;
+	v[7] = TimestampTzGetDatum(now);
+	return row_insert(FETCH_COUPON, lengthof(coupon_cols), coupon_cols, v, n);
+}
+
 /* coupon.issue(policy_id, user_id, idempotency_key) */
 Datum
 coupon_issue(PG_FUNCTION_ARGS)
@@ -189,8 +225,6 @@ coupon_issue(PG_FUNCTION_ARGS)
 	PolicyIssueInfo policy;
 	IdemRequest idem;
 	int32		user_seq;
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', ' '};
 	Datum		result;
 
 	SPI_connect();
@@ -231,15 +265,10 @@ coupon_issue(PG_FUNCTION_ARGS)
 					 "policy %lld is sold out", (long long) policy_id);
 	}
 
-	args[0] = Int64GetDatum(policy_id);
-	args[1] = CStringGetTextDatum(user_id);
-	args[2] = Int32GetDatum(user_seq);
-	if (user_seq == 0)
-		nulls[2] = 'n';
-	spi_run(&insert_plan, args, nulls, false, 1);
-	result = spi_result_row(fcinfo);
+	result = insert_coupon(&policy, user_id, user_seq);
 	if (key != NULL)
 		idem_finish(&idem, result);
+	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }

@@ -319,7 +319,8 @@ policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 {
 	static const char *const cols[] = {
 		"merchant_id", "issue_method", "status", "total_quantity", "per_user_limit",
-		"issue_starts_at", "issue_ends_at", "valid_until", "created_at"
+		"issue_starts_at", "issue_ends_at", "valid_until", "created_at",
+		"valid_days", "discount_type", "discount_value"
 	};
 	Datum		v[lengthof(cols)];
 	bool		n[lengthof(cols)];
@@ -343,6 +344,10 @@ policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 	read_ts(v[6], n[6], &info->has_issue_end, &info->issue_ends_at);
 	read_ts(v[7], n[7], &info->has_valid_until, &info->valid_until);
 	info->created_at = DatumGetTimestampTz(v[8]);
+	info->has_valid_days = !n[9];
+	info->valid_days = n[9] ? 0 : DatumGetInt32(v[9]);
+	info->is_balance = strcmp(TextDatumGetCString(v[10]), "balance") == 0;
+	info->discount_value = DatumGetInt64(v[11]);
 	info->merchant_active = fetch_merchant_active(info->merchant_id, &exists);
 }
 

@@ -27,6 +27,10 @@ typedef struct PolicyIssueInfo
 	TimestampTz issue_ends_at;
 	bool		has_valid_until;
 	TimestampTz valid_until;
+	bool		has_valid_days;
+	int32		valid_days;
+	bool		is_balance;		/* a stored-value policy */
+	int64		discount_value;
 	TimestampTz created_at;
 } PolicyIssueInfo;
 
