@@ -62,6 +62,7 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_POLICY] = {"policy", "policy_pkey"},
 	[FETCH_COUPON] = {"coupon", "coupon_pkey"},
 	[FETCH_RESERVATION] = {"reservation", "reservation_pkey"},
+	[FETCH_POLICY_STOCK] = {"policy_stock", "policy_stock_pkey"},
 };
 
 /* forget every cached id when one of them (or everything) is invalidated */
@@ -216,13 +217,13 @@ lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked
 }
 
 /*
- * Find the row with primary key `id` under the snapshot that `how` asks
- * for, lock it if asked, copy its columns, and say where the version it
- * found (or locked) is.
+ * Find the row whose primary key is `keys` under the snapshot that `how`
+ * asks for, lock it if asked, copy its columns, and say where the version
+ * it found (or locked) is.
  */
-FetchResult
-fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
-		  const char *const *names, Datum *values, bool *nulls, ItemPointer tid)
+static FetchResult
+fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
+			 const char *const *names, Datum *values, bool *nulls, ItemPointer tid)
 {
 	FetchTarget *t = fetch_target(table);
 
@@ -238,7 +239,6 @@ fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	Snapshot	snapshot;
 	IndexScanDesc scan;
-	ScanKeyData key;
 	FetchResult result;
 
 	if (how == FETCH_CURRENT)
@@ -253,9 +253,8 @@ fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
 		snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	}
 
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
+	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
 	result = index_getnext_slot(scan, ForwardScanDirection, slot) ? FETCH_FOUND : FETCH_MISSING;
 	index_endscan(scan);
 
@@ -274,6 +273,30 @@ fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
 	return result;
+}
+
+/* fetch_by_key() for the tables whose primary key is one bigint id */
+FetchResult
+fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
+		  const char *const *names, Datum *values, bool *nulls, ItemPointer tid)
+{
+	ScanKeyData key;
+
+	Assert(table != FETCH_POLICY_STOCK);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
+	return fetch_by_key(table, 1, &key, how, ncols, names, values, nulls, tid);
+}
+
+/* fetch_by_key() for one stock shard of a policy */
+FetchResult
+fetch_stock_row(int64 policy_id, int32 shard, FetchHow how, int ncols,
+				const char *const *names, Datum *values, bool *nulls, ItemPointer tid)
+{
+	ScanKeyData keys[2];
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(policy_id));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(shard));
+	return fetch_by_key(FETCH_POLICY_STOCK, 2, keys, how, ncols, names, values, nulls, tid);
 }
 
 /* fetch_row() for callers that do not need to know where the row is */

@@ -17,6 +17,7 @@ typedef enum FetchTable
 	FETCH_POLICY,
 	FETCH_COUPON,
 	FETCH_RESERVATION,
+	FETCH_POLICY_STOCK,			/* keyed by (policy_id, shard): fetch_stock_row() */
 	FETCH_TABLE_COUNT
 } FetchTable;
 
@@ -64,6 +65,11 @@ extern FetchResult fetch_columns_how(FetchTable table, int64 id, FetchHow how, i
 extern FetchResult fetch_row(FetchTable table, int64 id, FetchHow how, int ncols,
 							 const char *const *names, Datum *values, bool *nulls,
 							 ItemPointer tid);
+
+/* fetch_row() for the stock shard (policy_id, shard) */
+extern FetchResult fetch_stock_row(int64 policy_id, int32 shard, FetchHow how, int ncols,
+								   const char *const *names, Datum *values, bool *nulls,
+								   ItemPointer tid);
 
 /* is a coupon other than coupon_id held or spent for this order? */
 extern bool fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id);

@@ -45,12 +45,6 @@ static SoldOut sold_out_cache[SOLD_OUT_CACHE];
 static int	sold_out_next = 0;
 static bool sold_out_pending = false;
 
-static SavedPlan take_shard_plan = {
-	.sql = "UPDATE coupon.policy_stock SET remaining = remaining - 1"
-	" WHERE policy_id = $1 AND shard = $2 AND remaining > 0",
-	.nargs = 2,
-	.argtypes = {INT8OID, INT4OID}
-};
 
 static SavedPlan candidates_plan = {
 	.sql = "SELECT shard FROM coupon.policy_stock"
@@ -142,36 +136,59 @@ coupon_issue_init(void)
 }
 
 /*
+ * Take one unit from a shard if it has any, as UPDATE ... SET remaining =
+ * remaining - 1 WHERE remaining > 0 would: a shard empty in a fresh
+ * snapshot is passed over without waiting or locking; otherwise it is
+ * locked, waiting for a concurrent taker, and its latest version decides.
+ */
+static bool
+take_shard(int64 policy_id, int32 shard)
+{
+	static const char *const cols[] = {"remaining"};
+	Datum		v;
+	bool		n;
+	ItemPointerData tid;
+
+	if (fetch_stock_row(policy_id, shard, FETCH_FRESH, 1, cols, &v, &n, NULL) != FETCH_FOUND ||
+		DatumGetInt64(v) <= 0)
+		return false;
+	if (fetch_stock_row(policy_id, shard, FETCH_LOCK, 1, cols, &v, &n, &tid) != FETCH_FOUND ||
+		DatumGetInt64(v) <= 0)
+		return false;
+	v = Int64GetDatum(DatumGetInt64(v) - 1);
+	row_update(FETCH_POLICY_STOCK, &tid, 1, cols, &v, &n, false);
+	return true;
+}
+
+/*
  * Take one unit of stock: the random shard if it has any, else each shard
- * that had stock in a fresh snapshot, in turn from the random one.  Only
- * conditional UPDATEs of one row are used: a transaction waits on at most
- * one shard and holds none while it waits, so issuers cannot deadlock.
- * Stock only goes down, so a shard committed at zero stays empty: when no
- * candidate is left the policy is sold out.
+ * that had stock in a fresh snapshot, in turn from the random one.  Each
+ * take is one conditional write of one row (take_shard), so an issuer waits
+ * on one shard at a time, and keeps locked only a shard it took from, or
+ * one that a concurrent taker emptied while it waited (as UPDATE's recheck
+ * would).  Stock only goes down, so a shard committed at zero stays empty:
+ * when no candidate is left the policy is sold out.
  */
 static bool
 take_stock(int64 policy_id, int64 total)
 {
 	int32		nshards = (int32) Min(total, COUPON_STOCK_SHARDS);
 	int32		shards[COUPON_STOCK_SHARDS];
+	int32		first = (int32) pg_prng_uint64_range(&pg_global_prng_state, 0, nshards - 1);
 	uint64		n;
 	Datum		args[2];
 
-	args[0] = Int64GetDatum(policy_id);
-	args[1] = Int32GetDatum((int32) pg_prng_uint64_range(&pg_global_prng_state, 0,
-														  nshards - 1));
-	if (spi_run(&take_shard_plan, args, NULL, false, 0) == 1)
+	if (take_shard(policy_id, first))
 		return true;
 
+	args[0] = Int64GetDatum(policy_id);
+	args[1] = Int32GetDatum(first);
 	n = spi_run(&candidates_plan, args, NULL, false, COUPON_STOCK_SHARDS);
 	for (uint64 i = 0; i < n; i++)
 		shards[i] = spi_int32(i, 1, NULL);
 	for (uint64 i = 0; i < n; i++)
-	{
-		args[1] = Int32GetDatum(shards[i]);
-		if (spi_run(&take_shard_plan, args, NULL, false, 0) == 1)
+		if (take_shard(policy_id, shards[i]))
 			return true;
-	}
 	return false;
 }
 
