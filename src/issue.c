@@ -45,7 +45,6 @@ static SoldOut sold_out_cache[SOLD_OUT_CACHE];
 static int	sold_out_next = 0;
 static bool sold_out_pending = false;
 
-
 static SavedPlan candidates_plan = {
 	.sql = "SELECT shard FROM coupon.policy_stock"
 	" WHERE policy_id = $1 AND remaining > 0"

@@ -661,7 +661,9 @@ spend_hold(int64 reservation_id, int64 coupon_id, char **status)
 	n[0] = cn[0];
 	balance = 0;
 	if (!cn[0] && pg_sub_s64_overflow(DatumGetInt64(cv[0]), DatumGetInt64(hv[3]), &balance))
-		elog(ERROR, "balance of coupon %lld is out of range", (long long) coupon_id);
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("the balance of coupon %lld is out of range", (long long) coupon_id)));
 	v[0] = Int64GetDatum(balance);
 	v[1] = CStringGetTextDatum(balance > 0 ? "issued" : "used");
 	v[2] = TimestampTzGetDatum(now);
