@@ -290,3 +290,13 @@ ALTER TABLE coupon.reservation ADD COLUMN note text DEFAULT 'x';
 SELECT coupon.reserve(:s_guard, 'gus', :m1, 'guard-order', 10000);
 ROLLBACK;
 SELECT status FROM coupon.coupon WHERE id = :s_guard;
+
+-- the domains of the columns written in C are checked there: a constraint
+-- added to external_id refuses the hold, and nothing is left behind
+SELECT id AS s_dom FROM coupon.issue(:p_stack, 'dora') \gset
+BEGIN;
+ALTER DOMAIN coupon.external_id ADD CONSTRAINT not_this_order CHECK (VALUE <> 'forbidden-order') NOT VALID;
+SELECT coupon.reserve(:s_dom, 'dora', :m1, 'forbidden-order', 10000);
+ROLLBACK;
+SELECT status, (SELECT count(*) FROM coupon.reservation WHERE coupon_id = :s_dom) AS holds
+  FROM coupon.coupon WHERE id = :s_dom;
