@@ -63,6 +63,8 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_COUPON] = {"coupon", "coupon_pkey"},
 	[FETCH_RESERVATION] = {"reservation", "reservation_pkey"},
 	[FETCH_POLICY_STOCK] = {"policy_stock", "policy_stock_pkey"},
+	/* not a primary key: unique among held reservations only */
+	[FETCH_HELD_RESERVATION] = {"reservation", "reservation_one_hold_idx"},
 };
 
 /* forget every cached id when one of them (or everything) is invalidated */

@@ -18,6 +18,7 @@ typedef enum FetchTable
 	FETCH_COUPON,
 	FETCH_RESERVATION,
 	FETCH_POLICY_STOCK,			/* keyed by (policy_id, shard): fetch_stock_row() */
+	FETCH_HELD_RESERVATION,		/* a coupon's live hold, by coupon_id */
 	FETCH_TABLE_COUNT
 } FetchTable;
 

@@ -47,11 +47,9 @@ static const char *const policy_lock_cols[] = {"budget_used", "status"};
 static const char *const coupon_lock_cols[] = {"status", "balance", "expires_at"};
 static const char *const reservation_lock_cols[] = {"status", "expires_at", "payment_id"};
 
-static SavedPlan held_plan = {
-	.sql = "SELECT * FROM coupon.reservation WHERE coupon_id = $1 AND status = 'held'"
-	"   AND merchant_id = $2 AND order_id = $3 AND order_amount = $4 AND user_id = $5",
-	.nargs = 5,
-	.argtypes = {INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID}
+/* what reserve() compares of a coupon's live hold with a new request */
+static const char *const held_cols[] = {
+	"id", "status", "merchant_id", "order_id", "order_amount", "user_id"
 };
 
 /* the other coupons already held or spent for the same order */
@@ -444,6 +442,16 @@ order_stacking(int64 merchant_id, const char *order_id, int64 coupon_id,
 	return Max(0, Min(discount, order_amount - others_discount));
 }
 
+/* the reservation row as the function's result */
+static Datum
+reservation_result(FunctionCallInfo fcinfo, int64 reservation_id)
+{
+	Datum		arg = Int64GetDatum(reservation_id);
+
+	spi_run(&get_reservation_plan, &arg, NULL, false, 1);
+	return spi_result_row(fcinfo);
+}
+
 /*
  * Charge a policy's budget with a hold's discount.  The policy is locked
  * again to find its latest version: the holds of one payment may charge
@@ -519,7 +527,8 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	CouponRow	row;
 	CouponReason reason;
 	int64		discount;
-	Datum		args[5];
+	Datum		held[lengthof(held_cols)];
+	bool		held_null[lengthof(held_cols)];
 	Datum		result;
 
 	tenant_check(merchant_id);
@@ -531,16 +540,22 @@ coupon_reserve(PG_FUNCTION_ARGS)
 
 	lock_and_refresh(&row, coupon_id);
 
-	args[0] = Int64GetDatum(coupon_id);
-	args[1] = Int64GetDatum(merchant_id);
-	args[2] = CStringGetTextDatum(order_id);
-	args[3] = Int64GetDatum(order_amount);
-	args[4] = CStringGetTextDatum(user_id);
+	/*
+	 * The same order asking again (a retried request) gets the same hold.
+	 * The hold is found in C through reservation_one_hold_idx: as SQL, the
+	 * generic plan preferred a full scan of reservation_expiry_idx, whose
+	 * statistics say it is empty while its dead entries pile up.
+	 */
 	if (row.facts.status == COUPON_RESERVED &&
-		spi_run(&held_plan, args, NULL, false, 1) == 1)
+		fetch_columns_how(FETCH_HELD_RESERVATION, coupon_id, FETCH_FRESH, lengthof(held_cols),
+						  held_cols, held, held_null) == FETCH_FOUND &&
+		strcmp(TextDatumGetCString(held[1]), "held") == 0 &&
+		DatumGetInt64(held[2]) == merchant_id &&
+		strcmp(TextDatumGetCString(held[3]), order_id) == 0 &&
+		DatumGetInt64(held[4]) == order_amount &&
+		strcmp(TextDatumGetCString(held[5]), user_id) == 0)
 	{
-		/* the same order asking again (a retried request): the same hold */
-		result = spi_result_row(fcinfo);
+		result = reservation_result(fcinfo, DatumGetInt64(held[0]));
 		SPI_finish();
 		PG_RETURN_DATUM(result);
 	}
@@ -603,16 +618,6 @@ lock_reservation(int64 reservation_id, int64 coupon_id, int64 policy_id,
 	/* now(): the transaction's start, as in SQL */
 	*lapsed = DatumGetTimestampTz(v[1]) <= GetCurrentTransactionStartTimestamp() && n[2];
 	return TextDatumGetCString(v[0]);
-}
-
-/* the reservation row as the function's result */
-static Datum
-reservation_result(FunctionCallInfo fcinfo, int64 reservation_id)
-{
-	Datum		arg = Int64GetDatum(reservation_id);
-
-	spi_run(&get_reservation_plan, &arg, NULL, false, 1);
-	return spi_result_row(fcinfo);
 }
 
 /* raise PT404 for a missing reservation */
