@@ -1,13 +1,16 @@
 /*
  * fetch.c
  *		Reading, and row-locking, one row of the extension's tables by
- *		primary key straight through its index, without SPI or the executor.
+ *		primary key (or another unique index) straight through the index,
+ *		without SPI or the executor.
  *
  * validate() is called once per checkout screen and has to cost little more
  * than a trivial query: planning-free SPI still pays executor start-up for a
  * four-table join, while three or four primary-key probes cost a few index
  * page visits.  The same holds for the row locks of a checkout, which are
- * taken here the way SELECT ... FOR NO KEY UPDATE takes them.  The relation
+ * taken here the way SELECT ... FOR NO KEY UPDATE takes them, and for the
+ * lookups a checkout or an issue makes before writing (rowwrite.c): the
+ * order's other coupons, a coupon's live hold, a unit of stock.  The relation
  * and index ids are looked up once per backend and forgotten on any relcache
  * invalidation of them (DROP EXTENSION and a new CREATE EXTENSION give new
  * ids).

@@ -1,8 +1,9 @@
 /*
  * fetch.h
  *		Reading, and row-locking, one row of the extension's tables by
- *		primary key straight through its index, without SPI or the
- *		executor: the read path of validate() and the locks of a checkout.
+ *		primary key (or another unique index) straight through the index,
+ *		without SPI or the executor: the read path of validate(), and the
+ *		locks and lookups of a checkout and of an fcfs issue.
  */
 #ifndef COUPON_FETCH_H
 #define COUPON_FETCH_H
