@@ -57,8 +57,16 @@ typedef struct FetchTarget
 	ColumnMap	maps[MAPS_PER_TARGET];
 } FetchTarget;
 
-/* reservation_order_idx (merchant_id, order_id), for fetch_order_has_other() */
-static Oid	order_indexid = InvalidOid;
+/* indexes walked by fetch_walk(), looked up by name once */
+typedef struct WalkIndex
+{
+	FetchTable	table;
+	const char *name;
+	Oid			indexid;
+} WalkIndex;
+
+static WalkIndex order_index = {.table = FETCH_RESERVATION, .name = "reservation_order_idx"};
+static WalkIndex user_coupons_index = {.table = FETCH_COUPON, .name = "coupon_policy_user_idx"};
 
 static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_MERCHANT] = {"merchant", "merchant_pkey"},
@@ -77,14 +85,15 @@ fetch_relcache_callback(Datum arg, Oid relid)
 	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
 	{
 		if (relid == InvalidOid || relid == targets[i].relid ||
-			relid == targets[i].indexid || relid == order_indexid)
+			relid == targets[i].indexid || relid == order_index.indexid ||
+			relid == user_coupons_index.indexid)
 		{
 			for (int j = 0; j < FETCH_TABLE_COUNT; j++)
 			{
 				targets[j].relid = targets[j].indexid = InvalidOid;
 				targets[j].nmaps = 0;
 			}
-			order_indexid = InvalidOid;
+			order_index.indexid = user_coupons_index.indexid = InvalidOid;
 			return;
 		}
 	}
@@ -332,56 +341,105 @@ fetch_merchant_active(int64 merchant_id, bool *exists)
 	return *exists && strcmp(TextDatumGetCString(v[0]), "active") == 0;
 }
 
+/* stops a walk when it returns true */
+typedef bool (*WalkVisit) (const Datum *values, const bool *nulls, void *arg);
+
 /*
- * Is a coupon other than `coupon_id` held or spent for this order?  The
- * order's reservations are found through reservation_order_idx, under a new
- * snapshot: the caller holds the order's lock, and must see what the last
- * holder of that lock committed.
+ * Walk the rows that an index finds for `keys`, visible in a new snapshot
+ * (what a new statement would see: our own writes, and under READ
+ * COMMITTED whatever committed until now), passing columns `names` of each
+ * to `visit` until it returns true.  Returns whether it did.
  */
-bool
-fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id)
+static bool
+fetch_walk(WalkIndex *w, int nkeys, ScanKey keys, int ncols, const char *const *names,
+		   WalkVisit visit, void *arg)
 {
-	static const char *const cols[] = {"coupon_id", "status"};
-	Relation	rel = fetch_open(FETCH_RESERVATION, AccessShareLock);
+	Relation	rel = fetch_open(w->table, AccessShareLock);
 	Relation	index;
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	Snapshot	snapshot;
 	IndexScanDesc scan;
-	ScanKeyData keys[2];
-	bool		found = false;
+	bool		stopped = false;
 
-	if (!OidIsValid(order_indexid))
+	if (!OidIsValid(w->indexid))
 	{
-		order_indexid = get_relname_relid("reservation_order_idx",
-										  RelationGetNamespace(rel));
-		if (!OidIsValid(order_indexid))
-			elog(ERROR, "index coupon.reservation_order_idx is missing");
+		w->indexid = get_relname_relid(w->name, RelationGetNamespace(rel));
+		if (!OidIsValid(w->indexid))
+			elog(ERROR, "index coupon.%s is missing", w->name);
 	}
-	index = index_open(order_indexid, AccessShareLock);
+	index = index_open(w->indexid, AccessShareLock);
+	/* text keys compare under the index column's collation */
+	for (int i = 0; i < nkeys; i++)
+		keys[i].sk_collation = index->rd_indcollation[keys[i].sk_attno - 1];
 
 	CommandCounterIncrement();
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(merchant_id));
-	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[1], F_TEXTEQ,
-						   CStringGetTextDatum(order_id));
-	scan = index_beginscan(rel, index, snapshot, 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
-	while (!found && index_getnext_slot(scan, ForwardScanDirection, slot))
+	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	while (!stopped && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
-		Datum		v[2];
-		bool		n[2];
-		char	   *status;
+		Datum		values[FETCH_MAX_COLUMNS];
+		bool		nulls[FETCH_MAX_COLUMNS];
 
-		copy_columns(&targets[FETCH_RESERVATION], RelationGetDescr(rel), slot, 2, cols, v, n);
-		status = TextDatumGetCString(v[1]);
-		found = DatumGetInt64(v[0]) != coupon_id &&
-			(strcmp(status, "held") == 0 || strcmp(status, "confirmed") == 0);
+		copy_columns(&targets[w->table], RelationGetDescr(rel), slot, ncols, names,
+					 values, nulls);
+		stopped = visit(values, nulls, arg);
 	}
 	index_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
-	return found;
+	return stopped;
+}
+
+/* fetch_order_has_other()'s visit: a live reservation of another coupon */
+static bool
+is_other_live_coupon(const Datum *values, const bool *nulls, void *arg)
+{
+	char	   *status = TextDatumGetCString(values[1]);
+
+	return DatumGetInt64(values[0]) != *(int64 *) arg &&
+		(strcmp(status, "held") == 0 || strcmp(status, "confirmed") == 0);
+}
+
+/*
+ * Is a coupon other than `coupon_id` held or spent for this order?  The
+ * caller holds the order's lock, and the new snapshot of the walk sees what
+ * the last holder of that lock committed.
+ */
+bool
+fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id)
+{
+	static const char *const cols[] = {"coupon_id", "status"};
+	ScanKeyData keys[2];
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(merchant_id));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(order_id));
+	return fetch_walk(&order_index, 2, keys, 2, cols, is_other_live_coupon, &coupon_id);
+}
+
+/* fetch_user_coupons()'s visit: one more */
+static bool
+count_row(const Datum *values, const bool *nulls, void *arg)
+{
+	(*(int64 *) arg)++;
+	return false;
+}
+
+/*
+ * How many coupons of the policy the user holds, in any status.  The
+ * caller holds the user's per-policy lock, and the new snapshot of the walk
+ * sees what the last holder of that lock committed.
+ */
+int64
+fetch_user_coupons(int64 policy_id, const char *user_id)
+{
+	ScanKeyData keys[2];
+	int64		n = 0;
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(policy_id));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(user_id));
+	fetch_walk(&user_coupons_index, 2, keys, 0, NULL, count_row, &n);
+	return n;
 }

@@ -76,6 +76,9 @@ extern FetchResult fetch_stock_row(int64 policy_id, int32 shard, FetchHow how, i
 /* is a coupon other than coupon_id held or spent for this order? */
 extern bool fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id);
 
+/* how many coupons of the policy the user holds, in any status */
+extern int64 fetch_user_coupons(int64 policy_id, const char *user_id);
+
 /* open a table of the extension by its cached id (for rowwrite.c) */
 extern Relation fetch_open(FetchTable table, LOCKMODE lockmode);
 

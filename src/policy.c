@@ -82,12 +82,6 @@ static SavedPlan set_status_plan = {
 	.argtypes = {INT8OID, TEXTOID}
 };
 
-static SavedPlan count_user_plan = {
-	.sql = "SELECT count(*) FROM coupon.coupon WHERE policy_id = $1 AND user_id = $2",
-	.nargs = 2,
-	.argtypes = {INT8OID, TEXTOID}
-};
-
 /* raise the PT400 of a bad create_policy field */
 static void
 bad_field(CouponReason reason, const char *field, const char *sentence)
@@ -385,7 +379,6 @@ int32
 policy_take_user_slot(const PolicyIssueInfo *p, const char *user_id)
 {
 	uint64		h;
-	Datum		args[2];
 	int64		held;
 
 	if (!p->has_limit)
@@ -395,10 +388,7 @@ policy_take_user_slot(const PolicyIssueInfo *p, const char *user_id)
 	DirectFunctionCall2(pg_advisory_xact_lock_int4,
 						Int32GetDatum(COUPON_LOCK_PER_USER), Int32GetDatum((int32) h));
 
-	args[0] = Int64GetDatum(p->id);
-	args[1] = CStringGetTextDatum(user_id);
-	spi_run(&count_user_plan, args, NULL, false, 1);
-	held = spi_int64(0, 1, NULL);
+	held = fetch_user_coupons(p->id, user_id);
 	if (held >= p->per_user_limit)
 		coupon_error(REASON_PER_USER_LIMIT, json_id("policy_id", p->id),
 					 "the user already holds %lld coupon(s) of policy %lld, the most allowed",
