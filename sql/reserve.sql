@@ -300,3 +300,15 @@ SELECT coupon.reserve(:s_dom, 'dora', :m1, 'forbidden-order', 10000);
 ROLLBACK;
 SELECT status, (SELECT count(*) FROM coupon.reservation WHERE coupon_id = :s_dom) AS holds
   FROM coupon.coupon WHERE id = :s_dom;
+
+-- a BEFORE ROW trigger that skips a write the extension makes is refused,
+-- not ignored: the hold would be missing while the coupon is reserved
+CREATE FUNCTION public.skip_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE TRIGGER skip_hold BEFORE INSERT ON coupon.reservation
+	FOR EACH ROW EXECUTE FUNCTION public.skip_row();
+SELECT id AS s_skip FROM coupon.issue(:p_stack, 'sky') \gset
+SELECT try($$SELECT coupon.reserve(%s, 'sky', %s, 'skip-order', 10000)$$, :'s_skip', :'m1') AS skipped_hold;
+DROP TRIGGER skip_hold ON coupon.reservation;
+DROP FUNCTION public.skip_row();
+SELECT status, (SELECT count(*) FROM coupon.reservation WHERE coupon_id = :s_skip) AS holds
+  FROM coupon.coupon WHERE id = :s_skip;

@@ -188,6 +188,22 @@ set_column(RowWrite *w, TupleTableSlot *slot, AttrNumber attnum, Datum value, bo
 	slot->tts_isnull[i] = isnull;
 }
 
+/*
+ * A BEFORE ROW trigger that returns NULL makes the executor skip the write
+ * silently; the caller's other writes assume this one happened, so refuse.
+ * The slot has a place only if the row was written.
+ */
+static void
+check_written(RowWrite *w, TupleTableSlot *slot)
+{
+	if (!ItemPointerIsValid(&slot->tts_tid))
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("a trigger on coupon.%s skipped a row the extension writes",
+						RelationGetRelationName(w->rel)),
+				 errhint("BEFORE ROW triggers on the extension's tables must return the row.")));
+}
+
 /* the slot's row as a composite Datum in the caller's memory context */
 static Datum
 slot_row(RowWrite *w, TupleTableSlot *slot)
@@ -241,6 +257,7 @@ row_insert(FetchTable table, int ncols, const char *const *names,
 	ExecStoreVirtualTuple(slot);
 
 	ExecSimpleRelationInsert(w.rri, w.estate, slot);
+	check_written(&w, slot);
 	row = slot_row(&w, slot);
 	write_end(&w);
 	return row;
@@ -278,6 +295,7 @@ row_update(FetchTable table, ItemPointer tid, int ncols, const char *const *name
 
 	EvalPlanQualInit(&epq, w.estate, NULL, NIL, -1);
 	ExecSimpleRelationUpdate(w.rri, w.estate, &epq, oldslot, newslot);
+	check_written(&w, newslot);
 	EvalPlanQualEnd(&epq);
 	if (want_row)
 		row = slot_row(&w, newslot);
