@@ -57,17 +57,6 @@ typedef struct FetchTarget
 	ColumnMap	maps[MAPS_PER_TARGET];
 } FetchTarget;
 
-/* indexes walked by fetch_walk(), looked up by name once */
-typedef struct WalkIndex
-{
-	FetchTable	table;
-	const char *name;
-	Oid			indexid;
-} WalkIndex;
-
-static WalkIndex order_index = {.table = FETCH_RESERVATION, .name = "reservation_order_idx"};
-static WalkIndex user_coupons_index = {.table = FETCH_COUPON, .name = "coupon_policy_user_idx"};
-
 static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_MERCHANT] = {"merchant", "merchant_pkey"},
 	[FETCH_POLICY] = {"policy", "policy_pkey"},
@@ -76,6 +65,9 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_POLICY_STOCK] = {"policy_stock", "policy_stock_pkey"},
 	/* not a primary key: unique among held reservations only */
 	[FETCH_HELD_RESERVATION] = {"reservation", "reservation_one_hold_idx"},
+	/* walked by fetch_walk(): every visible row of a key */
+	[FETCH_ORDER_RESERVATIONS] = {"reservation", "reservation_order_idx"},
+	[FETCH_USER_COUPONS] = {"coupon", "coupon_policy_user_idx"},
 };
 
 /* forget every cached id when one of them (or everything) is invalidated */
@@ -84,16 +76,13 @@ fetch_relcache_callback(Datum arg, Oid relid)
 {
 	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
 	{
-		if (relid == InvalidOid || relid == targets[i].relid ||
-			relid == targets[i].indexid || relid == order_index.indexid ||
-			relid == user_coupons_index.indexid)
+		if (relid == InvalidOid || relid == targets[i].relid || relid == targets[i].indexid)
 		{
 			for (int j = 0; j < FETCH_TABLE_COUNT; j++)
 			{
 				targets[j].relid = targets[j].indexid = InvalidOid;
 				targets[j].nmaps = 0;
 			}
-			order_index.indexid = user_coupons_index.indexid = InvalidOid;
 			return;
 		}
 	}
@@ -231,6 +220,18 @@ lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked
 }
 
 /*
+ * What a new statement of the calling function would see: our own earlier
+ * writes, and under READ COMMITTED whatever committed until now.
+ * Registered; the caller unregisters it.
+ */
+static Snapshot
+fresh_snapshot(void)
+{
+	CommandCounterIncrement();
+	return RegisterSnapshot(GetTransactionSnapshot());
+}
+
+/*
  * Find the row whose primary key is `keys` under the snapshot that `how`
  * asks for, lock it if asked, copy its columns, and say where the version
  * it found (or locked) is.
@@ -255,17 +256,7 @@ fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
 	IndexScanDesc scan;
 	FetchResult result;
 
-	if (how == FETCH_CURRENT)
-		snapshot = GetActiveSnapshot();
-	else
-	{
-		/*
-		 * What a new statement of this function would see: our own earlier
-		 * writes, and under READ COMMITTED whatever committed until now.
-		 */
-		CommandCounterIncrement();
-		snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	}
+	snapshot = how == FETCH_CURRENT ? GetActiveSnapshot() : fresh_snapshot();
 
 	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
 	index_rescan(scan, keys, nkeys, NULL, 0);
@@ -345,35 +336,27 @@ fetch_merchant_active(int64 merchant_id, bool *exists)
 typedef bool (*WalkVisit) (const Datum *values, const bool *nulls, void *arg);
 
 /*
- * Walk the rows that an index finds for `keys`, visible in a new snapshot
- * (what a new statement would see: our own writes, and under READ
- * COMMITTED whatever committed until now), passing columns `names` of each
- * to `visit` until it returns true.  Returns whether it did.
+ * Walk the rows that the index of `table` finds for `keys`, visible in a
+ * fresh snapshot, passing columns `names` of each to `visit` until it
+ * returns true.  Returns whether it did.
  */
 static bool
-fetch_walk(WalkIndex *w, int nkeys, ScanKey keys, int ncols, const char *const *names,
+fetch_walk(FetchTable table, int nkeys, ScanKey keys, int ncols, const char *const *names,
 		   WalkVisit visit, void *arg)
 {
-	Relation	rel = fetch_open(w->table, AccessShareLock);
-	Relation	index;
+	FetchTarget *t = fetch_target(table);
+	Oid			indexid = t->indexid;	/* the opens may reset t */
+	Relation	rel = table_open(t->relid, AccessShareLock);
+	Relation	index = index_open(indexid, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Snapshot	snapshot;
+	Snapshot	snapshot = fresh_snapshot();
 	IndexScanDesc scan;
 	bool		stopped = false;
 
-	if (!OidIsValid(w->indexid))
-	{
-		w->indexid = get_relname_relid(w->name, RelationGetNamespace(rel));
-		if (!OidIsValid(w->indexid))
-			elog(ERROR, "index coupon.%s is missing", w->name);
-	}
-	index = index_open(w->indexid, AccessShareLock);
 	/* text keys compare under the index column's collation */
 	for (int i = 0; i < nkeys; i++)
 		keys[i].sk_collation = index->rd_indcollation[keys[i].sk_attno - 1];
 
-	CommandCounterIncrement();
-	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
 	index_rescan(scan, keys, nkeys, NULL, 0);
 	while (!stopped && index_getnext_slot(scan, ForwardScanDirection, slot))
@@ -381,8 +364,7 @@ fetch_walk(WalkIndex *w, int nkeys, ScanKey keys, int ncols, const char *const *
 		Datum		values[FETCH_MAX_COLUMNS];
 		bool		nulls[FETCH_MAX_COLUMNS];
 
-		copy_columns(&targets[w->table], RelationGetDescr(rel), slot, ncols, names,
-					 values, nulls);
+		copy_columns(t, RelationGetDescr(rel), slot, ncols, names, values, nulls);
 		stopped = visit(values, nulls, arg);
 	}
 	index_endscan(scan);
@@ -416,7 +398,8 @@ fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id)
 
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(merchant_id));
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(order_id));
-	return fetch_walk(&order_index, 2, keys, 2, cols, is_other_live_coupon, &coupon_id);
+	return fetch_walk(FETCH_ORDER_RESERVATIONS, 2, keys, 2, cols, is_other_live_coupon,
+					  &coupon_id);
 }
 
 /* fetch_user_coupons()'s visit: one more */
@@ -440,6 +423,6 @@ fetch_user_coupons(int64 policy_id, const char *user_id)
 
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(policy_id));
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(user_id));
-	fetch_walk(&user_coupons_index, 2, keys, 0, NULL, count_row, &n);
+	fetch_walk(FETCH_USER_COUPONS, 2, keys, 0, NULL, count_row, &n);
 	return n;
 }

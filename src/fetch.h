@@ -12,6 +12,7 @@
 #include "storage/lockdefs.h"
 #include "utils/relcache.h"
 
+/* a table and the index a lookup goes through (the primary key unless said) */
 typedef enum FetchTable
 {
 	FETCH_MERCHANT,
@@ -20,6 +21,8 @@ typedef enum FetchTable
 	FETCH_RESERVATION,
 	FETCH_POLICY_STOCK,			/* keyed by (policy_id, shard): fetch_stock_row() */
 	FETCH_HELD_RESERVATION,		/* a coupon's live hold, by coupon_id */
+	FETCH_ORDER_RESERVATIONS,	/* an order's reservations: fetch_order_has_other() */
+	FETCH_USER_COUPONS,			/* a user's coupons of a policy: fetch_user_coupons() */
 	FETCH_TABLE_COUNT
 } FetchTable;
 
