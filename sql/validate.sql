@@ -167,6 +167,27 @@ SELECT coupon.validate(:c_partner, 'vic', :m1, 5000);
 SELECT ok, discount, reason FROM coupon.validate(:c_partner, 'vic', :m2, 5000);
 RESET request.jwt.claims;
 
+-- validate() keeps copies of policies and merchants (src/factcache.c; other
+-- sessions' changes: test/isolation/specs/validate_cache.spec).  The
+-- session's own uncommitted changes show at once, and go with a rollback.
+SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
+BEGIN;
+SELECT status FROM coupon.set_policy_status(:p_fixed, 'paused');
+SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
+ROLLBACK;
+SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
+BEGIN;
+UPDATE coupon.merchant SET status = 'suspended' WHERE id = :m1;
+SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
+-- such a transaction cannot be prepared: its commit would not drop the copies
+PREPARE TRANSACTION 'coupon_validate_test';
+SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
+-- the triggers that drop the copies fire even in replica sessions
+SELECT tgrelid::regclass AS "table", tgname, tgenabled FROM pg_trigger
+ WHERE tgname IN ('policy_fact_change', 'merchant_fact_change') ORDER BY 1;
+-- validate() answers with a row of the named type coupon.validation
+SELECT pg_typeof(coupon.validate(:c_fixed, 'vic', :m1, 20000));
+
 -- validate changed nothing
 SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) = :'coupons_md5' AS coupons_unchanged FROM coupon.coupon c;
 SELECT md5(string_agg(p::text, ',' ORDER BY p.id)) = :'policies_md5' AS policies_unchanged FROM coupon.policy p;

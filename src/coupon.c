@@ -8,6 +8,7 @@
 #include "utils/guc.h"
 
 #include "coupon.h"
+#include "factcache.h"
 #include "fetch.h"
 #include "rowwrite.h"
 #include "saga.h"
@@ -149,6 +150,7 @@ _PG_init(void)
 	coupon_spi_init();
 	coupon_issue_init();
 	coupon_fetch_init();
+	coupon_factcache_init();
 	coupon_rowwrite_init();
 	coupon_saga_init();
 	coupon_saga_worker_init();

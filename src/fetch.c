@@ -320,15 +320,15 @@ fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
 	return fetch_columns_how(table, id, FETCH_CURRENT, ncols, names, values, nulls) == FETCH_FOUND;
 }
 
-/* is the merchant active? (false, and *exists false, when there is none) */
+/* is the merchant active, under `how`? (false, and *exists false, if there is none) */
 bool
-fetch_merchant_active(int64 merchant_id, bool *exists)
+fetch_merchant_active(int64 merchant_id, FetchHow how, bool *exists)
 {
 	static const char *const cols[] = {"status"};
 	Datum		v[1];
 	bool		n[1];
 
-	*exists = fetch_columns(FETCH_MERCHANT, merchant_id, 1, cols, v, n);
+	*exists = fetch_columns_how(FETCH_MERCHANT, merchant_id, how, 1, cols, v, n) == FETCH_FOUND;
 	return *exists && strcmp(TextDatumGetCString(v[0]), "active") == 0;
 }
 

@@ -89,8 +89,8 @@ extern Relation fetch_open(FetchTable table, LOCKMODE lockmode);
 extern const AttrNumber *fetch_attnums(FetchTable table, TupleDesc desc, int ncols,
 									   const char *const *names, AttrNumber *scratch);
 
-/* is the merchant active? (false, and *exists false, when there is none) */
-extern bool fetch_merchant_active(int64 merchant_id, bool *exists);
+/* is the merchant active, under `how`? (false, and *exists false, if there is none) */
+extern bool fetch_merchant_active(int64 merchant_id, FetchHow how, bool *exists);
 
 /* register the relcache callback that forgets cached relation ids */
 extern void coupon_fetch_init(void);

@@ -241,7 +241,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 	const char *state;
 
 	tenant_check_for(merchant_id, user_id);
-	if (!fetch_merchant_active(merchant_id, &exists))
+	if (!fetch_merchant_active(merchant_id, FETCH_CURRENT, &exists))
 	{
 		if (!exists)
 			coupon_error(REASON_MERCHANT_NOT_FOUND, json_id("merchant_id", merchant_id),

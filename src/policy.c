@@ -342,7 +342,7 @@ policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 	info->valid_days = n[9] ? 0 : DatumGetInt32(v[9]);
 	info->is_balance = strcmp(TextDatumGetCString(v[10]), "balance") == 0;
 	info->discount_value = DatumGetInt64(v[11]);
-	info->merchant_active = fetch_merchant_active(info->merchant_id, &exists);
+	info->merchant_active = fetch_merchant_active(info->merchant_id, FETCH_CURRENT, &exists);
 }
 
 /* raise unless coupons of the policy may be issued now */

@@ -23,6 +23,7 @@
 #include "coupon.h"
 #include "discount.h"
 #include "error.h"
+#include "factcache.h"
 #include "fetch.h"
 #include "reserve.h"
 #include "rowwrite.h"
@@ -155,44 +156,21 @@ coupon_status_datum(Datum d)
 	return s;
 }
 
-/*
- * Read the coupon, its policy and both merchants, by primary key and
- * without locks, into a CouponRow for use at merchant_id; false if the
- * coupon does not exist.
- */
+/* read the policy part of *f under `how`; false if there is no such policy */
 static bool
-load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row)
+read_policy(int64 policy_id, FetchHow how, CouponFacts *f)
 {
-	static const char *const ccols[] = {
-		"policy_id", "user_id", "status", "balance", "expires_at"
-	};
-	static const char *const pcols[] = {
+	static const char *const cols[] = {
 		"merchant_id", "status", "discount_type", "discount_value", "max_discount",
 		"min_order_amount", "valid_from", "allowed_merchants", "budget",
 		"budget_used", "stackable"
 	};
-	Datum		c[lengthof(ccols)];
-	bool		cn[lengthof(ccols)];
-	Datum		p[lengthof(pcols)];
-	bool		pn[lengthof(pcols)];
-	CouponFacts *f = &row->facts;
-	bool		exists;
+	Datum		p[lengthof(cols)];
+	bool		pn[lengthof(cols)];
 	char	   *s;
 
-	if (!fetch_columns(FETCH_COUPON, coupon_id, lengthof(ccols), ccols, c, cn))
+	if (fetch_columns_how(FETCH_POLICY, policy_id, how, lengthof(cols), cols, p, pn) != FETCH_FOUND)
 		return false;
-	row->policy_id = DatumGetInt64(c[0]);
-	if (!fetch_columns(FETCH_POLICY, row->policy_id, lengthof(pcols), pcols, p, pn))
-		elog(ERROR, "policy %lld of coupon %lld is missing",
-			 (long long) row->policy_id, (long long) coupon_id);
-
-	memset(f, 0, sizeof(*f));
-	row->user_id = cn[1] ? NULL : TextDatumGetCString(c[1]);
-	f->status = coupon_status_datum(c[2]);
-	f->balance = cn[3] ? 0 : DatumGetInt64(c[3]);
-	f->has_expires_at = !cn[4];
-	f->expires_at = cn[4] ? 0 : DatumGetTimestampTz(c[4]);
-
 	f->issuer_id = DatumGetInt64(p[0]);
 	s = TextDatumGetCString(p[1]);
 	if (!policy_status_from_name(s, &f->policy_status))
@@ -206,6 +184,8 @@ load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row)
 	f->min_order_amount = DatumGetInt64(p[5]);
 	f->has_valid_from = !pn[6];
 	f->valid_from = pn[6] ? 0 : DatumGetTimestampTz(p[6]);
+	f->allowed = NULL;
+	f->n_allowed = 0;
 	if (!pn[7])
 	{
 		Datum	   *elems;
@@ -223,12 +203,75 @@ load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row)
 	f->budget = pn[8] ? 0 : DatumGetInt64(p[8]);
 	f->budget_used = DatumGetInt64(p[9]);
 	f->stackable = DatumGetBool(p[10]);
+	return true;
+}
 
-	f->merchant_active = fetch_merchant_active(merchant_id, &f->merchant_exists);
+/* the policy part of *f, from validate()'s copies when `cached` */
+static void
+load_policy(int64 policy_id, int64 coupon_id, bool cached, CouponFacts *f)
+{
+	if (cached && factcache_get_policy(policy_id, f))
+		return;
+	if (!read_policy(policy_id, cached ? FETCH_FRESH : FETCH_CURRENT, f))
+		elog(ERROR, "policy %lld of coupon %lld is missing",
+			 (long long) policy_id, (long long) coupon_id);
+	if (cached)
+		factcache_put_policy(policy_id, f);
+}
+
+/* is the merchant active (and does it exist)? from the copies when `cached` */
+static bool
+load_merchant(int64 merchant_id, bool cached, bool *exists)
+{
+	bool		active;
+
+	*exists = true;
+	if (cached && factcache_get_merchant(merchant_id, &active))
+		return active;
+	active = fetch_merchant_active(merchant_id, cached ? FETCH_FRESH : FETCH_CURRENT, exists);
+	if (cached && *exists)
+		factcache_put_merchant(merchant_id, active);
+	return active;
+}
+
+/*
+ * Read the coupon, its policy and both merchants, by primary key and
+ * without locks, into a CouponRow for use at merchant_id; false if the
+ * coupon does not exist.  validate() passes may_cache: the policy and the
+ * merchants may then come from its copies (factcache.c); a checkout reads
+ * them under its snapshot.
+ */
+static bool
+load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row, bool may_cache)
+{
+	static const char *const ccols[] = {
+		"policy_id", "user_id", "status", "balance", "expires_at"
+	};
+	Datum		c[lengthof(ccols)];
+	bool		cn[lengthof(ccols)];
+	CouponFacts *f = &row->facts;
+	bool		cached;
+	bool		exists;
+
+	if (!fetch_columns(FETCH_COUPON, coupon_id, lengthof(ccols), ccols, c, cn))
+		return false;
+	/* after the coupon's table was opened, which applied invalidations */
+	cached = may_cache && factcache_open();
+
+	memset(f, 0, sizeof(*f));
+	row->policy_id = DatumGetInt64(c[0]);
+	row->user_id = cn[1] ? NULL : TextDatumGetCString(c[1]);
+	f->status = coupon_status_datum(c[2]);
+	f->balance = cn[3] ? 0 : DatumGetInt64(c[3]);
+	f->has_expires_at = !cn[4];
+	f->expires_at = cn[4] ? 0 : DatumGetTimestampTz(c[4]);
+
+	load_policy(row->policy_id, coupon_id, cached, f);
+	f->merchant_active = load_merchant(merchant_id, cached, &f->merchant_exists);
 	if (f->issuer_id == merchant_id)
 		f->issuer_active = f->merchant_active;	/* the common case: one read */
 	else
-		f->issuer_active = fetch_merchant_active(f->issuer_id, &exists);
+		f->issuer_active = load_merchant(f->issuer_id, cached, &exists);
 	return true;
 }
 
@@ -346,24 +389,29 @@ lock_and_refresh(CouponRow *row, int64 coupon_id)
 }
 
 /*
- * validate()'s result row type (ok boolean, discount bigint, reason text),
- * built and blessed once per backend: looking it up from the function's
- * OUT parameters on every call was a visible part of a call's cost.
+ * validate()'s result row type, looked up once per backend (and again if
+ * validate() is made anew, as by the 0.6 update, which gave it a named type
+ * instead of OUT parameters).
  */
 static TupleDesc
 validate_result_desc(FunctionCallInfo fcinfo)
 {
 	static TupleDesc desc = NULL;
+	static Oid	desc_fn = InvalidOid;
 	TupleDesc	d;
 	MemoryContext old;
 
-	if (desc != NULL)
+	if (desc != NULL && desc_fn == fcinfo->flinfo->fn_oid)
 		return desc;
 	if (get_call_result_type(fcinfo, NULL, &d) != TYPEFUNC_COMPOSITE || d->natts != 3)
-		elog(ERROR, "validate must return a record of three columns");
+		elog(ERROR, "validate must return a row of three columns");
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	desc = BlessTupleDesc(CreateTupleDescCopy(d));
+	d = BlessTupleDesc(CreateTupleDescCopy(d));
 	MemoryContextSwitchTo(old);
+	if (desc != NULL)
+		FreeTupleDesc(desc);
+	desc = d;
+	desc_fn = fcinfo->flinfo->fn_oid;
 	return desc;
 }
 
@@ -382,7 +430,7 @@ coupon_validate(PG_FUNCTION_ARGS)
 	bool		nulls[3] = {false, false, false};
 
 	tenant_check_for(merchant_id, user_id);
-	if (load_coupon(coupon_id, merchant_id, &row))
+	if (load_coupon(coupon_id, merchant_id, &row, true))
 		reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
 	else
 		reason = REASON_COUPON_NOT_FOUND;
@@ -533,7 +581,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 
 	tenant_check(merchant_id);
 	SPI_connect();
-	if (!load_coupon(coupon_id, merchant_id, &row))
+	if (!load_coupon(coupon_id, merchant_id, &row, false))
 		raise_unusable(REASON_COUPON_NOT_FOUND, coupon_id, merchant_id);
 
 	reserve_lock_order(merchant_id, order_id);
@@ -951,7 +999,7 @@ reserve_for_payment(int64 payment_id, int64 merchant_id, const char *user_id,
 	{
 		int64		discount;
 
-		if (!load_coupon(coupon_ids[i], merchant_id, &rows[i]))
+		if (!load_coupon(coupon_ids[i], merchant_id, &rows[i], false))
 			raise_unusable(REASON_COUPON_NOT_FOUND, coupon_ids[i], merchant_id);
 		reason = evaluate(&rows[i], user_id, merchant_id, amount, &discount);
 		if (reason != REASON_NONE)

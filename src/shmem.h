@@ -6,6 +6,7 @@
 #ifndef COUPON_SHMEM_H
 #define COUPON_SHMEM_H
 
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -50,8 +51,26 @@ typedef struct SagaWorkerSlot
 	uint64		errors;
 } SagaWorkerSlot;
 
+/*
+ * When a backend may trust its copies of policy and merchant facts
+ * (factcache.c): transactions changing such rows in flight, and how many
+ * of them have ended.  On a cache line of their own, since every validate()
+ * reads them and saga workers write their neighbours.
+ */
+typedef union FactCounters
+{
+	struct
+	{
+		pg_atomic_uint32 writers;
+		pg_atomic_uint64 generation;
+	}			c;
+	char		pad[PG_CACHE_LINE_SIZE];
+} FactCounters;
+
 typedef struct CouponShared
 {
+	FactCounters facts;
+
 	LWLock	   *throttle_lock;
 	ThrottleSlot throttle[THROTTLE_SLOTS];
 

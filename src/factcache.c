@@ -1,0 +1,321 @@
+/*
+ * factcache.c
+ *		validate()'s backend-local copies of the policy and merchant facts it
+ *		reads on every call, and the shared counters that say when a copy
+ *		may have gone stale.
+ *
+ * Of validate()'s three primary-key probes, two (a policy, a merchant) read
+ * rows that change a few times a day; skipping them made validate() about
+ * a third cheaper (docs/benchmarks.md).  Each backend keeps the facts it
+ * read in two small hash tables.  Triggers policy_fact_change and
+ * merchant_fact_change (AFTER UPDATE, ENABLE ALWAYS) call
+ * coupon.note_fact_change(), which counts the transaction as a writer in
+ * flight; when it ends, it first advances the generation, then stops being
+ * a writer.  A reader uses its copies only when it sees no writer and the
+ * generation it made them under, and fills them from a snapshot taken after
+ * reading both counters.  So a copy is never older than what a snapshot
+ * taken before the check could see: a change the caller's statement sees
+ * was committed before the check, and either still counted as a writer or
+ * had advanced the generation by then.  A copy may be newer than the
+ * caller's snapshot, which READ COMMITTED callers accept; REPEATABLE READ
+ * and SERIALIZABLE callers (snapshot rules, predicate locks) read the rows.
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "port/atomics.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "coupon.h"
+#include "factcache.h"
+#include "fetch.h"
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(coupon_note_fact_change);
+
+/* past this many copies of one kind, forget them all and start again */
+#define FACTCACHE_MAX_ENTRIES 4096
+
+typedef struct PolicyCopy
+{
+	int64		id;				/* hash key */
+	CouponFacts facts;			/* the policy part; allowed in the cache's context */
+} PolicyCopy;
+
+typedef struct MerchantCopy
+{
+	int64		id;				/* hash key */
+	bool		active;
+} MerchantCopy;
+
+static MemoryContext cache_cxt = NULL;
+static HTAB *policies = NULL;
+static HTAB *merchants = NULL;
+static uint64 cache_generation = 0;
+
+/* the triggers were found enabled on these relations (InvalidOid: check again) */
+static Oid	checked_policy_relid = InvalidOid;
+static Oid	checked_merchant_relid = InvalidOid;
+static bool triggers_ok = false;
+
+/* this transaction changed a policy or merchant and counts as a writer */
+static bool wrote_facts = false;
+
+/* is the named trigger on the table, firing even in replica sessions? */
+static bool
+trigger_fires_always(Relation rel, const char *name)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	for (int i = 0; td != NULL && i < td->numtriggers; i++)
+		if (strcmp(td->triggers[i].tgname, name) == 0)
+			return td->triggers[i].tgenabled == TRIGGER_FIRES_ALWAYS;
+	return false;
+}
+
+/*
+ * Check once (until a relcache invalidation of either table) that both
+ * triggers fire on every change: a database still at 0.5, or a trigger a
+ * superuser disabled, turns the copies off instead of letting them go stale.
+ */
+static bool
+check_triggers(void)
+{
+	Relation	policy;
+	Relation	merchant;
+
+	if (OidIsValid(checked_policy_relid) && OidIsValid(checked_merchant_relid))
+		return triggers_ok;
+	policy = fetch_open(FETCH_POLICY, AccessShareLock);
+	merchant = fetch_open(FETCH_MERCHANT, AccessShareLock);
+	triggers_ok = trigger_fires_always(policy, "policy_fact_change") &&
+		trigger_fires_always(merchant, "merchant_fact_change");
+	checked_policy_relid = RelationGetRelid(policy);
+	checked_merchant_relid = RelationGetRelid(merchant);
+	table_close(merchant, NoLock);
+	table_close(policy, NoLock);
+	return triggers_ok;
+}
+
+/* forget every copy; the tables are made again on the next put */
+static void
+forget_all(void)
+{
+	if (cache_cxt != NULL)
+		MemoryContextReset(cache_cxt);
+	policies = merchants = NULL;
+}
+
+/* a hash table of copies keyed by id, in the cache's context */
+static HTAB *
+make_table(const char *name, Size entrysize)
+{
+	HASHCTL		ctl;
+
+	if (cache_cxt == NULL)
+		cache_cxt = AllocSetContextCreate(CacheMemoryContext, "coupon fact cache",
+										  ALLOCSET_SMALL_SIZES);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = entrysize;
+	ctl.hcxt = cache_cxt;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* may this call use and fill the copies? (see factcache.h) */
+bool
+factcache_open(void)
+{
+	CouponShared *sh = coupon_shared();
+	uint64		generation;
+
+	/* a standby replays changes without triggers */
+	if (sh == NULL || wrote_facts || IsolationUsesXactSnapshot() || RecoveryInProgress() ||
+		!check_triggers())
+		return false;
+	if (pg_atomic_read_u32(&sh->facts.c.writers) != 0)
+		return false;
+	/* a writer advances the generation before it stops counting */
+	pg_read_barrier();
+	generation = pg_atomic_read_u64(&sh->facts.c.generation);
+	if (generation != cache_generation)
+	{
+		forget_all();
+		cache_generation = generation;
+	}
+	return true;
+}
+
+/* the policy part of *f from the copy of policy_id; false if none */
+bool
+factcache_get_policy(int64 policy_id, CouponFacts *f)
+{
+	PolicyCopy *copy;
+	const CouponFacts *p;
+
+	if (policies == NULL)
+		return false;
+	copy = hash_search(policies, &policy_id, HASH_FIND, NULL);
+	if (copy == NULL)
+		return false;
+	p = &copy->facts;
+	f->issuer_id = p->issuer_id;
+	f->policy_status = p->policy_status;
+	f->type = p->type;
+	f->value = p->value;
+	f->has_max_discount = p->has_max_discount;
+	f->max_discount = p->max_discount;
+	f->min_order_amount = p->min_order_amount;
+	f->has_valid_from = p->has_valid_from;
+	f->valid_from = p->valid_from;
+	f->n_allowed = p->n_allowed;
+	f->allowed = NULL;
+	if (p->allowed != NULL)
+	{
+		/* the caller's own copy: an invalidation may empty the cache */
+		int64_t    *ids = palloc(sizeof(int64_t) * Max(p->n_allowed, 1));
+
+		memcpy(ids, p->allowed, sizeof(int64_t) * p->n_allowed);
+		f->allowed = ids;
+	}
+	f->has_budget = false;
+	f->budget = 0;
+	f->budget_used = 0;
+	f->stackable = p->stackable;
+	return true;
+}
+
+/* keep the policy part of *f (not for a budgeted policy: it is not kept) */
+void
+factcache_put_policy(int64 policy_id, const CouponFacts *f)
+{
+	PolicyCopy *copy;
+
+	if (f->has_budget)
+		return;					/* budget_used changes with every hold */
+	if (policies != NULL && hash_get_num_entries(policies) >= FACTCACHE_MAX_ENTRIES)
+		forget_all();
+	if (policies == NULL)
+		policies = make_table("coupon policy copies", sizeof(PolicyCopy));
+	copy = hash_search(policies, &policy_id, HASH_ENTER, NULL);
+	copy->facts = *f;
+	if (f->allowed != NULL)
+	{
+		int64_t    *ids = MemoryContextAlloc(cache_cxt,
+											 sizeof(int64_t) * Max(f->n_allowed, 1));
+
+		memcpy(ids, f->allowed, sizeof(int64_t) * f->n_allowed);
+		copy->facts.allowed = ids;
+	}
+}
+
+/* whether the merchant is active, from its copy; false if none */
+bool
+factcache_get_merchant(int64 merchant_id, bool *active)
+{
+	MerchantCopy *copy;
+
+	if (merchants == NULL)
+		return false;
+	copy = hash_search(merchants, &merchant_id, HASH_FIND, NULL);
+	if (copy == NULL)
+		return false;
+	*active = copy->active;
+	return true;
+}
+
+/* keep an existing merchant's state */
+void
+factcache_put_merchant(int64 merchant_id, bool active)
+{
+	MerchantCopy *copy;
+
+	if (merchants != NULL && hash_get_num_entries(merchants) >= FACTCACHE_MAX_ENTRIES)
+		forget_all();
+	if (merchants == NULL)
+		merchants = make_table("coupon merchant copies", sizeof(MerchantCopy));
+	copy = hash_search(merchants, &merchant_id, HASH_ENTER, NULL);
+	copy->active = active;
+}
+
+/*
+ * Trigger coupon.note_fact_change(): count this transaction as a writer
+ * of facts until it ends.
+ */
+Datum
+coupon_note_fact_change(PG_FUNCTION_ARGS)
+{
+	CouponShared *sh = coupon_shared();
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("note_fact_change() must be called as a trigger")));
+	if (sh != NULL && !wrote_facts)
+	{
+		pg_atomic_fetch_add_u32(&sh->facts.c.writers, 1);
+		wrote_facts = true;
+	}
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * At the end of a transaction that changed facts: advance the generation
+ * (its changes are visible by now), then stop counting as a writer.  Such
+ * a transaction cannot be prepared: its commit would come from another
+ * session, which would not advance the generation.
+ */
+static void
+factcache_xact_callback(XactEvent event, void *arg)
+{
+	CouponShared *sh;
+
+	if (!wrote_facts)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot prepare a transaction that changed a coupon policy or merchant"),
+					 errhint("Commit such changes in a transaction of their own.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			sh = coupon_shared();
+			pg_atomic_fetch_add_u64(&sh->facts.c.generation, 1);
+			pg_atomic_fetch_sub_u32(&sh->facts.c.writers, 1);
+			wrote_facts = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* a table of the copies changed shape, was dropped, or its triggers changed */
+static void
+factcache_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == checked_policy_relid || relid == checked_merchant_relid)
+	{
+		checked_policy_relid = checked_merchant_relid = InvalidOid;
+		/* the copies go at the next factcache_open(), not under a caller */
+		cache_generation = PG_UINT64_MAX;
+	}
+}
+
+/* register the transaction and relcache callbacks */
+void
+coupon_factcache_init(void)
+{
+	RegisterXactCallback(factcache_xact_callback, NULL);
+	CacheRegisterRelcacheCallback(factcache_relcache_callback, (Datum) 0);
+}

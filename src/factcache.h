@@ -1,0 +1,35 @@
+/*
+ * factcache.h
+ *		validate()'s backend-local copies of policy and merchant facts, kept
+ *		only while no committed change can have made them stale.
+ */
+#ifndef COUPON_FACTCACHE_H
+#define COUPON_FACTCACHE_H
+
+#include "discount.h"
+
+/*
+ * May this call use and fill the copies?  Only under READ COMMITTED, in
+ * a transaction that changed no policy or merchant, with the extension
+ * preloaded and its fact-change triggers enabled, and while no change is
+ * in flight.  A true answer holds for the rest of the call: rows missing
+ * from the cache must then be read with a fresh snapshot (FETCH_FRESH).
+ */
+extern bool factcache_open(void);
+
+/* the policy part of *f from the copy of policy_id; false if none */
+extern bool factcache_get_policy(int64 policy_id, CouponFacts *f);
+
+/* keep the policy part of *f (not for a budgeted policy: it is not kept) */
+extern void factcache_put_policy(int64 policy_id, const CouponFacts *f);
+
+/* whether the merchant is active, from its copy; false if none */
+extern bool factcache_get_merchant(int64 merchant_id, bool *active);
+
+/* keep an existing merchant's state */
+extern void factcache_put_merchant(int64 merchant_id, bool active);
+
+/* register the transaction and relcache callbacks */
+extern void coupon_factcache_init(void);
+
+#endif							/* COUPON_FACTCACHE_H */
