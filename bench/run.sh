@@ -90,7 +90,15 @@ info() {
 }
 
 # a checkpoint, so that no run pays for the previous one's dirty pages
+# before a run: let autovacuum finish what the previous runs left it (up to
+# 120 s), so it does not share the two CPUs with the measurement, then
+# write the dirty buffers out
 settle() {
+	local i
+	for i in $(seq 1 240); do
+		[ "$(q "$1" "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
+		sleep 0.5
+	done
 	q "$1" "CHECKPOINT" >/dev/null
 }
 
