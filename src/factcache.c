@@ -46,7 +46,7 @@ PG_FUNCTION_INFO_V1(coupon_note_fact_change);
 typedef struct PolicyCopy
 {
 	int64		id;				/* hash key */
-	CouponFacts facts;			/* the policy part; allowed in the cache's context */
+	CouponFacts facts;			/* only the policy part set; allowed in cache_cxt */
 } PolicyCopy;
 
 typedef struct MerchantCopy
@@ -152,46 +152,33 @@ factcache_open(void)
 	return true;
 }
 
-/* the policy part of *f from the copy of policy_id; false if none */
+/*
+ * *f as read from policy_id, from its copy: the policy part set, the rest
+ * zero; false if there is no copy.
+ */
 bool
 factcache_get_policy(int64 policy_id, CouponFacts *f)
 {
 	PolicyCopy *copy;
-	const CouponFacts *p;
 
 	if (policies == NULL)
 		return false;
 	copy = hash_search(policies, &policy_id, HASH_FIND, NULL);
 	if (copy == NULL)
 		return false;
-	p = &copy->facts;
-	f->issuer_id = p->issuer_id;
-	f->policy_status = p->policy_status;
-	f->type = p->type;
-	f->value = p->value;
-	f->has_max_discount = p->has_max_discount;
-	f->max_discount = p->max_discount;
-	f->min_order_amount = p->min_order_amount;
-	f->has_valid_from = p->has_valid_from;
-	f->valid_from = p->valid_from;
-	f->n_allowed = p->n_allowed;
-	f->allowed = NULL;
-	if (p->allowed != NULL)
+	*f = copy->facts;
+	if (f->allowed != NULL)
 	{
-		/* the caller's own copy: an invalidation may empty the cache */
-		int64_t    *ids = palloc(sizeof(int64_t) * Max(p->n_allowed, 1));
+		/* the caller's own array: an invalidation may empty the cache */
+		int64_t    *ids = palloc(sizeof(int64_t) * Max(f->n_allowed, 1));
 
-		memcpy(ids, p->allowed, sizeof(int64_t) * p->n_allowed);
+		memcpy(ids, copy->facts.allowed, sizeof(int64_t) * f->n_allowed);
 		f->allowed = ids;
 	}
-	f->has_budget = false;
-	f->budget = 0;
-	f->budget_used = 0;
-	f->stackable = p->stackable;
 	return true;
 }
 
-/* keep the policy part of *f (not for a budgeted policy: it is not kept) */
+/* keep *f, holding only policy_id's part (a budgeted policy is not kept) */
 void
 factcache_put_policy(int64 policy_id, const CouponFacts *f)
 {

@@ -17,10 +17,10 @@
  */
 extern bool factcache_open(void);
 
-/* the policy part of *f from the copy of policy_id; false if none */
+/* *f as read from policy_id (the rest zero), from its copy; false if none */
 extern bool factcache_get_policy(int64 policy_id, CouponFacts *f);
 
-/* keep the policy part of *f (not for a budgeted policy: it is not kept) */
+/* keep *f, holding only policy_id's part (a budgeted policy is not kept) */
 extern void factcache_put_policy(int64 policy_id, const CouponFacts *f);
 
 /* whether the merchant is active, from its copy; false if none */

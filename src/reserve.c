@@ -156,7 +156,7 @@ coupon_status_datum(Datum d)
 	return s;
 }
 
-/* read the policy part of *f under `how`; false if there is no such policy */
+/* *f as read from the policy under `how`, the rest zero; false if there is none */
 static bool
 read_policy(int64 policy_id, FetchHow how, CouponFacts *f)
 {
@@ -171,6 +171,7 @@ read_policy(int64 policy_id, FetchHow how, CouponFacts *f)
 
 	if (fetch_columns_how(FETCH_POLICY, policy_id, how, lengthof(cols), cols, p, pn) != FETCH_FOUND)
 		return false;
+	memset(f, 0, sizeof(*f));
 	f->issuer_id = DatumGetInt64(p[0]);
 	s = TextDatumGetCString(p[1]);
 	if (!policy_status_from_name(s, &f->policy_status))
@@ -184,8 +185,6 @@ read_policy(int64 policy_id, FetchHow how, CouponFacts *f)
 	f->min_order_amount = DatumGetInt64(p[5]);
 	f->has_valid_from = !pn[6];
 	f->valid_from = pn[6] ? 0 : DatumGetTimestampTz(p[6]);
-	f->allowed = NULL;
-	f->n_allowed = 0;
 	if (!pn[7])
 	{
 		Datum	   *elems;
@@ -206,7 +205,7 @@ read_policy(int64 policy_id, FetchHow how, CouponFacts *f)
 	return true;
 }
 
-/* the policy part of *f, from validate()'s copies when `cached` */
+/* *f as read from the policy (the rest zero); from the copies when `cached` */
 static void
 load_policy(int64 policy_id, int64 coupon_id, bool cached, CouponFacts *f)
 {
@@ -258,15 +257,13 @@ load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row, bool may_cache)
 	/* after the coupon's table was opened, which applied invalidations */
 	cached = may_cache && factcache_open();
 
-	memset(f, 0, sizeof(*f));
 	row->policy_id = DatumGetInt64(c[0]);
+	load_policy(row->policy_id, coupon_id, cached, f);
 	row->user_id = cn[1] ? NULL : TextDatumGetCString(c[1]);
 	f->status = coupon_status_datum(c[2]);
 	f->balance = cn[3] ? 0 : DatumGetInt64(c[3]);
 	f->has_expires_at = !cn[4];
 	f->expires_at = cn[4] ? 0 : DatumGetTimestampTz(c[4]);
-
-	load_policy(row->policy_id, coupon_id, cached, f);
 	f->merchant_active = load_merchant(merchant_id, cached, &f->merchant_exists);
 	if (f->issuer_id == merchant_id)
 		f->issuer_active = f->merchant_active;	/* the common case: one read */
