@@ -152,6 +152,34 @@ factcache_open(void)
 	return true;
 }
 
+/* the copy of `id` in `table`, or NULL */
+static void *
+find_copy(HTAB *table, int64 id)
+{
+	return table == NULL ? NULL : hash_search(table, &id, HASH_FIND, NULL);
+}
+
+/* a new (or the old) copy of `id` in *table, made when missing or full */
+static void *
+enter_copy(HTAB **table, const char *name, Size entrysize, int64 id)
+{
+	if (*table != NULL && hash_get_num_entries(*table) >= FACTCACHE_MAX_ENTRIES)
+		forget_all();
+	if (*table == NULL)
+		*table = make_table(name, entrysize);
+	return hash_search(*table, &id, HASH_ENTER, NULL);
+}
+
+/* an allowed-merchants array copied into `cxt` */
+static const int64_t *
+copy_ids(MemoryContext cxt, const int64_t *ids, int n)
+{
+	int64_t    *copy = MemoryContextAlloc(cxt, sizeof(int64_t) * Max(n, 1));
+
+	memcpy(copy, ids, sizeof(int64_t) * n);
+	return copy;
+}
+
 /*
  * *f as read from policy_id, from its copy: the policy part set, the rest
  * zero; false if there is no copy.
@@ -159,22 +187,14 @@ factcache_open(void)
 bool
 factcache_get_policy(int64 policy_id, CouponFacts *f)
 {
-	PolicyCopy *copy;
+	PolicyCopy *copy = find_copy(policies, policy_id);
 
-	if (policies == NULL)
-		return false;
-	copy = hash_search(policies, &policy_id, HASH_FIND, NULL);
 	if (copy == NULL)
 		return false;
 	*f = copy->facts;
+	/* the caller's own array: an invalidation may empty the cache */
 	if (f->allowed != NULL)
-	{
-		/* the caller's own array: an invalidation may empty the cache */
-		int64_t    *ids = palloc(sizeof(int64_t) * Max(f->n_allowed, 1));
-
-		memcpy(ids, copy->facts.allowed, sizeof(int64_t) * f->n_allowed);
-		f->allowed = ids;
-	}
+		f->allowed = copy_ids(CurrentMemoryContext, f->allowed, f->n_allowed);
 	return true;
 }
 
@@ -186,31 +206,18 @@ factcache_put_policy(int64 policy_id, const CouponFacts *f)
 
 	if (f->has_budget)
 		return;					/* budget_used changes with every hold */
-	if (policies != NULL && hash_get_num_entries(policies) >= FACTCACHE_MAX_ENTRIES)
-		forget_all();
-	if (policies == NULL)
-		policies = make_table("coupon policy copies", sizeof(PolicyCopy));
-	copy = hash_search(policies, &policy_id, HASH_ENTER, NULL);
+	copy = enter_copy(&policies, "coupon policy copies", sizeof(PolicyCopy), policy_id);
 	copy->facts = *f;
 	if (f->allowed != NULL)
-	{
-		int64_t    *ids = MemoryContextAlloc(cache_cxt,
-											 sizeof(int64_t) * Max(f->n_allowed, 1));
-
-		memcpy(ids, f->allowed, sizeof(int64_t) * f->n_allowed);
-		copy->facts.allowed = ids;
-	}
+		copy->facts.allowed = copy_ids(cache_cxt, f->allowed, f->n_allowed);
 }
 
 /* whether the merchant is active, from its copy; false if none */
 bool
 factcache_get_merchant(int64 merchant_id, bool *active)
 {
-	MerchantCopy *copy;
+	MerchantCopy *copy = find_copy(merchants, merchant_id);
 
-	if (merchants == NULL)
-		return false;
-	copy = hash_search(merchants, &merchant_id, HASH_FIND, NULL);
 	if (copy == NULL)
 		return false;
 	*active = copy->active;
@@ -221,13 +228,9 @@ factcache_get_merchant(int64 merchant_id, bool *active)
 void
 factcache_put_merchant(int64 merchant_id, bool active)
 {
-	MerchantCopy *copy;
+	MerchantCopy *copy = enter_copy(&merchants, "coupon merchant copies",
+									sizeof(MerchantCopy), merchant_id);
 
-	if (merchants != NULL && hash_get_num_entries(merchants) >= FACTCACHE_MAX_ENTRIES)
-		forget_all();
-	if (merchants == NULL)
-		merchants = make_table("coupon merchant copies", sizeof(MerchantCopy));
-	copy = hash_search(merchants, &merchant_id, HASH_ENTER, NULL);
 	copy->active = active;
 }
 
