@@ -8,7 +8,13 @@ COUPON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEBIAN_PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15
 	postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
 	postgresql-contrib libcurl4-openssl-dev libhiredis-dev libmicrohttpd-dev
-	libjansson-dev curl redis-server wrk valgrind"
+	libjansson-dev curl redis-server wrk valgrind procps python3"
+
+# every program a script, test or benchmark of this repository runs that a
+# minimal Debian 12 (debootstrap minbase) lacks or may lack; checked after
+# the install, so a missing one stops the run at once with its name
+REQUIRED_PROGRAMS="make cc pkg-config pg_config curl python3 ps pgrep wrk valgrind
+	redis-server pg_prove runuser timeout awk sed diff xargs dd base64 mktemp"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -23,18 +29,33 @@ install_deps() {
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	fi
+	local absent=()
+	for prog in $REQUIRED_PROGRAMS; do
+		command -v "$prog" >/dev/null || absent+=("$prog")
+	done
+	if [ ${#absent[@]} -gt 0 ]; then
+		echo "programs still missing after the install: ${absent[*]}" >&2
+		exit 2
+	fi
 	PGBIN=$(pg_config --bindir)
 	export PGBIN
+	# the server programs the scripts run from the version's own bindir
+	for prog in pgbench pg_ctl initdb pg_isready; do
+		[ -x "$PGBIN/$prog" ] || {
+			echo "$PGBIN/$prog is missing after the install" >&2
+			exit 2
+		}
+	done
 }
 
-# build and install the extension (and the mock gateway when present)
+# build and install the extension and the mock gateway; with
+# COUPON_WERROR=1 (the test command, hence CI) any compiler warning fails it
 build_install() {
-	log "building and installing the extension"
-	make -s -C "$COUPON_ROOT" >/dev/null
+	local werror=()
+	[ "${COUPON_WERROR:-0}" = 1 ] && werror=(WERROR=1)
+	log "building and installing the extension${werror:+ (warnings are errors)}"
+	make -s -C "$COUPON_ROOT" "${werror[@]}" >/dev/null
 	make -s -C "$COUPON_ROOT" install >/dev/null
-	if [ -f "$COUPON_ROOT/mockpg/Makefile" ]; then
-		make -s -C "$COUPON_ROOT/mockpg" >/dev/null
-	fi
 }
 
 # a fresh work directory the postgres user owns

@@ -10,11 +10,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# the test command is what CI runs: a compiler warning fails the build
+COUPON_WERROR=1
+TEST_START=$(date +%s)
 prepare_run test
 PORT=${COUPON_TEST_PORT:-$(free_port)}
 passed=0
 failed=0
 failures=()
+timings=()
 
 cleanup() {
 	cluster_stop "$WORK"
@@ -24,7 +28,7 @@ trap cleanup EXIT
 
 # run one suite: name, then the command; record the outcome
 suite() {
-	local name=$1
+	local name=$1 start=$(date +%s) outcome=passed
 	shift
 	log "suite: $name"
 	if "$@"; then
@@ -32,7 +36,9 @@ suite() {
 	else
 		failed=$((failed + 1))
 		failures+=("$name")
+		outcome=FAILED
 	fi
+	timings+=("$(printf '%-20s %-7s %5d s' "$name" "$outcome" $(($(date +%s) - start)))")
 }
 
 # pg_regress and isolation, as the postgres user, in a copy it owns
@@ -101,6 +107,8 @@ suite load run_load
 suite saga run_saga
 
 echo
+printf '%s\n' "${timings[@]}"
+echo "whole run (install and build included): $(($(date +%s) - TEST_START)) s"
 if [ $failed -gt 0 ]; then
 	echo "failed suites: ${failures[*]}"
 fi

@@ -4,8 +4,9 @@
  *
  * A limited policy's stock is split over up to 64 shard rows
  * (coupon.policy_stock).  An issuer decrements one shard picked at random
- * and falls back to the others in turn, so concurrent issuers rarely queue
- * on the same row, and the count never goes below zero (a conditional write
+ * and falls back to the others in turn, passing over shards that another
+ * issuer holds, so concurrent issuers queue on a row only when every shard
+ * with stock is held; the count never goes below zero (a conditional write
  * backed by a CHECK).  Once a policy is seen sold out the backend remembers
  * it and answers sold_out without a query.
  */
@@ -44,6 +45,14 @@ typedef struct SoldOut
 static SoldOut sold_out_cache[SOLD_OUT_CACHE];
 static int	sold_out_next = 0;
 static bool sold_out_pending = false;
+
+/* what one attempt on a stock shard found */
+typedef enum ShardTake
+{
+	SHARD_TAKEN,				/* one unit taken; the shard stays locked */
+	SHARD_EMPTY,				/* no stock left in it */
+	SHARD_BUSY					/* another transaction holds it (skip_locked) */
+} ShardTake;
 
 static SavedPlan candidates_plan = {
 	.sql = "SELECT shard FROM coupon.policy_stock"
@@ -138,47 +147,61 @@ coupon_issue_init(void)
  * Take one unit from a shard if it has any, as UPDATE ... SET remaining =
  * remaining - 1 WHERE remaining > 0 would: a shard empty in a fresh
  * snapshot is passed over without waiting or locking; otherwise it is
- * locked, waiting for a concurrent taker, and its latest version decides.
+ * locked and its latest version decides.  With skip_locked, a shard that
+ * another transaction holds is not waited for: the answer is SHARD_BUSY.
  */
-static bool
-take_shard(int64 policy_id, int32 shard)
+static ShardTake
+take_shard(int64 policy_id, int32 shard, bool skip_locked)
 {
 	static const char *const cols[] = {"remaining"};
 	Datum		v;
 	bool		n;
 	ItemPointerData tid;
+	FetchResult r;
 
 	if (fetch_stock_row(policy_id, shard, FETCH_FRESH, 1, cols, &v, &n, NULL) != FETCH_FOUND ||
 		DatumGetInt64(v) <= 0)
-		return false;
-	if (fetch_stock_row(policy_id, shard, FETCH_LOCK, 1, cols, &v, &n, &tid) != FETCH_FOUND ||
-		DatumGetInt64(v) <= 0)
-		return false;
+		return SHARD_EMPTY;
+	r = fetch_stock_row(policy_id, shard, skip_locked ? FETCH_LOCK_SKIP : FETCH_LOCK, 1, cols,
+						&v, &n, &tid);
+	if (r == FETCH_BUSY)
+		return SHARD_BUSY;
+	if (r != FETCH_FOUND || DatumGetInt64(v) <= 0)
+		return SHARD_EMPTY;
 	v = Int64GetDatum(DatumGetInt64(v) - 1);
 	row_update(FETCH_POLICY_STOCK, &tid, 1, cols, &v, &n, false);
-	return true;
+	return SHARD_TAKEN;
 }
 
 /*
- * Take one unit of stock: the random shard if it has any, else each shard
- * that had stock in a fresh snapshot, in turn from the random one.  Each
- * take is one conditional write of one row (take_shard), so an issuer waits
- * on one shard at a time, and keeps locked only a shard it took from, or
- * one that a concurrent taker emptied while it waited (as UPDATE's recheck
- * would).  Stock only goes down, so a shard committed at zero stays empty:
- * when no candidate is left the policy is sold out.
+ * Take one unit of stock without queueing behind another issuer: first
+ * the random shard, then each shard that had stock in a fresh snapshot, in
+ * turn from the random one, each with a conditional lock that passes over
+ * a shard another transaction holds (as SKIP LOCKED would).  Only when
+ * every shard with stock was busy does the issuer wait, on those shards in
+ * the same order, one at a time.  Each take is one conditional write of
+ * one row (take_shard), so an issuer keeps locked only a shard it took
+ * from, or one that a concurrent taker emptied while it waited (as
+ * UPDATE's recheck would).  Stock only goes down, so a shard committed at
+ * zero stays empty: when no candidate is left the policy is sold out.
  */
 static bool
 take_stock(int64 policy_id, int64 total)
 {
 	int32		nshards = (int32) Min(total, COUPON_STOCK_SHARDS);
 	int32		shards[COUPON_STOCK_SHARDS];
+	int32		busy[COUPON_STOCK_SHARDS];
+	int			nbusy = 0;
 	int32		first = (int32) pg_prng_uint64_range(&pg_global_prng_state, 0, nshards - 1);
+	ShardTake	t;
 	uint64		n;
 	Datum		args[2];
 
-	if (take_shard(policy_id, first))
+	t = take_shard(policy_id, first, true);
+	if (t == SHARD_TAKEN)
 		return true;
+	if (t == SHARD_BUSY)
+		busy[nbusy++] = first;
 
 	args[0] = Int64GetDatum(policy_id);
 	args[1] = Int32GetDatum(first);
@@ -186,7 +209,17 @@ take_stock(int64 policy_id, int64 total)
 	for (uint64 i = 0; i < n; i++)
 		shards[i] = spi_int32(i, 1, NULL);
 	for (uint64 i = 0; i < n; i++)
-		if (take_shard(policy_id, shards[i]))
+	{
+		if (shards[i] == first)
+			continue;
+		t = take_shard(policy_id, shards[i], true);
+		if (t == SHARD_TAKEN)
+			return true;
+		if (t == SHARD_BUSY)
+			busy[nbusy++] = shards[i];
+	}
+	for (int i = 0; i < nbusy; i++)
+		if (take_shard(policy_id, busy[i], false) == SHARD_TAKEN)
 			return true;
 	return false;
 }
