@@ -18,6 +18,10 @@ the percentiles of all its rounds' transactions together, and each ratio is
 the median of the ratios taken within one round (workload and baseline ran
 minutes apart at most), followed by their range.
 
+A key may end in "@build" (bench/ab.sh runs the same workloads under two
+builds of the module): it is then compared with the baselines measured under
+the same build, and a workload "@after" also with itself "@before".
+
 Latency percentiles are nearest-rank over every logged transaction: the log's
 third field is the transaction's latency in microseconds.
 """
@@ -115,7 +119,11 @@ def main():
     table = []
     for r in lines:
         notes = []
-        for base, target in COMPARE.get(r["key"], []):
+        key, _, build = r["key"].partition("@")
+        compare = [(b + ("@" + build if build else ""), t) for b, t in COMPARE.get(key, [])]
+        if build == "after":
+            compare.append((key + "@before", None))
+        for base, target in compare:
             ratios = []
             for w in r["rounds"]:
                 b = by_round.get((base, r["clients"], w["round"]))
@@ -125,7 +133,9 @@ def main():
             if not ratios:
                 continue
             ratio = statistics.median(ratios)
-            s = "%.2fx %s" % (ratio, SHORT.get(base, base))
+            name, _, bbuild = base.partition("@")
+            name = SHORT.get(name, name) + (" " + bbuild if bbuild else "")
+            s = "%.2fx %s" % (ratio, name)
             if len(ratios) > 1:
                 s += " [%.2f-%.2f]" % (min(ratios), max(ratios))
             if target is not None:

@@ -28,6 +28,7 @@
 #   BENCH_KEEP=1     keep the work directory (logs) instead of removing it
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 BENCH=$COUPON_ROOT/bench
 SECS=${BENCH_SECONDS:-10}
@@ -72,93 +73,7 @@ shared_preload_libraries = '$preload'
 $statements_conf
 EOF
 
-# one value from a query
-q() {
-	local db=$1
-	shift
-	pg -d "$db" -At -c "$*"
-}
-
-# a line for the report's information section (with its round, if several)
-ROUND=1
-info() {
-	if [ "$ROUNDS" -gt 1 ] && [ -n "$ROUND" ]; then
-		printf 'round %s: %s\n' "$ROUND" "$*" >>"$INFO"
-	else
-		printf '%s\n' "$*" >>"$INFO"
-	fi
-}
-
-# a checkpoint, so that no run pays for the previous one's dirty pages
-# before a run: let autovacuum finish what the previous runs left it (up to
-# 120 s), so it does not share the two CPUs with the measurement, then
-# write the dirty buffers out
-settle() {
-	local i
-	for i in $(seq 1 240); do
-		[ "$(q "$1" "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
-		sleep 0.5
-	done
-	q "$1" "CHECKPOINT" >/dev/null
-}
-
-# next multixact id as of the last checkpoint (settle first)
-next_mxid() {
-	q "$1" "SELECT next_multixact_id FROM pg_control_checkpoint()"
-}
-
-# "updates hot_updates" of a table so far (pg_stat_user_tables)
-upd_stats() {
-	q bench "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = '$1'::regclass"
-}
-
-# an information line: how many of a table's updates since BEFORE were HOT
-hot_info() {
-	local what=$1 table=$2 before=$3 after
-	after=$(upd_stats "$table")
-	set -- $before $after
-	info "$what: $table updated $(($3 - $1)) times, $(($4 - $2)) of them HOT (heap-only, no index writes)"
-}
-
-LAST_XACTS=0
-LAST_STATUS=ok
 START=$SECONDS
-
-# run_pgbench KEY LABEL CLIENTS DB [pgbench options...]: one measured run
-run_pgbench() {
-	local key=$1 label=$2 c=$3 db=$4
-	shift 4
-	local prefix="$WORK/logs/$key-c$c-r$ROUND"
-	local out="$prefix.out"
-	local lsn0 wal tps xacts status=ok rc=0 mx0 mx1
-
-	settle "$db"
-	mx0=$(next_mxid "$db")
-	lsn0=$(q "$db" "SELECT pg_current_wal_lsn()")
-	log "run: $label, $c clients, ${SECS}s (round $ROUND of $ROUNDS)"
-	PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres \
-		"$PGBIN/pgbench" -M prepared -c "$c" -j "$JOBS" -T "$SECS" \
-		-l --log-prefix="$prefix" "$@" "$db" >"$out" 2>&1 || rc=$?
-	wal=$(q "$db" "SELECT pg_current_wal_lsn() - '$lsn0'::pg_lsn")
-	settle "$db"
-	mx1=$(next_mxid "$db")
-	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out" | head -1)
-	xacts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)
-	if [ "$rc" != 0 ] || grep -q "aborted" "$out"; then
-		status="pgbench exit $rc, see below"
-		info "pgbench $label at $c clients did not finish cleanly:"
-		while IFS= read -r l; do info "    $l"; done < <(grep -v '^\(pgbench\|transaction type\|scaling\|query mode\|number of\|latency\|initial\|tps\|duration\|statement\)' "$out" | head -5)
-	fi
-	[ -n "$tps" ] || tps=-
-	[ -n "$xacts" ] || xacts=0
-	if [ "$mx1" != "$mx0" ]; then
-		info "$label at $c clients: $((mx1 - mx0)) multixacts created ($(awk -v m=$((mx1 - mx0)) -v x="$xacts" 'BEGIN { printf "%.2f", (x > 0 ? m / x : 0) }') per transaction)"
-	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$c" "$tps" "$prefix" \
-		"$status" "${wal:-}" "$xacts" "-" "$ROUND" >>"$RESULTS"
-	LAST_XACTS=$xacts
-	LAST_STATUS=$status
-}
 
 # ------------------------------------------------------------------ setup
 
@@ -302,13 +217,4 @@ fi
 
 # ----------------------------------------------------------------- report
 
-echo
-echo "coupon benchmark: pgbench -M prepared -j $JOBS, ${SECS}s per run, clients: $CLIENT_COUNTS"
-echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, load average now $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "server: $(q postgres "SELECT version()")"
-echo "run took $((SECONDS - START))s (setup, runs and checks; build excluded)"
-echo "settings: fsync $(q postgres "SHOW fsync"), synchronous_commit $(q postgres "SHOW synchronous_commit"), shared_buffers $(q postgres "SHOW shared_buffers"), max_connections $(q postgres "SHOW max_connections"), checkpoint before each run"
-echo
-python3 "$BENCH/report.py" "$RESULTS"
-echo
-sed 's/^/info: /' "$INFO"
+print_report "coupon benchmark" "$CLIENT_COUNTS"

@@ -51,7 +51,7 @@ SELECT id AS pay1, state, amount, discount, coupon_ids = ARRAY[:c_fix, :c_pct]::
 	   payment_key, attempts, approved_amount
   FROM coupon.pay(:m1, 'pia', 'order-1', 10000, ARRAY[:c_pct, :c_fix]) \gset
 SELECT :pay1 AS payment, :'state' AS state, :amount AS amount, :discount AS discount, :'sorted' AS sorted,
-	   :'payment_key' AS payment_key;
+	   :'payment_key' ~ '^pk-[0-9a-f]{32}$' AS generated_key;
 SELECT coupon_id, status, discount, payment_id = :pay1 AS owned FROM coupon.reservation
  WHERE payment_id = :pay1 ORDER BY coupon_id;
 SELECT id, status FROM coupon.coupon WHERE id IN (:c_fix, :c_pct) ORDER BY id;
@@ -60,6 +60,13 @@ SELECT step, from_state, to_state, actor FROM coupon.payment_event WHERE payment
 UPDATE coupon.reservation SET expires_at = now() - interval '1 hour' WHERE payment_id = :pay1;
 SELECT coupon.expire_reservations();
 SELECT count(*) AS still_held FROM coupon.reservation WHERE payment_id = :pay1 AND status = 'held';
+-- a payment's holds are the saga's alone: confirm() and release() refuse them
+-- and change nothing
+SELECT try('SELECT coupon.confirm(%s)', id::text) AS confirm_payment_hold,
+	   try('SELECT coupon.release(%s)', id::text) AS release_payment_hold
+  FROM coupon.reservation WHERE payment_id = :pay1 ORDER BY coupon_id;
+SELECT r.status AS hold, c.status AS coupon FROM coupon.reservation r JOIN coupon.coupon c ON c.id = r.coupon_id
+ WHERE r.payment_id = :pay1 ORDER BY r.coupon_id;
 
 -- a payment whose coupons cover it all needs no gateway: it is approved at once
 SELECT id AS pay_free, state, discount FROM coupon.pay(:m1, 'pia', 'order-free', 400, ARRAY[:c_solo]) \gset
@@ -71,6 +78,9 @@ SELECT :'state' AS state, :discount AS discount, :'payment_key' AS payment_key;
 -- refusals change nothing
 SELECT count(*) AS payments_before FROM coupon.payment \gset
 SELECT count(*) AS holds_before FROM coupon.reservation \gset
+-- a caller may not pass a key of the form pay() makes (so no one can take
+-- another payment's key at the gateway first)
+SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-2'', 10000, NULL, ''pk-10099'')', :'m1') AS reserved_key_form;
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-1'', 10000)', :'m1') AS duplicate_order;
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-2'', 10000, ARRAY[%s])', :'m1', :'c_fix') AS coupon_in_use;
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-2'', 10000, ARRAY[%s])', :'m1', :'c_other') AS not_owner;
@@ -188,3 +198,11 @@ SELECT state, discount FROM coupon.pay(:m1, 'pia', 'order-budget', 10000, ARRAY[
 SELECT budget_used FROM coupon.policy WHERE id = :p_budget2;
 SELECT count(*) AS holds, sum(discount) AS held FROM coupon.reservation
  WHERE coupon_id IN (:c_bb1, :c_bb2) AND status = 'held';
+
+-- coupon.gateway_url takes only http(s) URLs with a host: anything else is
+-- refused when set, so no worker ever meets a URL it cannot use
+ALTER SYSTEM SET coupon.gateway_url = 'ftp://gateway.example/';
+ALTER SYSTEM SET coupon.gateway_url = 'http://';
+ALTER SYSTEM SET coupon.gateway_url = 'http://gateway.example/ x';
+SELECT count(*) AS gateway_url_in_auto_conf FROM pg_file_settings
+ WHERE name = 'coupon.gateway_url' AND sourcefile LIKE '%postgresql.auto.conf';

@@ -58,9 +58,12 @@ DECLARE
 	pid bigint;
 BEGIN
 	pid := (coupon.pay(m, 'sue', o, amt, coupons)).id;
-	UPDATE coupon.payment SET state = 'completed', approved_amount = amount - discount, completed_at = at
+	-- approved as the gateway would; the saga's own local step spends the
+	-- holds (a payment's holds are the saga's alone) and completes it
+	UPDATE coupon.payment SET state = 'approved', approved_amount = amount - discount
 	 WHERE id = pid;
-	PERFORM coupon.confirm(r.id) FROM coupon.reservation r WHERE r.payment_id = pid ORDER BY r.coupon_id;
+	PERFORM coupon.process_payments();
+	UPDATE coupon.payment SET completed_at = at WHERE id = pid AND state = 'completed';
 	RETURN pid;
 END
 $fn$;

@@ -133,6 +133,9 @@ SELECT t.label, v.ok, v.discount, v.reason FROM (VALUES
 	('marked expired',           :c_expired,   'vic',  :m1, 10000),
 	('not valid yet',            :c_future,    'vic',  :m1, 10000),
 	('issuer only, at m2',       :c_fixed,     'vic',  :m2, 10000),
+	-- where a coupon cannot be spent, neither its owner nor its state shows
+	('at m2, another user',      :c_fixed,     'eve',  :m2, 10000),
+	('at m2, used',              :c_used,      'vic',  :m2, 10000),
 	('not in allowed_merchants', :c_partner,   'vic',  :m3, 10000),
 	('m2-only coupon at issuer', :c_elsewhere, 'vic',  :m1, 10000),
 	('merchant 999999999',       :c_fixed,     'vic',  999999999, 10000),

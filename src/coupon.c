@@ -37,6 +37,42 @@ int			coupon_circuit_cooldown_ms = 5000;
 
 void		_PG_init(void);
 
+/*
+ * coupon.gateway_url must be empty or an http(s) URL with a host: anything
+ * else is refused when set (ALTER SYSTEM, a reload keeps the old value),
+ * so a worker never meets a URL its gateway client cannot use.
+ */
+static bool
+check_gateway_url(char **newval, void **extra, GucSource source)
+{
+	const char *url = *newval;
+	const char *host;
+
+	if (url == NULL || url[0] == '\0')
+		return true;
+	if (pg_strncasecmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else if (pg_strncasecmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else
+	{
+		GUC_check_errdetail("The gateway URL must start with http:// or https://.");
+		return false;
+	}
+	if (host[0] == '\0' || host[0] == '/')
+	{
+		GUC_check_errdetail("The gateway URL must name a host after the scheme.");
+		return false;
+	}
+	for (const char *c = url; *c; c++)
+		if ((unsigned char) *c <= ' ' || *c == 0x7f)
+		{
+			GUC_check_errdetail("The gateway URL must not contain spaces or control characters.");
+			return false;
+		}
+	return true;
+}
+
 /* an integer setting of the saga, reloaded on SIGHUP */
 static void
 define_saga_int(const char *name, const char *desc, int *var, int boot, int min, int max,
@@ -61,7 +97,7 @@ coupon_saga_guc_init(void)
 	DefineCustomStringVariable("coupon.gateway_url",
 							   "Base URL of the payment gateway (http or https), e.g. http://127.0.0.1:8080.",
 							   NULL, &coupon_gateway_url, "", PGC_SIGHUP, 0,
-							   NULL, NULL, NULL);
+							   check_gateway_url, NULL, NULL);
 	DefineCustomStringVariable("coupon.gateway_secret",
 							   "Secret key the saga authenticates to the gateway with.",
 							   NULL, &coupon_gateway_secret, "", PGC_SIGHUP,

@@ -107,9 +107,13 @@ discount_amount(DiscountType type, int64_t value, bool has_max,
 	return d;
 }
 
-/* is merchant_id one the coupon may be spent at? */
-static bool
-merchant_allowed(const CouponFacts *f, int64_t merchant_id)
+/*
+ * Is merchant_id one the coupon may be spent at?  Elsewhere the coupon is
+ * answered as if it did not exist, so that a merchant learns nothing of
+ * another merchant's coupons (their owner, their state) by probing ids.
+ */
+bool
+discount_merchant_allowed(const CouponFacts *f, int64_t merchant_id)
 {
 	if (f->allowed == NULL)
 		return merchant_id == f->issuer_id;
@@ -131,6 +135,8 @@ discount_evaluate(const CouponFacts *f, int64_t merchant_id,
 	int64_t		d;
 
 	*discount = 0;
+	if (!discount_merchant_allowed(f, merchant_id))
+		return REASON_COUPON_NOT_FOUND;
 	if (f->policy_status == POLICY_DRAFT || f->policy_status == POLICY_PAUSED)
 		return REASON_POLICY_INACTIVE;
 	if (!f->issuer_active)
@@ -152,8 +158,6 @@ discount_evaluate(const CouponFacts *f, int64_t merchant_id,
 	}
 	if (!f->merchant_exists)
 		return REASON_MERCHANT_NOT_FOUND;
-	if (!merchant_allowed(f, merchant_id))
-		return REASON_MERCHANT_NOT_ALLOWED;
 	if (!f->merchant_active)
 		return REASON_MERCHANT_INACTIVE;
 	if (f->has_expires_at && now >= f->expires_at)

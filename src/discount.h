@@ -97,6 +97,7 @@ extern int64_t discount_amount(DiscountType type, int64_t value,
 							   int64_t balance, int64_t base);
 
 /* may the coupon be used at `merchant_id` for `order_amount` at `now`? */
+extern bool discount_merchant_allowed(const CouponFacts *f, int64_t merchant_id);
 extern CouponReason discount_evaluate(const CouponFacts *facts,
 									  int64_t merchant_id, int64_t order_amount,
 									  int64_t now, int64_t *discount);

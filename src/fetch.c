@@ -337,21 +337,30 @@ typedef bool (*WalkVisit) (const Datum *values, const bool *nulls, void *arg);
 
 /*
  * Walk the rows that the index of `table` finds for `keys`, visible in a
- * fresh snapshot, passing columns `names` of each to `visit` until it
- * returns true.  Returns whether it did.
+ * fresh snapshot (with `latest`, the latest one even under REPEATABLE
+ * READ), passing columns `names` of each to `visit` until it returns true.
+ * Returns whether it did.
  */
 static bool
 fetch_walk(FetchTable table, int nkeys, ScanKey keys, int ncols, const char *const *names,
-		   WalkVisit visit, void *arg)
+		   bool latest, WalkVisit visit, void *arg)
 {
 	FetchTarget *t = fetch_target(table);
 	Oid			indexid = t->indexid;	/* the opens may reset t */
 	Relation	rel = table_open(t->relid, AccessShareLock);
 	Relation	index = index_open(indexid, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Snapshot	snapshot = fresh_snapshot();
+	Snapshot	snapshot;
 	IndexScanDesc scan;
 	bool		stopped = false;
+
+	if (latest)
+	{
+		CommandCounterIncrement();
+		snapshot = RegisterSnapshot(GetLatestSnapshot());
+	}
+	else
+		snapshot = fresh_snapshot();
 
 	/* text keys compare under the index column's collation */
 	for (int i = 0; i < nkeys; i++)
@@ -398,7 +407,7 @@ fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id)
 
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(merchant_id));
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(order_id));
-	return fetch_walk(FETCH_ORDER_RESERVATIONS, 2, keys, 2, cols, is_other_live_coupon,
+	return fetch_walk(FETCH_ORDER_RESERVATIONS, 2, keys, 2, cols, false, is_other_live_coupon,
 					  &coupon_id);
 }
 
@@ -412,8 +421,10 @@ count_row(const Datum *values, const bool *nulls, void *arg)
 
 /*
  * How many coupons of the policy the user holds, in any status.  The
- * caller holds the user's per-policy lock, and the new snapshot of the walk
- * sees what the last holder of that lock committed.
+ * caller holds the user's per-policy lock, and the latest snapshot of the
+ * walk sees what the last holder of that lock committed, also under
+ * REPEATABLE READ, whose own snapshot may predate it: counting only what
+ * that one shows would pass the limit, or take a user_seq already taken.
  */
 int64
 fetch_user_coupons(int64 policy_id, const char *user_id)
@@ -423,6 +434,6 @@ fetch_user_coupons(int64 policy_id, const char *user_id)
 
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(policy_id));
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(user_id));
-	fetch_walk(FETCH_USER_COUPONS, 2, keys, 0, NULL, count_row, &n);
+	fetch_walk(FETCH_USER_COUPONS, 2, keys, 0, NULL, true, count_row, &n);
 	return n;
 }

@@ -143,6 +143,16 @@ coupon_issue_init(void)
 	RegisterSubXactCallback(sold_out_subxact_callback, NULL);
 }
 
+/* shards tried at random before the issuer asks which shards have stock */
+#define RANDOM_TRIES 3
+
+/* a shard number picked at random among the policy's nshards */
+static int32
+random_shard(int32 nshards)
+{
+	return (int32) pg_prng_uint64_range(&pg_global_prng_state, 0, nshards - 1);
+}
+
 /*
  * Take one unit from a shard if it has any, as UPDATE ... SET remaining =
  * remaining - 1 WHERE remaining > 0 would: a shard empty in a fresh
@@ -174,16 +184,18 @@ take_shard(int64 policy_id, int32 shard, bool skip_locked)
 }
 
 /*
- * Take one unit of stock without queueing behind another issuer: first
- * the random shard, then each shard that had stock in a fresh snapshot, in
- * turn from the random one, each with a conditional lock that passes over
- * a shard another transaction holds (as SKIP LOCKED would).  Only when
- * every shard with stock was busy does the issuer wait, on those shards in
- * the same order, one at a time.  Each take is one conditional write of
- * one row (take_shard), so an issuer keeps locked only a shard it took
- * from, or one that a concurrent taker emptied while it waited (as
- * UPDATE's recheck would).  Stock only goes down, so a shard committed at
- * zero stays empty: when no candidate is left the policy is sold out.
+ * Take one unit of stock without queueing behind another issuer.  First a
+ * few shards picked at random, each taken only if no other transaction
+ * holds it (as SKIP LOCKED would): colliding issuers scatter rather than
+ * all moving on to the same next shard, and the common case asks no SQL.
+ * Then every shard that had stock in a fresh snapshot, in turn from
+ * another random one, the same way.  Only when every shard with stock was
+ * busy does the issuer wait, on those shards in that order, one at a time.
+ * Each take is one conditional write of one row (take_shard), so an issuer
+ * keeps locked only a shard it took from, or one that a concurrent taker
+ * emptied while it waited (as UPDATE's recheck would).  Stock only goes
+ * down, so a shard committed at zero stays empty: when no candidate is
+ * left the policy is sold out.
  */
 static bool
 take_stock(int64 policy_id, int64 total)
@@ -192,26 +204,25 @@ take_stock(int64 policy_id, int64 total)
 	int32		shards[COUPON_STOCK_SHARDS];
 	int32		busy[COUPON_STOCK_SHARDS];
 	int			nbusy = 0;
-	int32		first = (int32) pg_prng_uint64_range(&pg_global_prng_state, 0, nshards - 1);
 	ShardTake	t;
 	uint64		n;
 	Datum		args[2];
 
-	t = take_shard(policy_id, first, true);
-	if (t == SHARD_TAKEN)
-		return true;
-	if (t == SHARD_BUSY)
-		busy[nbusy++] = first;
+	for (int i = 0; i < Min(nshards, RANDOM_TRIES); i++)
+	{
+		int32		shard = random_shard(nshards);
+
+		if (take_shard(policy_id, shard, true) == SHARD_TAKEN)
+			return true;
+	}
 
 	args[0] = Int64GetDatum(policy_id);
-	args[1] = Int32GetDatum(first);
+	args[1] = Int32GetDatum(random_shard(nshards));
 	n = spi_run(&candidates_plan, args, NULL, false, COUPON_STOCK_SHARDS);
 	for (uint64 i = 0; i < n; i++)
 		shards[i] = spi_int32(i, 1, NULL);
 	for (uint64 i = 0; i < n; i++)
 	{
-		if (shards[i] == first)
-			continue;
 		t = take_shard(policy_id, shards[i], true);
 		if (t == SHARD_TAKEN)
 			return true;

@@ -38,6 +38,9 @@ PG_FUNCTION_INFO_V1(coupon_process_payments);
 
 #define MAX_PAYMENT_COUPONS 10
 
+/* the keys pay() makes start with this; callers may not pass such a key */
+#define GENERATED_KEY_PREFIX "pk-"
+
 static SavedPlan order_taken_plan = {
 	.sql = "SELECT id FROM coupon.payment WHERE merchant_id = $1 AND order_id = $2",
 	.nargs = 2,
@@ -52,7 +55,7 @@ static SavedPlan next_id_plan = {
 static SavedPlan insert_plan = {
 	.sql = "INSERT INTO coupon.payment (id, merchant_id, user_id, order_id, amount, discount,"
 	"       coupon_ids, payment_key, state)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, 'pk-' || $1), $9)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 	" RETURNING *",
 	.nargs = 9,
 	.argtypes = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8ARRAYOID,
@@ -194,6 +197,29 @@ coupon_ids_arg(FunctionCallInfo fcinfo, int argno, int64 **ids)
 	return n;
 }
 
+/*
+ * A payment key for a payment whose caller passed none: the reserved
+ * prefix and 128 random bits, so no caller can guess or claim it, and no
+ * key repeats, not even after the extension is dropped and made again
+ * (which restarts the payment ids).
+ */
+static char *
+generated_payment_key(void)
+{
+	uint8		bits[16];
+	char	   *key = palloc(strlen(GENERATED_KEY_PREFIX) + 2 * sizeof(bits) + 1);
+	char	   *p = key;
+
+	if (!pg_strong_random(bits, sizeof(bits)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random payment key")));
+	p += sprintf(p, "%s", GENERATED_KEY_PREFIX);
+	for (size_t i = 0; i < sizeof(bits); i++)
+		p += sprintf(p, "%02x", bits[i]);
+	return key;
+}
+
 /* the payment_key argument: NULL, or what the gateway accepts in a URL path */
 static char *
 payment_key_arg(FunctionCallInfo fcinfo, int argno)
@@ -207,6 +233,9 @@ payment_key_arg(FunctionCallInfo fcinfo, int argno)
 	len = strlen(key);
 	if (len < 1 || len > 200)
 		coupon_error(REASON_INVALID_PAYMENT_KEY, NULL, "payment_key must be 1 to 200 characters");
+	if (strncmp(key, GENERATED_KEY_PREFIX, strlen(GENERATED_KEY_PREFIX)) == 0)
+		coupon_error(REASON_INVALID_PAYMENT_KEY, NULL,
+					 "payment_key must not start with \"" GENERATED_KEY_PREFIX "\", which is kept for the keys pay() makes");
 	for (size_t i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) key[i];
@@ -300,10 +329,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 	args[5] = Int64GetDatum(discount);
 	args[6] = PointerGetDatum(construct_array(elems, ncoupons, INT8OID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (payment_key)
-		args[7] = CStringGetTextDatum(payment_key);
-	else
-		nulls[7] = 'n';
+	args[7] = CStringGetTextDatum(payment_key ? payment_key : generated_payment_key());
 	args[8] = CStringGetTextDatum(state);
 	spi_run(&insert_plan, args, nulls, false, 1);
 	result = spi_result_row(fcinfo);

@@ -317,13 +317,17 @@ raise_unusable(CouponReason reason, int64 coupon_id, int64 merchant_id)
 	}
 }
 
-/* ownership first, then the engine */
+/*
+ * Visibility, then ownership, then the engine: a coupon that cannot be
+ * spent at merchant_id is answered as one that does not exist, before its
+ * owner or state could show.
+ */
 static CouponReason
 evaluate(const CouponRow *row, const char *user_id, int64 merchant_id,
 		 int64 order_amount, int64 *discount)
 {
 	*discount = 0;
-	if (row->user_id == NULL)
+	if (row->user_id == NULL || !discount_merchant_allowed(&row->facts, merchant_id))
 		return REASON_COUPON_NOT_FOUND; /* an unclaimed code is nobody's coupon */
 	if (strcmp(row->user_id, user_id) != 0)
 		return REASON_NOT_OWNER;
@@ -674,6 +678,23 @@ reservation_not_found(int64 reservation_id)
 }
 
 /*
+ * A hold a payment owns is the saga's alone: confirming or releasing it by
+ * hand would leave the payment and its coupons disagreeing.  The owner is
+ * written with the hold and never changes, so no lock is needed to read it.
+ */
+static void
+refuse_payment_hold(int64 reservation_id, bool payment_null, Datum payment_id)
+{
+	if (payment_null)
+		return;
+	coupon_error(REASON_HOLD_OWNED_BY_PAYMENT,
+				 psprintf("%s, \"payment_id\": " INT64_FORMAT,
+						  json_id("reservation_id", reservation_id), DatumGetInt64(payment_id)),
+				 "reservation %lld belongs to payment %lld and can only be settled by it",
+				 (long long) reservation_id, (long long) DatumGetInt64(payment_id));
+}
+
+/*
  * Spend a live hold: the reservation confirmed, its discount taken off the
  * coupon.  Locks the coupon, then the reservation (the global order), and
  * decides under the locks.  Returns the confirmed row, or 0 with *status
@@ -727,19 +748,20 @@ spend_hold(int64 reservation_id, int64 coupon_id, char **status)
 Datum
 coupon_confirm(PG_FUNCTION_ARGS)
 {
-	static const char *const owner_cols[] = {"coupon_id", "merchant_id"};
+	static const char *const owner_cols[] = {"coupon_id", "merchant_id", "payment_id"};
 	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
 	char	   *ids = json_id("reservation_id", reservation_id);
-	Datum		owner[2];
-	bool		owner_null[2];
+	Datum		owner[lengthof(owner_cols)];
+	bool		owner_null[lengthof(owner_cols)];
 	Datum		result;
 	char	   *status;
 
 	SPI_connect();
-	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_FRESH, 2, owner_cols,
-						  owner, owner_null) != FETCH_FOUND)
+	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_FRESH, lengthof(owner_cols),
+						  owner_cols, owner, owner_null) != FETCH_FOUND)
 		reservation_not_found(reservation_id);
 	tenant_check(DatumGetInt64(owner[1]));
+	refuse_payment_hold(reservation_id, owner_null[2], owner[2]);
 
 	result = spend_hold(reservation_id, DatumGetInt64(owner[0]), &status);
 	if (result != (Datum) 0)
@@ -811,10 +833,18 @@ undo_hold(int64 reservation_id, bool expiring)
 Datum
 coupon_release(PG_FUNCTION_ARGS)
 {
+	static const char *const owner_cols[] = {"merchant_id", "payment_id"};
 	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
+	Datum		owner[lengthof(owner_cols)];
+	bool		owner_null[lengthof(owner_cols)];
 	Datum		result;
 
 	SPI_connect();
+	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_FRESH, lengthof(owner_cols),
+						  owner_cols, owner, owner_null) != FETCH_FOUND)
+		reservation_not_found(reservation_id);
+	tenant_check(DatumGetInt64(owner[0]));
+	refuse_payment_hold(reservation_id, owner_null[1], owner[1]);
 	if (undo_hold(reservation_id, false))
 		result = spi_result_row(fcinfo);
 	else

@@ -657,13 +657,21 @@ record_one(SagaRunner *runner, SagaCall *sc)
 	else
 		res.error = NULL;
 
-	/* an approval of another amount is not ours to accept: a human looks */
+	/*
+	 * An approval is taken only for exactly the amount charged: one of
+	 * another amount, or without a readable totalAmount (absent, negative,
+	 * fractional or past bigint), is not ours to accept: a human looks.
+	 */
 	if (outcome == OUTCOME_OK && (sc->step == STEP_CONFIRM || sc->step == STEP_LOOKUP) &&
-		reply.total_amount >= 0 && reply.total_amount != row.charge)
+		reply.total_amount != row.charge)
 	{
 		outcome = OUTCOME_UNKNOWN;
-		res.error = psprintf("the gateway approved %lld, not %lld",
-							 (long long) reply.total_amount, (long long) row.charge);
+		if (reply.total_amount < 0)
+			res.error = psprintf("the gateway's approval has no valid totalAmount (expected %lld)",
+								 (long long) row.charge);
+		else
+			res.error = psprintf("the gateway approved %lld, not %lld",
+								 (long long) reply.total_amount, (long long) row.charge);
 	}
 
 	/*

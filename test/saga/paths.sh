@@ -84,9 +84,13 @@ check "happy: payment_status() shows the state and the events" \
 
 read -r NOKEY _ <<<"$(pay nokey o-nokey 5000 NULL NULL)"
 wait_state "$NOKEY" completed 30
-check "no paymentKey given: pk-<id> is used at the gateway" \
-	"$(q "SELECT payment_key FROM coupon.payment WHERE id = $NOKEY") $(gw_order "cp-$NOKEY")" \
-	"pk-$NOKEY APPROVE 5000 pk-$NOKEY"
+NOKEY_KEY=$(q "SELECT payment_key FROM coupon.payment WHERE id = $NOKEY")
+check_match "no paymentKey given: pay() made one of pk- and 128 random bits" "$NOKEY_KEY" '^pk-[0-9a-f]{32}$'
+check "no paymentKey given: that key is used at the gateway" \
+	"$(gw_order "cp-$NOKEY")" "APPROVE 5000 $NOKEY_KEY"
+check "a caller's payment_key may not take the form of the keys pay() makes" \
+	"$(try "SELECT coupon.pay($M, 'nokey', 'o-squat', 5000, NULL, 'pk-$((NOKEY + 1))')")" \
+	"PT400 invalid_payment_key"
 
 diag "--- decline"
 C=$(issue "$P_FIXED" bob)

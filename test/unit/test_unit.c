@@ -105,15 +105,19 @@ test_evaluate(void)
 	check(eval(&f, 10000, &d) == REASON_MERCHANT_INACTIVE, "a suspended merchant cannot take coupons");
 	f = base_facts();
 	f.merchant_exists = false;
-	check(discount_evaluate(&f, 99, 10000, 1000, &d) == REASON_MERCHANT_NOT_FOUND,
-		  "an unknown merchant is not found");
+	check(discount_evaluate(&f, 99, 10000, 1000, &d) == REASON_COUPON_NOT_FOUND,
+		  "at an unknown merchant the coupon is not found");
 	f = base_facts();
-	check(discount_evaluate(&f, 2, 10000, 1000, &d) == REASON_MERCHANT_NOT_ALLOWED,
-		  "only the issuer when allowed_merchants is NULL");
+	check(discount_evaluate(&f, 2, 10000, 1000, &d) == REASON_COUPON_NOT_FOUND,
+		  "only the issuer when allowed_merchants is NULL; elsewhere the coupon is not found");
+	f.status = COUPON_USED;
+	check(discount_evaluate(&f, 2, 10000, 1000, &d) == REASON_COUPON_NOT_FOUND,
+		  "where it cannot be spent, a coupon's state does not show");
+	f.status = COUPON_ISSUED;
 	f.allowed = allowed;
 	f.n_allowed = 2;
 	check(discount_evaluate(&f, 9, 10000, 1000, &d) == REASON_NONE, "a listed merchant");
-	check(discount_evaluate(&f, 1, 10000, 1000, &d) == REASON_MERCHANT_NOT_ALLOWED,
+	check(discount_evaluate(&f, 1, 10000, 1000, &d) == REASON_COUPON_NOT_FOUND,
 		  "the issuer is not implied by a list");
 
 	f = base_facts();
