@@ -7,7 +7,8 @@
 # Builds the module of <git ref> (same schema version as the working tree:
 # only the C changes between the two) and of the working tree, starts one
 # private cluster with the durable settings of bench/run.sh, and in every
-# round, for each build in turn: installs its coupon.so, restarts the
+# round, for each build in turn (the order alternating between rounds):
+# installs its coupon.so, restarts the
 # cluster, and measures SELECT 1, the one-counter-row fcfs baseline and
 # coupon.issue on a big (1e8) and a selling-out fcfs policy at each client
 # count.  Every workload is compared with the baselines measured under the
@@ -92,8 +93,12 @@ issued_left() {
 		(SELECT sum(remaining) FROM coupon.policy_stock WHERE policy_id = $1)" | tr '|' ' '
 }
 
+# odd rounds run before then after, even rounds after then before, so
+# neither build always meets the fuller cluster of the later runs
 for ROUND in $(seq 1 "$ROUNDS"); do
-	for build in before after; do
+	order="before after"
+	[ $((ROUND % 2)) = 0 ] && order="after before"
+	for build in $order; do
 		use_build $build
 		for c in $CLIENT_COUNTS; do
 			run_pgbench "select1@$build" "SELECT 1 ($build)" "$c" bench -n -f "$BENCH/pgbench/select1.sql"
@@ -115,5 +120,5 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 	done
 done
 
-info "before = $BEFORE ($BEFORE_SHA), after = the working tree ($AFTER_SHA); each round ran before, then after, with a restart between"
+info "before = $BEFORE ($BEFORE_SHA), after = the working tree ($AFTER_SHA); odd rounds ran before then after, even rounds after then before, with a restart between builds"
 print_report "coupon fcfs A/B" "$CLIENT_COUNTS"
