@@ -81,6 +81,8 @@ SELECT count(*) AS holds_before FROM coupon.reservation \gset
 -- a caller may not pass a key of the form pay() makes (so no one can take
 -- another payment's key at the gateway first)
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-2'', 10000, NULL, ''pk-10099'')', :'m1') AS reserved_key_form;
+-- and a key belongs to one payment only
+SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-2'', 10000, NULL, ''ok_key_1'')', :'m1') AS key_of_another_payment;
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-1'', 10000)', :'m1') AS duplicate_order;
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-2'', 10000, ARRAY[%s])', :'m1', :'c_fix') AS coupon_in_use;
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-2'', 10000, ARRAY[%s])', :'m1', :'c_other') AS not_owner;
@@ -185,6 +187,9 @@ SET ROLE coupon_customer;
 SELECT set_config('request.jwt.claims', '{"sub": "olaf"}', false) IS NOT NULL AS claims;
 SELECT try('SELECT coupon.payment_status(%s)', :'pay1') AS other_user_status;
 SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-y'', 100)', :'m1') AS pay_for_other_user;
+-- only the merchant's side creates its payments, so no customer can take a
+-- merchant's order id first
+SELECT try('SELECT coupon.pay(%s, ''olaf'', ''order-y'', 100)', :'m1') AS pay_for_self;
 SELECT try('SELECT coupon.cancel_payment(%s)', :'pay1') AS customer_cancel;
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;

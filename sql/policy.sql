@@ -179,7 +179,23 @@ SELECT set_config('request.jwt.claims', json_build_object('merchant_id', :m2)::t
 SELECT coupon.create_policy(:m1, 'not mine', 'fixed', 1);
 SELECT merchant_id = :m2 AS own_policy FROM coupon.create_policy(:m2, 'mine', 'fixed', 1);
 SELECT coupon.set_policy_status(:pfree, 'paused');
+-- a merchant may not make a policy another merchant would take: naming
+-- other merchants in allowed_merchants is the platform's (it funds the
+-- discount there)
+SELECT try($$SELECT coupon.create_policy(%s, 'partner', 'fixed', 1, allowed_merchants => ARRAY[%s, %s]::bigint[])$$,
+		   :'m2', :'m2', :'m1') AS merchant_names_another;
+SELECT count(*) AS partner_policies FROM coupon.policy WHERE name = 'partner';
+-- while a coupon_app session bound to m2 sees only m2's policies in policy_stats
+SET ROLE coupon_app;
+SELECT bool_and(merchant_id = :m2) AS only_m2, count(*) > 0 AS some FROM coupon.policy_stats;
+RESET ROLE;
 RESET request.jwt.claims;
+SELECT count(DISTINCT merchant_id) > 1 AS platform_sees_all FROM coupon.policy_stats;
+-- allowed merchants keep the issuer's currency: a discount is only ever
+-- taken off an amount of the same currency
+SELECT id AS m_usd FROM coupon.create_merchant('Dollar shop', 'USD') \gset
+SELECT try($$SELECT coupon.create_policy(%s, 'cross currency', 'fixed', 1000, allowed_merchants => ARRAY[%s, %s]::bigint[])$$,
+		   :'m1', :'m1', :'m_usd') AS other_currency;
 
 -- set_policy_status: every transition; retired is final, nothing returns to
 -- draft, draft goes to active (or retired) only; the same status is a no-op

@@ -35,9 +35,10 @@ EXCEPTION WHEN OTHERS THEN
 	RETURN st || ' ' || CASE WHEN dt LIKE '{%' THEN coalesce(dt::jsonb ->> 'reason', '?') ELSE '-' END;
 END
 $fn$;
--- whatever earlier files left to settle is settled now (their instants are
--- now(), before infinity), so the runs below see only this file's payments
-SELECT count(*) >= 0 AS earlier_files_settled FROM coupon.run_settlement('infinity');
+-- whatever earlier files left to settle is settled now; their instants are
+-- now(), after every cutoff below (2020), so the runs below see only this
+-- file's payments
+SELECT count(*) >= 0 AS earlier_files_settled FROM coupon.run_settlement(now());
 -- ids of this file start at 11000 whatever ran before, so output is stable
 DO $$ BEGIN
 	PERFORM setval('coupon.merchant_id_seq', 11000, false);
@@ -114,28 +115,28 @@ SELECT id AS p_pct FROM coupon.create_policy(:m_rnd, '10 percent platform', 'per
 SELECT id AS p_ref FROM coupon.create_policy(:m_ref, 'refund 2000 half', 'fixed', 2000, per_user_limit => NULL, merchant_share_bp => 5000) \gset
 SELECT id AS p_rat FROM coupon.create_policy(:m_rat, 'rates 2000 half', 'fixed', 2000, per_user_limit => NULL, merchant_share_bp => 5000) \gset
 
--- the sales up to 2030-01-10 (the first run's until)
-SELECT sold(:m_fig, 'fig-plat', 10000, ARRAY[(coupon.issue(:p_plat, 'sue')).id], '2030-01-05 10:00+00') AS fig_plat,
-	   sold(:m_fig, 'fig-half', 10000, ARRAY[(coupon.issue(:p_half, 'sue')).id], '2030-01-05 10:01+00') AS fig_half,
-	   sold(:m_fig, 'fig-merc', 10000, ARRAY[(coupon.issue(:p_merc, 'sue')).id], '2030-01-05 10:02+00') AS fig_merc,
-	   sold(:m_fig, 'fig-none', 10000, NULL, '2030-01-05 10:03+00') AS fig_none \gset
-SELECT sold(:m_rnd, 'rnd-half', 1500, NULL, '2030-01-09 12:00+00') AS rnd_half,
-	   sold(:m_rnd, 'rnd-below', 1499, NULL, '2030-01-09 12:01+00') AS rnd_below,
+-- the sales up to 2020-01-10 (the first run's until)
+SELECT sold(:m_fig, 'fig-plat', 10000, ARRAY[(coupon.issue(:p_plat, 'sue')).id], '2020-01-05 10:00+00') AS fig_plat,
+	   sold(:m_fig, 'fig-half', 10000, ARRAY[(coupon.issue(:p_half, 'sue')).id], '2020-01-05 10:01+00') AS fig_half,
+	   sold(:m_fig, 'fig-merc', 10000, ARRAY[(coupon.issue(:p_merc, 'sue')).id], '2020-01-05 10:02+00') AS fig_merc,
+	   sold(:m_fig, 'fig-none', 10000, NULL, '2020-01-05 10:03+00') AS fig_none \gset
+SELECT sold(:m_rnd, 'rnd-half', 1500, NULL, '2020-01-09 12:00+00') AS rnd_half,
+	   sold(:m_rnd, 'rnd-below', 1499, NULL, '2020-01-09 12:01+00') AS rnd_below,
 	   sold(:m_rnd, 'rnd-stack', 10000, ARRAY[(coupon.issue(:p_pct, 'sue')).id, (coupon.issue(:p_odd, 'sue')).id],
-			'2030-01-09 12:02+00') AS rnd_stack \gset
--- delay 3 days: the run of 2030-01-10 takes what completed before 2030-01-07
-SELECT sold(:m_dly, 'dly-1', 5000, NULL, '2030-01-06 12:00+00') AS dly_1,
-	   sold(:m_dly, 'dly-cutoff', 5000, NULL, '2030-01-07 00:00+00') AS dly_cutoff,
-	   sold(:m_dly, 'dly-2', 5000, NULL, '2030-01-07 12:00+00') AS dly_2,
-	   sold(:m_dly, 'dly-3', 5000, NULL, '2030-01-08 12:00+00') AS dly_3 \gset
-SELECT sold(:m_ref, 'ref-a', 10000, ARRAY[(coupon.issue(:p_ref, 'sue')).id], '2030-01-08 10:00+00') AS ref_a,
-	   sold(:m_ref, 'ref-b', 10000, NULL, '2030-01-08 11:00+00') AS ref_b,
-	   sold(:m_ref, 'ref-c', 10000, ARRAY[(coupon.issue(:p_ref, 'sue')).id], '2030-01-08 12:00+00') AS ref_c,
-	   sold(:m_ref, 'ref-free', 1500, ARRAY[(coupon.issue(:p_ref, 'sue')).id], '2030-01-08 13:00+00') AS ref_free,
-	   sold(:m_ref, 'ref-e', 4000, NULL, '2030-01-09 10:00+00') AS ref_e \gset
-SELECT sold(:m_car, 'car-1', 10000, NULL, '2030-01-09 10:00+00') AS car_1,
-	   sold(:m_car, 'car-2', 10000, NULL, '2030-01-09 11:00+00') AS car_2 \gset
-SELECT sold(:m_rat, 'rat-g', 10000, ARRAY[(coupon.issue(:p_rat, 'sue')).id], '2030-01-09 10:00+00') AS rat_g \gset
+			'2020-01-09 12:02+00') AS rnd_stack \gset
+-- delay 3 days: the run of 2020-01-10 takes what completed before 2020-01-07
+SELECT sold(:m_dly, 'dly-1', 5000, NULL, '2020-01-06 12:00+00') AS dly_1,
+	   sold(:m_dly, 'dly-cutoff', 5000, NULL, '2020-01-07 00:00+00') AS dly_cutoff,
+	   sold(:m_dly, 'dly-2', 5000, NULL, '2020-01-07 12:00+00') AS dly_2,
+	   sold(:m_dly, 'dly-3', 5000, NULL, '2020-01-08 12:00+00') AS dly_3 \gset
+SELECT sold(:m_ref, 'ref-a', 10000, ARRAY[(coupon.issue(:p_ref, 'sue')).id], '2020-01-08 10:00+00') AS ref_a,
+	   sold(:m_ref, 'ref-b', 10000, NULL, '2020-01-08 11:00+00') AS ref_b,
+	   sold(:m_ref, 'ref-c', 10000, ARRAY[(coupon.issue(:p_ref, 'sue')).id], '2020-01-08 12:00+00') AS ref_c,
+	   sold(:m_ref, 'ref-free', 1500, ARRAY[(coupon.issue(:p_ref, 'sue')).id], '2020-01-08 13:00+00') AS ref_free,
+	   sold(:m_ref, 'ref-e', 4000, NULL, '2020-01-09 10:00+00') AS ref_e \gset
+SELECT sold(:m_car, 'car-1', 10000, NULL, '2020-01-09 10:00+00') AS car_1,
+	   sold(:m_car, 'car-2', 10000, NULL, '2020-01-09 11:00+00') AS car_2 \gset
+SELECT sold(:m_rat, 'rat-g', 10000, ARRAY[(coupon.issue(:p_rat, 'sue')).id], '2020-01-09 10:00+00') AS rat_g \gset
 SELECT id, order_id, state, amount, discount, approved_amount, completed_at, cardinality(coupon_ids) AS coupons
   FROM coupon.payment WHERE merchant_id >= 11000 ORDER BY id;
 -- the coupon paying ref-free wholly: nothing charged
@@ -144,10 +145,10 @@ SELECT payment_id, coupon_id, status, discount FROM coupon.reservation WHERE mer
 
 -- refunds before the first run: a partial one (kind refund, same batch as
 -- its sale), and a partial then the rest (the payment's items sum to zero)
-SELECT * FROM refunded(:rnd_below, 500, '2030-01-09 13:00+00');
-SELECT * FROM refunded(:ref_a, 3000, '2030-01-09 09:00+00');
-SELECT * FROM refunded(:ref_e, 1000, '2030-01-09 11:00+00');
-SELECT * FROM refunded(:ref_e, 3000, '2030-01-09 12:00+00');
+SELECT * FROM refunded(:rnd_below, 500, '2020-01-09 13:00+00');
+SELECT * FROM refunded(:ref_a, 3000, '2020-01-09 09:00+00');
+SELECT * FROM refunded(:ref_e, 1000, '2020-01-09 11:00+00');
+SELECT * FROM refunded(:ref_e, 3000, '2020-01-09 12:00+00');
 SELECT id, state, approved_amount, refunded_amount FROM coupon.payment WHERE id IN (:ref_a, :ref_e) ORDER BY id;
 -- the ledger: one row per refund that went through, none for other updates
 UPDATE coupon.payment SET updated_at = updated_at WHERE id = :ref_e;
@@ -157,7 +158,7 @@ SELECT id, payment_id, amount, full_refund, refunded_at FROM coupon.payment_refu
 -- run 1: one batch per merchant
 SELECT id AS batch, merchant_id AS merchant, period_end, sales, refunds, gross, discount_merchant AS d_m,
 	   discount_platform AS d_p, charged, commission, pg_fee, items_payout, carry_in, payout, carry_out, status
-  FROM coupon.run_settlement('2030-01-10 00:00+00') ORDER BY merchant_id;
+  FROM coupon.run_settlement('2020-01-10 00:00+00') ORDER BY merchant_id;
 -- the checked figures: 10,000 sale, 2,000 coupon, 10 % commission pays out
 -- 9,000 (platform funds it), 8,100 (50/50), 7,200 (merchant funds it);
 -- without a coupon 9,000 as well
@@ -182,31 +183,31 @@ SELECT order_id, refund, kind, occurred_at, gross, d_m, d_p, charged, base, comm
 
 -- a re-run adds nothing
 SELECT count(*) AS items_before FROM coupon.settlement_item \gset
-SELECT count(*) AS rerun_batches FROM coupon.run_settlement('2030-01-10 00:00+00');
+SELECT count(*) AS rerun_batches FROM coupon.run_settlement('2020-01-10 00:00+00');
 SELECT count(*) - :items_before AS rerun_items FROM coupon.settlement_item;
 
--- between the first and the second run (until 2030-01-11)
-SELECT * FROM refunded(:ref_b, 10000, '2030-01-10 15:00+00');
-SELECT * FROM refunded(:ref_c, 1000, '2030-01-10 16:00+00');
+-- between the first and the second run (until 2020-01-11)
+SELECT * FROM refunded(:ref_b, 10000, '2020-01-10 15:00+00');
+SELECT * FROM refunded(:ref_c, 1000, '2020-01-10 16:00+00');
 -- a payment the coupon paid wholly: refunded at once, 0 given back
-UPDATE coupon.payment SET state = 'refunded', refunded_at = '2030-01-10 17:00+00' WHERE id = :ref_free;
-UPDATE coupon.payment_refund SET refunded_at = '2030-01-10 17:00+00' WHERE payment_id = :ref_free
+UPDATE coupon.payment SET state = 'refunded', refunded_at = '2020-01-10 17:00+00' WHERE id = :ref_free;
+UPDATE coupon.payment_refund SET refunded_at = '2020-01-10 17:00+00' WHERE payment_id = :ref_free
 RETURNING id, amount, full_refund;
-SELECT * FROM refunded(:car_1, 10000, '2030-01-10 09:00+00');
-SELECT * FROM refunded(:car_2, 10000, '2030-01-10 09:30+00');
-SELECT sold(:m_car, 'car-3', 1000, NULL, '2030-01-10 10:00+00') AS car_3 \gset
+SELECT * FROM refunded(:car_1, 10000, '2020-01-10 09:00+00');
+SELECT * FROM refunded(:car_2, 10000, '2020-01-10 09:30+00');
+SELECT sold(:m_car, 'car-3', 1000, NULL, '2020-01-10 10:00+00') AS car_3 \gset
 -- the merchant's commission and the policy's share change after rat-g was
 -- settled; its refund takes back exactly what its sale item paid, and a new
 -- sale is settled at the new rates
 UPDATE coupon.merchant SET commission_bp = 2000 WHERE id = :m_rat;
 UPDATE coupon.policy SET merchant_share_bp = 10000 WHERE id = :p_rat;
-SELECT * FROM refunded(:rat_g, 8000, '2030-01-10 11:00+00');
-SELECT sold(:m_rat, 'rat-h', 10000, ARRAY[(coupon.issue(:p_rat, 'sue')).id], '2030-01-10 12:00+00') AS rat_h \gset
+SELECT * FROM refunded(:rat_g, 8000, '2020-01-10 11:00+00');
+SELECT sold(:m_rat, 'rat-h', 10000, ARRAY[(coupon.issue(:p_rat, 'sue')).id], '2020-01-10 12:00+00') AS rat_h \gset
 
 -- run 2
 SELECT id AS batch, merchant_id AS merchant, period_end, sales, refunds, gross, discount_merchant AS d_m,
 	   discount_platform AS d_p, charged, commission, pg_fee, items_payout, carry_in, payout, carry_out, status
-  FROM coupon.run_settlement('2030-01-11 00:00+00') ORDER BY merchant_id;
+  FROM coupon.run_settlement('2020-01-11 00:00+00') ORDER BY merchant_id;
 -- refunds of payments settled in run 1: adjustments; the full one of ref-c
 -- has not happened yet, the partial one takes back its amount only
 SELECT batch, order_id, refund, kind, occurred_at, gross, d_m, d_p, charged, base, commission, pg_fee, payout
@@ -216,29 +217,29 @@ SELECT batch, order_id, kind, gross, d_m, d_p, charged, base, commission, pg_fee
   FROM items WHERE merchant = :m_rat ORDER BY payment, refund NULLS FIRST;
 SELECT batch, order_id, occurred_at, payout FROM items WHERE merchant = :m_dly ORDER BY payment;
 
--- between the second and the third run (until 2030-01-12)
-SELECT * FROM refunded(:ref_c, 7000, '2030-01-11 10:00+00');
-SELECT sold(:m_car, 'car-4', 10000, NULL, '2030-01-11 10:00+00') AS car_4 \gset
+-- between the second and the third run (until 2020-01-12)
+SELECT * FROM refunded(:ref_c, 7000, '2020-01-11 10:00+00');
+SELECT sold(:m_car, 'car-4', 10000, NULL, '2020-01-11 10:00+00') AS car_4 \gset
 
 -- run 3
 SELECT id AS batch, merchant_id AS merchant, period_end, sales, refunds, gross, discount_merchant AS d_m,
 	   discount_platform AS d_p, charged, commission, pg_fee, items_payout, carry_in, payout, carry_out, status
-  FROM coupon.run_settlement('2030-01-12 00:00+00') ORDER BY merchant_id;
+  FROM coupon.run_settlement('2020-01-12 00:00+00') ORDER BY merchant_id;
 -- partial then the rest, over three batches: the items of ref-c sum to zero
 SELECT batch, refund, kind, gross, d_m, d_p, charged, base, commission, pg_fee, payout
   FROM items WHERE payment = :ref_c ORDER BY refund NULLS FIRST;
 
 -- run 4: nothing happened since run 3: no batch, the carry stays
-SELECT count(*) AS empty_period_batches FROM coupon.run_settlement('2030-01-13 00:00+00');
+SELECT count(*) AS empty_period_batches FROM coupon.run_settlement('2020-01-13 00:00+00');
 SELECT count(*) AS batches_of_carry, min(carry_out) FILTER (WHERE batch = (SELECT max(batch) FROM batches WHERE merchant = :m_car)) AS last_carry_out
   FROM batches WHERE merchant = :m_car;
 
 -- run 5: sales absorb the carried balance
-SELECT sold(:m_car, 'car-5', 10000, NULL, '2030-01-13 10:00+00') AS car_5,
-	   sold(:m_car, 'car-6', 10000, NULL, '2030-01-13 11:00+00') AS car_6 \gset
+SELECT sold(:m_car, 'car-5', 10000, NULL, '2020-01-13 10:00+00') AS car_5,
+	   sold(:m_car, 'car-6', 10000, NULL, '2020-01-13 11:00+00') AS car_6 \gset
 SELECT id AS batch, merchant_id AS merchant, period_end, sales, refunds, items_payout, carry_in, payout,
 	   carry_out, status
-  FROM coupon.run_settlement('2030-01-14 00:00+00') ORDER BY merchant_id;
+  FROM coupon.run_settlement('2020-01-14 00:00+00') ORDER BY merchant_id;
 -- the carry chain of the carry merchant: each carry_in is the previous carry_out
 SELECT batch, period_end, sales, refunds, items_payout, carry_in, payout, carry_out, status,
 	   carry_in = coalesce(lag(carry_out) OVER (ORDER BY batch), 0) AS chained
@@ -271,36 +272,36 @@ SELECT i.order_id, sum(i.gross) AS gross, sum(i.d_m) AS d_m, sum(i.d_p) AS d_p, 
   FROM items i JOIN coupon.payment p ON p.id = i.payment
  WHERE p.state = 'refunded' GROUP BY i.payment, i.order_id ORDER BY i.payment;
 -- everything settled: one more run adds nothing
-SELECT count(*) AS final_rerun FROM coupon.run_settlement('2030-02-01 00:00+00');
+SELECT count(*) AS final_rerun FROM coupon.run_settlement('2020-02-01 00:00+00');
 
 -- settlement_report: per day (session time zone) and per policy
-SELECT * FROM coupon.settlement_report(:m_fig, '2030-01-01', '2030-01-31');
-SELECT * FROM coupon.settlement_report(:m_ref, '2030-01-08', '2030-01-11');
+SELECT * FROM coupon.settlement_report(:m_fig, '2020-01-01', '2020-01-31');
+SELECT * FROM coupon.settlement_report(:m_ref, '2020-01-08', '2020-01-11');
 -- from_date and to_date are inclusive days
-SELECT day, sales, refunds, payout FROM coupon.settlement_report(:m_ref, '2030-01-10', '2030-01-10');
+SELECT day, sales, refunds, payout FROM coupon.settlement_report(:m_ref, '2020-01-10', '2020-01-10');
 -- another time zone moves the day boundaries
 SET TimeZone = 'Asia/Seoul';
-SELECT day, policy_id, sales, refunds, payout FROM coupon.settlement_report(:m_ref, '2030-01-08', '2030-01-11');
+SELECT day, policy_id, sales, refunds, payout FROM coupon.settlement_report(:m_ref, '2020-01-08', '2020-01-11');
 SET TimeZone = 'UTC';
 -- as CSV
-COPY (SELECT * FROM coupon.settlement_report(:m_ref, '2030-01-01', '2030-01-31')) TO STDOUT WITH (FORMAT csv, HEADER);
+COPY (SELECT * FROM coupon.settlement_report(:m_ref, '2020-01-01', '2020-01-31')) TO STDOUT WITH (FORMAT csv, HEADER);
 -- bad input
-SELECT try('SELECT coupon.settlement_report(NULL, ''2030-01-01'', ''2030-01-31'')') AS null_merchant;
-SELECT try('SELECT coupon.settlement_report(%s, NULL, ''2030-01-31'')', :'m_ref') AS null_from;
-SELECT try('SELECT coupon.settlement_report(%s, ''2030-01-01'', NULL)', :'m_ref') AS null_to;
-SELECT count(*) AS reversed_range FROM coupon.settlement_report(:m_ref, '2030-01-31', '2030-01-01');
-SELECT count(*) AS no_such_merchant FROM coupon.settlement_report(999999, '2030-01-01', '2030-01-31');
+SELECT try('SELECT coupon.settlement_report(NULL, ''2020-01-01'', ''2020-01-31'')') AS null_merchant;
+SELECT try('SELECT coupon.settlement_report(%s, NULL, ''2020-01-31'')', :'m_ref') AS null_from;
+SELECT try('SELECT coupon.settlement_report(%s, ''2020-01-01'', NULL)', :'m_ref') AS null_to;
+SELECT count(*) AS reversed_range FROM coupon.settlement_report(:m_ref, '2020-01-31', '2020-01-01');
+SELECT count(*) AS no_such_merchant FROM coupon.settlement_report(999999, '2020-01-01', '2020-01-31');
 -- tenancy: a merchant reads its own report only, a customer none
 SET ROLE coupon_merchant;
 SELECT set_config('request.jwt.claims', json_build_object('merchant_id', :m_ref)::text, false) IS NOT NULL AS claims;
-SELECT count(*) AS own_rows FROM coupon.settlement_report(:m_ref, '2030-01-01', '2030-01-31');
-SELECT try('SELECT coupon.settlement_report(%s, ''2030-01-01'', ''2030-01-31'')', :'m_fig') AS other_merchant;
-SELECT try('SELECT coupon.run_settlement(''2030-02-01'')') AS merchant_runs_settlement;
+SELECT count(*) AS own_rows FROM coupon.settlement_report(:m_ref, '2020-01-01', '2020-01-31');
+SELECT try('SELECT coupon.settlement_report(%s, ''2020-01-01'', ''2020-01-31'')', :'m_fig') AS other_merchant;
+SELECT try('SELECT coupon.run_settlement(''2020-02-01'')') AS merchant_runs_settlement;
 SELECT try('SELECT count(*) FROM coupon.settlement_item') AS merchant_reads_items;
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '{"sub": "sue"}', false) IS NOT NULL AS claims;
 SET ROLE coupon_customer;
-SELECT try('SELECT coupon.settlement_report(%s, ''2030-01-01'', ''2030-01-31'')', :'m_ref') AS customer;
+SELECT try('SELECT coupon.settlement_report(%s, ''2020-01-01'', ''2020-01-31'')', :'m_ref') AS customer;
 RESET ROLE;
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;
 
@@ -336,6 +337,12 @@ SELECT count(*) AS cases,
 
 -- run_settlement needs an until
 SELECT try('SELECT coupon.run_settlement(NULL)') AS null_until;
+-- and it may not lie in the future: a batch is final, so it can only hold
+-- what has already happened (nothing is written)
+SELECT count(*) AS batches_before FROM coupon.settlement \gset
+SELECT try('SELECT coupon.run_settlement(''infinity'')') AS infinite_until,
+	   try('SELECT coupon.run_settlement(now() + interval ''1 day'')') AS tomorrow;
+SELECT count(*) = :batches_before AS nothing_written FROM coupon.settlement;
 
 -- purge: at least 24 hours; deletes idempotency keys older than older_than
 SELECT try('SELECT coupon.purge(''23 hours 59 minutes'')') AS under_a_day;
@@ -355,3 +362,16 @@ SELECT key FROM coupon.idempotency_key WHERE key LIKE 'settle-key-%' ORDER BY ke
 -- pg_cron is not installed in this database: a clear error
 SELECT try('SELECT coupon.schedule_jobs()') AS schedule_without_cron;
 SELECT try('SELECT coupon.unschedule_jobs()') AS unschedule_without_cron;
+
+-- a merchant funds only discounts of its own policies: a platform campaign
+-- of m_own also spendable at m_host costs m_host nothing (the platform
+-- funds it there), while at m_own the merchant's share applies
+SELECT id AS m_own FROM coupon.create_merchant('funds its own', 'KRW', 0, 0, 0) \gset
+SELECT id AS m_host FROM coupon.create_merchant('hosts a campaign', 'KRW', 0, 0, 0) \gset
+SELECT id AS p_camp FROM coupon.create_policy(:m_own, 'campaign', 'fixed', 2000, per_user_limit => NULL,
+	merchant_share_bp => 10000, allowed_merchants => ARRAY[:m_own, :m_host]::bigint[]) \gset
+SELECT sold(:m_host, 'camp-host', 10000, ARRAY[(coupon.issue(:p_camp, 'sue')).id], '2020-06-01 10:00+00') AS camp_host,
+	   sold(:m_own, 'camp-own', 10000, ARRAY[(coupon.issue(:p_camp, 'sue')).id], '2020-06-01 11:00+00') AS camp_own \gset
+SELECT CASE merchant_id WHEN :m_own THEN 'issuer' ELSE 'host' END AS merchant,
+	   gross, discount_merchant, discount_platform, charged, payout
+  FROM coupon.run_settlement('2020-06-02 00:00+00') WHERE merchant_id IN (:m_own, :m_host) ORDER BY merchant_id;

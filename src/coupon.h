@@ -20,6 +20,7 @@
 #define COUPON_LOCK_PER_USER	0x43500001
 #define COUPON_LOCK_IDEMPOTENCY	0x43500002
 #define COUPON_LOCK_ORDER		0x43500003
+#define COUPON_LOCK_PAYMENT_KEY	0x43500004
 
 /* settings (coupon.c) */
 extern char *coupon_code_secret;

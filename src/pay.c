@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -45,6 +46,12 @@ static SavedPlan order_taken_plan = {
 	.sql = "SELECT id FROM coupon.payment WHERE merchant_id = $1 AND order_id = $2",
 	.nargs = 2,
 	.argtypes = {INT8OID, TEXTOID}
+};
+
+static SavedPlan key_taken_plan = {
+	.sql = "SELECT id FROM coupon.payment WHERE payment_key = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID}
 };
 
 static SavedPlan next_id_plan = {
@@ -220,6 +227,25 @@ generated_payment_key(void)
 	return key;
 }
 
+/*
+ * Refuse a caller's payment key that another payment has: one key, one
+ * payment at the gateway.  Decided under an advisory lock on the key, so
+ * two concurrent pay() calls with one key cannot both pass (the unique
+ * index payment_key_idx is the backstop).  Inside SPI.
+ */
+static void
+refuse_taken_key(const char *payment_key)
+{
+	Datum		arg = CStringGetTextDatum(payment_key);
+
+	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(COUPON_LOCK_PAYMENT_KEY),
+						Int32GetDatum((int32) hash_bytes((const unsigned char *) payment_key,
+														 strlen(payment_key))));
+	if (spi_run(&key_taken_plan, &arg, NULL, false, 1) > 0)
+		coupon_error(REASON_DUPLICATE_PAYMENT_KEY, json_id("payment_id", spi_int64(0, 1, NULL)),
+					 "payment_key \"%s\" belongs to another payment", payment_key);
+}
+
 /* the payment_key argument: NULL, or what the gateway accepts in a URL path */
 static char *
 payment_key_arg(FunctionCallInfo fcinfo, int argno)
@@ -269,7 +295,8 @@ coupon_pay(PG_FUNCTION_ARGS)
 	Datum		result;
 	const char *state;
 
-	tenant_check_for(merchant_id, user_id);
+	/* only the merchant's side creates its payments: no one else claims its orders */
+	tenant_check(merchant_id);
 	if (!fetch_merchant_active(merchant_id, FETCH_CURRENT, &exists))
 	{
 		if (!exists)
@@ -310,6 +337,9 @@ coupon_pay(PG_FUNCTION_ARGS)
 							  json_id("payment_id", spi_int64(0, 1, NULL))),
 					 "order \"%s\" of merchant %lld is already paid or being paid",
 					 order_id, (long long) merchant_id);
+
+	if (payment_key)
+		refuse_taken_key(payment_key);
 
 	spi_run(&next_id_plan, NULL, NULL, false, 1);
 	payment_id = spi_int64(0, 1, NULL);

@@ -43,10 +43,13 @@ static SavedPlan merchant_plan = {
 	.argtypes = {INT8OID}
 };
 
+/* how many of the listed merchants exist, and how many keep another currency than $2 */
 static SavedPlan count_merchants_plan = {
-	.sql = "SELECT count(*) FROM coupon.merchant WHERE id = ANY ($1)",
-	.nargs = 1,
-	.argtypes = {INT8ARRAYOID}
+	.sql = "SELECT count(*), count(*) FILTER (WHERE m.currency <> i.currency)"
+	"  FROM coupon.merchant m, coupon.merchant i"
+	" WHERE m.id = ANY ($1) AND i.id = $2",
+	.nargs = 2,
+	.argtypes = {INT8ARRAYOID, INT8OID}
 };
 
 static SavedPlan insert_plan = {
@@ -105,14 +108,19 @@ check_optional_int64(FunctionCallInfo fcinfo, int argno, const char *name,
 	}
 }
 
-/* allowed_merchants: existing ids, each once, no NULLs, at most 1000 */
+/*
+ * allowed_merchants: existing ids, each once, no NULLs, at most 1000, all
+ * in the issuer's currency (a discount is only ever taken off an amount of
+ * the same currency).  Naming a merchant other than the issuer makes a
+ * policy the platform funds there, so only the platform may do it.
+ */
 static void
-check_allowed_merchants(ArrayType *arr)
+check_allowed_merchants(ArrayType *arr, int64 issuer_id)
 {
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
-	Datum		arg;
+	Datum		args[2];
 
 	if (ARR_NDIM(arr) > 1)
 		bad_field(REASON_INVALID_MERCHANTS, "allowed_merchants",
@@ -132,11 +140,22 @@ check_allowed_merchants(ArrayType *arr)
 				bad_field(REASON_INVALID_MERCHANTS, "allowed_merchants",
 						  "allowed_merchants must list each merchant once");
 	}
-	arg = PointerGetDatum(arr);
-	spi_run(&count_merchants_plan, &arg, NULL, true, 1);
+	args[0] = PointerGetDatum(arr);
+	args[1] = Int64GetDatum(issuer_id);
+	spi_run(&count_merchants_plan, args, NULL, true, 1);
 	if (spi_int64(0, 1, NULL) != n)
 		bad_field(REASON_INVALID_MERCHANTS, "allowed_merchants",
 				  "allowed_merchants lists a merchant that does not exist");
+	if (spi_int64(0, 2, NULL) != 0)
+		bad_field(REASON_INVALID_MERCHANTS, "allowed_merchants",
+				  "allowed_merchants lists a merchant with another currency than the issuer's");
+	for (int i = 0; i < n; i++)
+		if (DatumGetInt64(elems[i]) != issuer_id && !tenant_is_platform())
+			coupon_error(REASON_MERCHANT_NOT_ALLOWED,
+						 psprintf("%s, %s", json_id("merchant_id", issuer_id),
+								  json_id("allowed_merchant_id", DatumGetInt64(elems[i]))),
+						 "only the platform may make a policy that can be spent at merchant %lld",
+						 (long long) DatumGetInt64(elems[i]));
 }
 
 /* the fields that do not need the database */
@@ -235,7 +254,7 @@ coupon_create_policy(PG_FUNCTION_ARGS)
 		coupon_error(REASON_MERCHANT_INACTIVE, json_id("merchant_id", merchant_id),
 					 "merchant %lld is suspended", (long long) merchant_id);
 	if (!PG_ARGISNULL(A_ALLOWED))
-		check_allowed_merchants(PG_GETARG_ARRAYTYPE_P(A_ALLOWED));
+		check_allowed_merchants(PG_GETARG_ARRAYTYPE_P(A_ALLOWED), merchant_id);
 
 	for (int i = 0; i < A_COUNT; i++)
 	{

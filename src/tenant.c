@@ -124,6 +124,34 @@ tenant_check(int64 merchant_id)
 					 (long long) acting, (long long) merchant_id);
 }
 
+/*
+ * May the caller see merchant_id's rows in a shared view?  Quietly false
+ * where tenant_check would raise: a view filters, it does not fail.
+ */
+bool
+tenant_sees(int64 merchant_id)
+{
+	CallerKind kind = caller_kind();
+	int64		acting;
+
+	if (kind == CALLER_CUSTOMER)
+		return false;
+	acting = claimed_merchant();
+	if (acting < 0)
+		return kind == CALLER_TRUSTED;
+	return acting == merchant_id;
+}
+
+/*
+ * Is the caller the platform itself: a trusted role not narrowed to one
+ * merchant by a merchant_id claim?
+ */
+bool
+tenant_is_platform(void)
+{
+	return caller_kind() == CALLER_TRUSTED && claimed_merchant() < 0;
+}
+
 /* raise PT403 wrong_tenant unless the caller may act for user_id */
 void
 tenant_check_user(const char *user_id)
@@ -169,4 +197,15 @@ coupon_check_acting_merchant(PG_FUNCTION_ARGS)
 {
 	tenant_check(arg_int64(fcinfo, 0, "merchant_id"));
 	PG_RETURN_BOOL(true);
+}
+
+PG_FUNCTION_INFO_V1(coupon_sees_merchant);
+
+/* coupon.sees_merchant(merchant_id): may the caller see that merchant's rows (for views) */
+Datum
+coupon_sees_merchant(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(tenant_sees(PG_GETARG_INT64(0)));
 }

@@ -26,4 +26,10 @@ extern void tenant_check_user(const char *user_id);
 /* customers for themselves (user_id), everyone else for merchant_id */
 extern void tenant_check_for(int64 merchant_id, const char *user_id);
 
+/* may the caller see merchant_id's rows (false rather than an error) */
+extern bool tenant_sees(int64 merchant_id);
+
+/* is the caller the platform (trusted, not bound to one merchant)? */
+extern bool tenant_is_platform(void);
+
 #endif							/* COUPON_TENANT_H */

@@ -23,7 +23,7 @@ LOAD_DBS+=("$DST")
 psql_db "$SRC" >/dev/null <<'SQL'
 CREATE TABLE codes (policy_id bigint, code text);
 SELECT id AS m1 FROM coupon.create_merchant('dump shop one') \gset
-SELECT id AS m2 FROM coupon.create_merchant('dump shop two', 'USD', 250, 300, 2) \gset
+SELECT id AS m2 FROM coupon.create_merchant('dump shop two', 'KRW', 250, 300, 2) \gset
 SELECT id AS fixed_p FROM coupon.create_policy(:m1, 'fixed', 'fixed', 1000, budget => 100000) \gset
 SELECT id AS fcfs_p FROM coupon.create_policy(:m1, 'fcfs', 'percent', 1000, issue_method => 'fcfs',
 	total_quantity => 100, per_user_limit => 1, max_discount => 5000) \gset

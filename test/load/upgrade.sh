@@ -109,11 +109,13 @@ psql_db "$MID" >/dev/null <<'SQL'
 SELECT id AS m FROM coupon.create_merchant('mid shop') \gset
 SELECT coupon.pay(:m, 'rita', 'r-' || g, 5000) FROM generate_series(1, 3) g;
 -- as the saga would have left them: one refunded in full, one in part, one not at all
+-- (two days ago: a cutoff may not lie in the future, and the delay is one day)
 UPDATE coupon.payment SET state = 'refunded', approved_amount = 5000, refunded_amount = 5000,
-       completed_at = now(), refunded_at = now() WHERE order_id = 'r-1';
+       completed_at = now() - interval '2 days', refunded_at = now() - interval '2 days' WHERE order_id = 'r-1';
 UPDATE coupon.payment SET state = 'partially_refunded', approved_amount = 5000, refunded_amount = 1200,
-       completed_at = now(), refunded_at = now() WHERE order_id = 'r-2';
-UPDATE coupon.payment SET state = 'completed', approved_amount = 5000, completed_at = now() WHERE order_id = 'r-3';
+       completed_at = now() - interval '2 days', refunded_at = now() - interval '2 days' WHERE order_id = 'r-2';
+UPDATE coupon.payment SET state = 'completed', approved_amount = 5000, completed_at = now() - interval '2 days'
+ WHERE order_id = 'r-3';
 SQL
 psql_db "$MID" -c "ALTER EXTENSION coupon UPDATE" >/dev/null
 check "refunds made under 0.2 are in the refund ledger after the update" \
@@ -121,7 +123,7 @@ check "refunds made under 0.2 are in the refund ledger after the update" \
 	                  FROM coupon.payment_refund f JOIN coupon.payment p ON p.id = f.payment_id")" \
 	"r-1:5000:true,r-2:1200:false"
 check "settlement then nets them out: 5000 + 3800 charged after refunds" \
-	"$(query "$MID" "SELECT sum(charged) FROM coupon.run_settlement(now() + interval '2 days')")" "8800"
+	"$(query "$MID" "SELECT sum(charged) FROM coupon.run_settlement(now())")" "8800"
 
 # the 0.5 code (row locks taken in C) checks out a coupon issued under 0.1,
 # and coupons, which lost the reservations' foreign key in 0.5, stay put
@@ -159,9 +161,9 @@ check "policy_stats reads the same after coupon.status became a domain" "$(query
 check "a status outside the domain is refused after the update" \
 	"$(query "$S03" "DO \$\$ BEGIN UPDATE coupon.coupon SET status = 'lost'; EXCEPTION WHEN check_violation THEN RAISE NOTICE 'refused'; END \$\$; SELECT count(*) FROM coupon.coupon WHERE status = 'lost'")" "0"
 psql_db "$S03" -c "UPDATE coupon.payment SET state = 'partially_refunded', refunded_amount = 500, refunds = 1,
-                   refunded_at = now() WHERE order_id = 's-2'" >/dev/null
+                   refunded_at = now() - interval '1 minute' WHERE order_id = 's-2'" >/dev/null
 check "the next run settles only the new refund, as an adjustment" \
-	"$(query "$S03" "SELECT string_agg(concat_ws(':', sales, refunds, gross), ',') FROM coupon.run_settlement(now() + interval '1 minute')")" \
+	"$(query "$S03" "SELECT string_agg(concat_ws(':', sales, refunds, gross), ',') FROM coupon.run_settlement(now())")" \
 	"0:1:-500"
 check "and each sale is still settled once" \
 	"$(query "$S03" "SELECT count(*) || ' ' || count(DISTINCT payment_id) FROM coupon.settlement_item WHERE kind = 'sale'")" "3 3"

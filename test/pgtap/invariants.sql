@@ -22,7 +22,7 @@ DECLARE
 	m2 bigint;
 BEGIN
 	m1 := (coupon.create_merchant('tap invariants one')).id;
-	m2 := (coupon.create_merchant('tap invariants two', 'USD')).id;
+	m2 := (coupon.create_merchant('tap invariants two', 'KRW')).id;
 	INSERT INTO ctx VALUES ('m1', m1), ('m2', m2);
 	INSERT INTO ctx SELECT 'direct', id FROM coupon.create_policy(m1, 'direct limited', 'fixed', 1000,
 		total_quantity => 60, per_user_limit => 2, budget => 25000);
@@ -170,7 +170,7 @@ SELECT is_empty($$
 		('redeem', 'PT429 too_many_code_attempts'),
 		('reserve', 'ok'), ('reserve', 'none'), ('reserve', 'PT409 coupon_reserved'),
 		('reserve', 'PT409 coupon_used'), ('reserve', 'PT422 expired'), ('reserve', 'PT403 not_owner'),
-		('reserve', 'PT403 merchant_not_allowed'), ('reserve', 'PT422 min_order_amount'),
+		('reserve', 'PT404 coupon_not_found'), ('reserve', 'PT422 min_order_amount'),
 		('reserve', 'PT422 budget_exhausted'), ('reserve', 'PT422 policy_inactive'),
 		('confirm', 'ok'), ('confirm', 'none'), ('confirm', 'PT409 reservation_released'),
 		('confirm', 'PT409 reservation_expired'),

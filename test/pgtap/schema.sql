@@ -93,7 +93,8 @@ SELECT is_empty($$
 --   coupon_app: a trusted backend acting for any merchant (not tenant creation, not the
 --     sweepers, not settlement runs, reconciliation, housekeeping or jobs; their reports)
 --   coupon_merchant: a merchant's own policies, codes, holds, payments and settlement report
---   coupon_customer: claiming and reading one's own coupons, paying, reading one's payments
+--   coupon_customer: claiming and reading one's own coupons, reading one's payments (the
+--     merchant's side creates payments, so no customer can claim a merchant's order id)
 CREATE TEMP TABLE grants (fn text, role text, may boolean) ON COMMIT DROP;
 INSERT INTO grants
 SELECT fn, role,
@@ -108,7 +109,7 @@ SELECT fn, role,
 											  'release', 'pay', 'cancel_payment', 'payment_status',
 											  'settlement_report')
 		   WHEN 'coupon_customer' THEN fn IN ('issue', 'redeem_code', 'user_coupons', 'validate',
-											  'pay', 'payment_status')
+											  'payment_status')
 	   END
   FROM api, unnest('{coupon_admin,coupon_app,coupon_merchant,coupon_customer}'::text[]) role;
 SELECT function_privs_are('coupon', g.fn, a.args, g.role,
