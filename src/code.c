@@ -179,13 +179,6 @@ coupon_generate_codes(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* count a failed attempt, then raise the error the caller sees */
-static void
-code_attempt_failed(const char *user_id, CouponReason reason, const char *message)
-{
-	throttle_record_failure(user_id);
-	coupon_error(reason, NULL, "%s", message);
-}
 
 /* coupon.redeem_code(code, user_id): claim the coupon behind a code */
 Datum
@@ -206,7 +199,8 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	typed = PG_GETARG_TEXT_PP(0);
 	if (!code_normalize(VARDATA_ANY(typed), VARSIZE_ANY_EXHDR(typed), canonical))
 		coupon_error(REASON_INVALID_CODE, NULL, "this is not a valid coupon code");
-	if (throttle_blocked(user_id))
+	/* counted as a failure at once, in one step with the check (a guess) */
+	if (!throttle_begin_attempt(user_id))
 		coupon_error(REASON_TOO_MANY_CODE_ATTEMPTS, NULL,
 					 "too many wrong codes were entered for this user");
 
@@ -214,9 +208,13 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	args[0] = PointerGetDatum(code_hash(code_secret(), canonical));
 	explicit_bzero(canonical, sizeof(canonical));
 	if (spi_run(&find_code_plan, args, NULL, false, 1) == 0)
-		code_attempt_failed(user_id, REASON_CODE_NOT_FOUND, "no coupon has this code");
+		coupon_error(REASON_CODE_NOT_FOUND, NULL, "no coupon has this code");
 	coupon_id = spi_int64(0, 1, NULL);
 	holder = spi_text(0, 3);
+	if (holder != NULL && strcmp(holder, user_id) != 0)
+		coupon_error(REASON_CODE_REDEEMED, NULL, "this code was already redeemed");
+	/* a code of the user's own or free to claim: not a guess, not counted */
+	throttle_forgive(user_id);
 	policy_load_issue_info(spi_int64(0, 2, NULL), &policy);
 	tenant_check_for(policy.merchant_id, user_id);
 
@@ -229,15 +227,13 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_DATUM(result);
 	}
-	if (holder != NULL)
-		code_attempt_failed(user_id, REASON_CODE_REDEEMED, "this code was already redeemed");
 
 	policy_check_issuable(&policy);
 	user_seq = policy_take_user_slot(&policy, user_id);
 	args[1] = CStringGetTextDatum(user_id);
 	args[2] = Int32GetDatum(user_seq);
 	if (spi_run(&claim_plan, args, user_seq == 0 ? "  n" : NULL, false, 1) == 0)
-		code_attempt_failed(user_id, REASON_CODE_REDEEMED, "this code was already redeemed");
+		coupon_error(REASON_CODE_REDEEMED, NULL, "this code was already redeemed");
 	result = spi_result_row(fcinfo);
 	SPI_finish();
 	PG_RETURN_DATUM(result);

@@ -80,39 +80,25 @@ window_open(const ThrottleSlot *slot, TimestampTz now)
 		(TimestampTz) coupon_code_failure_window * USECS_PER_SEC;
 }
 
-/* true if the user has too many recent failures */
+/*
+ * Start an attempt of the user: false if the user already has too many
+ * recent failures; otherwise the attempt is counted as a failure at once,
+ * in the same step as the check, so concurrent attempts can never get past
+ * the limit together.  A successful attempt is forgiven afterwards
+ * (throttle_forgive); one whose transaction fails later stays counted.
+ */
 bool
-throttle_blocked(const char *user_id)
-{
-	CouponShared *s = throttle_table();
-	uint64		key;
-	bool		found;
-	bool		blocked = false;
-	ThrottleSlot *slot;
-
-	if (s == NULL)
-		return false;
-	key = user_key(user_id);
-	LWLockAcquire(s->throttle_lock, LW_SHARED);
-	slot = find_slot(s, key, &found);
-	if (found && window_open(slot, GetCurrentTimestamp()))
-		blocked = slot->failures >= coupon_code_max_failures;
-	LWLockRelease(s->throttle_lock);
-	return blocked;
-}
-
-/* record one failure of the user, opening a new window if the last closed */
-void
-throttle_record_failure(const char *user_id)
+throttle_begin_attempt(const char *user_id)
 {
 	CouponShared *s = throttle_table();
 	TimestampTz now = GetCurrentTimestamp();
 	uint64		key;
 	bool		found;
+	bool		allowed = true;
 	ThrottleSlot *slot;
 
 	if (s == NULL)
-		return;
+		return true;
 	key = user_key(user_id);
 	LWLockAcquire(s->throttle_lock, LW_EXCLUSIVE);
 	slot = find_slot(s, key, &found);
@@ -122,6 +108,29 @@ throttle_record_failure(const char *user_id)
 		slot->window_start = now;
 		slot->failures = 0;
 	}
-	slot->failures++;
+	if (slot->failures >= coupon_code_max_failures)
+		allowed = false;
+	else
+		slot->failures++;
+	LWLockRelease(s->throttle_lock);
+	return allowed;
+}
+
+/* an attempt begun with throttle_begin_attempt succeeded: take its count back */
+void
+throttle_forgive(const char *user_id)
+{
+	CouponShared *s = throttle_table();
+	uint64		key;
+	bool		found;
+	ThrottleSlot *slot;
+
+	if (s == NULL)
+		return;
+	key = user_key(user_id);
+	LWLockAcquire(s->throttle_lock, LW_EXCLUSIVE);
+	slot = find_slot(s, key, &found);
+	if (found && slot->failures > 0)
+		slot->failures--;
 	LWLockRelease(s->throttle_lock);
 }

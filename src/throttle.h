@@ -6,10 +6,10 @@
 #ifndef COUPON_THROTTLE_H
 #define COUPON_THROTTLE_H
 
-/* true if the user has too many recent failures */
-extern bool throttle_blocked(const char *user_id);
+/* check the user's failures and count this attempt as one, in one step */
+extern bool throttle_begin_attempt(const char *user_id);
 
-/* record one failure of the user */
-extern void throttle_record_failure(const char *user_id);
+/* take back the count of an attempt that succeeded */
+extern void throttle_forgive(const char *user_id);
 
 #endif							/* COUPON_THROTTLE_H */

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Load test: wrong codes are throttled per user, also under concurrency.
+# 40 sessions of one user try a code that someone else already redeemed,
+# all at once.  The check of the user's failures and the count of this
+# attempt are one step (throttle.c), so exactly coupon.code_max_failures of
+# them may get as far as the code (PT409 code_redeemed); every other one is
+# PT429 too_many_code_attempts.  Nothing changes hands.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
+
+DB=load_code_throttle
+CLIENTS=40
+# the counts live in shared memory for the whole cluster: a user of our own
+ATTACKER="attacker-$$-$(date +%s%N)"
+
+create_db "$DB"
+psql_db "$DB" <<SQL
+$(outcome_sql)
+CREATE FUNCTION try_code(code text, user_id text) RETURNS void
+LANGUAGE plpgsql AS \$f\$
+DECLARE
+	st text; det text; msg text;
+BEGIN
+	PERFORM coupon.redeem_code(code, user_id);
+	INSERT INTO load_outcome VALUES ('redeem', 'ok');
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL, msg = MESSAGE_TEXT;
+	INSERT INTO load_outcome VALUES ('redeem', load_err(st, det, msg));
+END
+\$f\$;
+SELECT id AS m FROM coupon.create_merchant('load code throttle') \gset
+SELECT id AS p FROM coupon.create_policy(:m, 'codes', 'fixed', 1000, issue_method => 'code',
+	total_quantity => 1, per_user_limit => NULL) \gset
+CREATE TABLE the_code AS SELECT coupon.generate_codes(:p, 1) AS code;
+SELECT count(*) AS owner_has_it FROM the_code, coupon.redeem_code(the_code.code, 'owner');
+SQL
+CODE=$(query "$DB" "SELECT code FROM the_code")
+MAX=$(query "$DB" "SHOW coupon.code_max_failures")
+
+SCRIPT=$(scratch_file code_throttle.pgbench <<'PGB'
+SELECT try_code(':code', ':who');
+PGB
+)
+diag "$CLIENTS sessions of one user try a redeemed code at once (limit $MAX)"
+pgbench_run "$DB" "$SCRIPT" -c "$CLIENTS" -j 8 -t 1 -D code="$CODE" -D who="$ATTACKER"
+check "exactly code_max_failures attempts reached the code, every other one was throttled" \
+	"$(query "$DB" "SELECT string_agg(outcome || ' x' || n, ', ' ORDER BY outcome)
+	                  FROM (SELECT outcome, count(*) AS n FROM load_outcome GROUP BY outcome) o")" \
+	"PT409 code_redeemed x$MAX, PT429 too_many_code_attempts x$((CLIENTS - MAX))"
+check "the coupon still belongs to its owner" \
+	"$(query "$DB" "SELECT string_agg(user_id, ',') FROM coupon.coupon")" "owner"
+
+load_finish
