@@ -231,6 +231,9 @@ SELECT id AS s4 FROM coupon.issue(:p_solo, 'sam') \gset
 SELECT discount FROM coupon.reserve(:s3, 'sam', :m1, 'stack-1', 10000);
 SELECT try($$SELECT coupon.reserve(%s, 'sam', %s, 'stack-1', 10000)$$, :'s4', :'m1') AS second_solo;
 SELECT discount FROM coupon.reserve(:s1, 'sam', :m1, 'stack-1', 10000);
+-- one order has one amount: a coupon for it with another amount is refused
+-- (else each hold would be cut against a different order)
+SELECT try($$SELECT coupon.reserve(%s, 'sam', %s, 'stack-1', 20000)$$, :'s2', :'m1') AS other_amount;
 -- only 2000 of the order is left for the third coupon
 SELECT discount FROM coupon.reserve(:s2, 'sam', :m1, 'stack-1', 10000);
 SELECT sum(discount) AS order_discount, count(*) AS holds

@@ -69,6 +69,7 @@ static const ReasonInfo reason_table[REASON_COUNT] = {
 	[REASON_INVALID_STATUS_TRANSITION] = {"invalid_status_transition", 409, "Policies go from draft to active, between active and paused, and to retired, which is final."},
 	[REASON_DUPLICATE_ORDER] = {"duplicate_order", 409, "Each order is paid once; look the payment up with payment_status(), or use a new order id."},
 	[REASON_DUPLICATE_PAYMENT_KEY] = {"duplicate_payment_key", 409, "Each payment needs a paymentKey of its own; pass none to have pay() make one."},
+	[REASON_ORDER_AMOUNT_MISMATCH] = {"order_amount_mismatch", 409, "Reserve every coupon of an order for the same order amount, or release the others first."},
 	[REASON_PAYMENT_NOT_CANCELABLE] = {"payment_not_cancelable", 409, "A payment can be cancelled unless it failed, is refunded in full, is being voided or released, needs attention, or already has a refund or cancel in progress."},
 	[REASON_PAYMENT_NOT_RETRYABLE] = {"payment_not_retryable", 409, "Only a payment in needs_attention can be retried."},
 	[REASON_EXPIRED] = {"expired", 422, "The coupon is past its validity."},

@@ -53,14 +53,15 @@ static const char *const held_cols[] = {
 	"id", "status", "merchant_id", "order_id", "order_amount", "user_id"
 };
 
-/* the other coupons already held or spent for the same order */
+/* the other coupons already held or spent for the same order, and how many for another amount */
 static SavedPlan order_plan = {
-	.sql = "SELECT coalesce(sum(discount), 0)::bigint, array_agg(coupon_id)"
+	.sql = "SELECT coalesce(sum(discount), 0)::bigint, array_agg(coupon_id),"
+	"       count(*) FILTER (WHERE order_amount <> $4)"
 	"  FROM coupon.reservation"
 	" WHERE merchant_id = $1 AND order_id = $2 AND coupon_id <> $3"
 	"   AND status IN ('held', 'confirmed')",
-	.nargs = 3,
-	.argtypes = {INT8OID, TEXTOID, INT8OID}
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, INT8OID, INT8OID}
 };
 
 /* how many of these coupons are not stackable */
@@ -471,16 +472,21 @@ static int64
 order_stacking(int64 merchant_id, const char *order_id, int64 coupon_id,
 			   const CouponRow *row, int64 order_amount, int64 discount)
 {
-	Datum		args[3];
+	Datum		args[4];
 	int64		others_discount;
 	bool		isnull;
 
 	args[0] = Int64GetDatum(merchant_id);
 	args[1] = CStringGetTextDatum(order_id);
 	args[2] = Int64GetDatum(coupon_id);
+	args[3] = Int64GetDatum(order_amount);
 	spi_run(&order_plan, args, NULL, false, 1);
 	if (spi_isnull(0, 2))
 		return discount;		/* the only coupon of the order */
+	if (spi_int64(0, 3, NULL) > 0)
+		coupon_error(REASON_ORDER_AMOUNT_MISMATCH, json_id("coupon_id", coupon_id),
+					 "order \"%s\" already holds coupons for another order amount than %lld",
+					 order_id, (long long) order_amount);
 	others_discount = spi_int64(0, 1, NULL);
 	args[0] = spi_datum(0, 2, &isnull);
 	spi_run(&non_stackable_plan, args, NULL, false, 1);
