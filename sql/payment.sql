@@ -191,7 +191,14 @@ SELECT try('SELECT coupon.pay(%s, ''pia'', ''order-y'', 100)', :'m1') AS pay_for
 -- merchant's order id first
 SELECT try('SELECT coupon.pay(%s, ''olaf'', ''order-y'', 100)', :'m1') AS pay_for_self;
 SELECT try('SELECT coupon.cancel_payment(%s)', :'pay1') AS customer_cancel;
+-- a customer sees its own payment, but not what the gateway said
+SELECT set_config('request.jwt.claims', '{"sub": "pia"}', false) IS NOT NULL AS claims;
+SELECT s ? 'last_error' AS sees_last_error, s -> 'events' -> 0 ? 'error' AS sees_event_error,
+	   s -> 'events' -> 0 ? 'step' AS sees_steps
+  FROM coupon.payment_status(:pay1) s;
 RESET ROLE;
+SELECT s ? 'last_error' AS operator_sees_last_error, s -> 'events' -> 0 ? 'error' AS operator_sees_event_error
+  FROM coupon.payment_status(:pay1) s;
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;
 
 -- two coupons of one budgeted policy on one payment: each hold charges the

@@ -140,14 +140,22 @@ static SavedPlan state_event_plan = {
 	.argtypes = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
 };
 
+/*
+ * The payment and its last $2 events; $3 (a customer asks) leaves out what
+ * the gateway said and how it was asked: those are for the merchant and
+ * the operators.
+ */
 static SavedPlan status_plan = {
-	.sql = "SELECT to_jsonb(p) || jsonb_build_object('events', coalesce(("
-	"         SELECT jsonb_agg(to_jsonb(e) - 'payment_id' ORDER BY e.id DESC)"
+	.sql = "SELECT (to_jsonb(p) - CASE WHEN $3 THEN '{last_error}'::text[] ELSE '{}' END)"
+	"       || jsonb_build_object('events', coalesce(("
+	"         SELECT jsonb_agg(to_jsonb(e) - 'payment_id'"
+	"                          - CASE WHEN $3 THEN '{error,gateway_code,http_status,idempotency_key,latency_ms}'::text[]"
+	"                                 ELSE '{}' END ORDER BY e.id DESC)"
 	"           FROM (SELECT * FROM coupon.payment_event"
 	"                  WHERE payment_id = p.id ORDER BY id DESC LIMIT $2) e), '[]'))"
 	"  FROM coupon.payment p WHERE p.id = $1",
-	.nargs = 2,
-	.argtypes = {INT8OID, INT4OID}
+	.nargs = 3,
+	.argtypes = {INT8OID, INT4OID, BOOLOID}
 };
 
 static SavedPlan replay_plan = {
@@ -515,7 +523,7 @@ coupon_payment_status(PG_FUNCTION_ARGS)
 {
 	int64		payment_id = arg_int64(fcinfo, 0, "payment_id");
 	int32		events = arg_int32_range(fcinfo, 1, "events", 0, 1000, REASON_INVALID_MAX_ROWS);
-	Datum		args[2];
+	Datum		args[3];
 	Datum		result;
 	bool		isnull;
 
@@ -525,6 +533,7 @@ coupon_payment_status(PG_FUNCTION_ARGS)
 		payment_not_found(payment_id);
 	tenant_check_for(spi_int64(0, 1, NULL), spi_text(0, 2));
 	args[1] = Int32GetDatum(events);
+	args[2] = BoolGetDatum(caller_kind() == CALLER_CUSTOMER);
 	spi_run(&status_plan, args, NULL, true, 1);
 	result = SPI_datumTransfer(spi_datum(0, 1, &isnull), false, -1);
 	SPI_finish();

@@ -31,6 +31,7 @@
 #include "utils/timestamp.h"
 
 #include "coupon.h"
+#include "excerpt.h"
 #include "reserve.h"
 #include "saga.h"
 #include "shmem.h"
@@ -623,6 +624,24 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 	return (int) n;
 }
 
+/*
+ * What the gateway said, as it may be stored: at most EXCERPT_MAX_BYTES of
+ * whole characters, no control characters, and never the gateway secret
+ * (a gateway that echoes request headers would otherwise put the Basic
+ * credentials into the event log).  NULL stays NULL.
+ */
+static char *
+gateway_text(const char *text)
+{
+	char	   *out;
+
+	if (text == NULL)
+		return NULL;
+	out = palloc(EXCERPT_MAX_BYTES + 1);
+	excerpt_make(text, coupon_gateway_secret, out, EXCERPT_MAX_BYTES);
+	return out;
+}
+
 /* record one finished call; the payment may have moved on without us */
 static void
 record_one(SagaRunner *runner, SagaCall *sc)
@@ -645,13 +664,13 @@ record_one(SagaRunner *runner, SagaCall *sc)
 	outcome = pay_classify(sc->step, call->http_status, reply.status, reply.code);
 
 	res.http_status = call->http_status;
-	res.gateway_code = reply.status ? reply.status : reply.code;
+	res.gateway_code = gateway_text(reply.status ? reply.status : reply.code);
 	res.latency_ms = call->latency_us / 1000.0;
 	res.idempotency_key = call->idempotency_key;
 	if (call->error)
-		res.error = call->error;
+		res.error = gateway_text(call->error);
 	else if (reply.code)
-		res.error = psprintf("%s: %s", reply.code, reply.message ? reply.message : "");
+		res.error = gateway_text(psprintf("%s: %s", reply.code, reply.message ? reply.message : ""));
 	else if (outcome == OUTCOME_UNKNOWN || call->http_status >= 400)
 		res.error = psprintf("HTTP %d without an error code", call->http_status);
 	else

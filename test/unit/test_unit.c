@@ -7,11 +7,13 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codefmt.h"
 #include "currency.h"
 #include "discount.h"
+#include "excerpt.h"
 #include "payment.h"
 #include "reason.h"
 
@@ -469,6 +471,33 @@ test_saga_backoff_breaker(void)
 	check(b.failures == 0, "a success resets the failure count");
 }
 
+/* gateway text: bounded, sanitised, whole UTF-8 characters, credentials redacted */
+static void
+test_excerpt(void)
+{
+	char		out[EXCERPT_MAX_BYTES + 1];
+	char	   *big = malloc(600001);
+
+	memset(big, 'x', 600000);
+	big[600000] = '\0';
+	excerpt_make(big, "sk", out, EXCERPT_MAX_BYTES);
+	check(strlen(out) == EXCERPT_MAX_BYTES, "600 kB of gateway text keeps 300 bytes");
+	free(big);
+	excerpt_make("bad\r\nline\x01", "", out, EXCERPT_MAX_BYTES);
+	check(strcmp(out, "bad  line ") == 0, "control characters become spaces");
+	/* "test_sk_1:" in base64 is dGVzdF9za18xOg== */
+	excerpt_make("auth: Basic dGVzdF9za18xOg== key test_sk_1 end", "test_sk_1", out,
+				 EXCERPT_MAX_BYTES);
+	check(strcmp(out, "auth: Basic [redacted] key [redacted] end") == 0,
+		  "the secret and its Basic credentials are redacted");
+	excerpt_make("\xea\xb2\xb0\xec\xa0\x9c", "", out, 4);
+	check(strcmp(out, "\xea\xb2\xb0") == 0, "a cut never splits a UTF-8 character");
+	excerpt_make("a\xff\xc3" "b", "", out, EXCERPT_MAX_BYTES);
+	check(strcmp(out, "a??b") == 0, "broken UTF-8 becomes question marks");
+	excerpt_make(NULL, NULL, out, EXCERPT_MAX_BYTES);
+	check(out[0] == '\0', "no text, no excerpt");
+}
+
 int
 main(void)
 {
@@ -482,6 +511,7 @@ main(void)
 	test_saga_classify();
 	test_saga_transitions();
 	test_saga_backoff_breaker();
+	test_excerpt();
 	printf("1..%d\n", tests);
 	return failures == 0 ? 0 : 1;
 }
