@@ -96,5 +96,7 @@ faults_magic(const char *payment_key)
 		return MAGIC_ERROR;
 	if (strncmp(payment_key, "timeout_", 8) == 0)
 		return MAGIC_TIMEOUT;
+	if (strncmp(payment_key, "badtotal_", 9) == 0)
+		return MAGIC_BAD_TOTAL;
 	return MAGIC_NONE;
 }

@@ -30,7 +30,8 @@ typedef enum MagicKey
 	MAGIC_NONE,
 	MAGIC_DECLINE,				/* decline_* */
 	MAGIC_ERROR,				/* error_* */
-	MAGIC_TIMEOUT				/* timeout_* */
+	MAGIC_TIMEOUT,				/* timeout_* */
+	MAGIC_BAD_TOTAL				/* badtotal_*: a hostile gateway's totalAmount */
 } MagicKey;
 
 extern void faults_init(const FaultConfig *initial, uint64_t seed);

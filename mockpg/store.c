@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "faults.h"
 #include "htab.h"
 #include "journal.h"
 #include "store.h"
@@ -285,7 +286,9 @@ payment_write(StrBuf *sb, const Payment *p)
 	sb_member_string(sb, "status", payment_status(p));
 	sb_member_string(sb, "method", "CARD");
 	sb_member_string(sb, "currency", "KRW");
-	sb_member_int(sb, "totalAmount", p->total);
+	/* a hostile gateway's answer for a badtotal_* key: DONE, but negative */
+	sb_member_int(sb, "totalAmount",
+				  faults_magic(p->payment_key) == MAGIC_BAD_TOTAL ? -p->total : p->total);
 	sb_member_int(sb, "balanceAmount", p->balance);
 	member_time(sb, "requestedAt", p->approved_at);
 	member_time(sb, "approvedAt", p->approved_at);

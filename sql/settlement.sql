@@ -375,3 +375,20 @@ SELECT sold(:m_host, 'camp-host', 10000, ARRAY[(coupon.issue(:p_camp, 'sue')).id
 SELECT CASE merchant_id WHEN :m_own THEN 'issuer' ELSE 'host' END AS merchant,
 	   gross, discount_merchant, discount_platform, charged, payout
   FROM coupon.run_settlement('2020-06-02 00:00+00') WHERE merchant_id IN (:m_own, :m_host) ORDER BY merchant_id;
+
+-- one merchant's batch whose totals would not fit (9300 sales of 10^15,
+-- past bigint, which stopped the whole run before 0.7) is left out and
+-- reported; the other merchant of the run is
+-- settled all the same
+SELECT id AS m_whale FROM coupon.create_merchant('whale', 'KRW', 0, 0, 0) \gset
+SELECT id AS m_small FROM coupon.create_merchant('small', 'KRW', 0, 0, 0) \gset
+SELECT count(coupon.pay(:m_whale, 'whale', 'whale-' || g, 1000000000000000)) AS whale_payments
+  FROM generate_series(1, 9300) g;
+SELECT sold(:m_small, 'small-1', 5000, NULL, '2020-07-01 11:00+00') AS small_1 \gset
+UPDATE coupon.payment SET state = 'completed', approved_amount = amount, completed_at = '2020-07-01 10:00+00'
+ WHERE merchant_id = :m_whale;
+SELECT CASE merchant_id WHEN :m_small THEN 'small' ELSE 'whale' END AS merchant, sales, gross, payout
+  FROM coupon.run_settlement('2020-07-02 00:00+00') WHERE merchant_id IN (:m_whale, :m_small);
+SELECT merchant_id = :m_whale AS whale, reason, detail ->> 'items' AS items, detail ->> 'gross' AS gross
+  FROM coupon.settlement_problem;
+SELECT count(*) AS whale_items_settled FROM coupon.settlement_item WHERE merchant_id = :m_whale;

@@ -515,6 +515,12 @@ expect "timeout_*: the payment was approved and recorded" 200
 check "timeout_*: status DONE, amount kept" has '"status":"DONE","method":"CARD","currency":"KRW","totalAmount":4200'
 confirm timeout_card1 order_timeout1 4200
 expect "re-confirming a timed-out payment answers at once" 200
+confirm badtotal_card1 order_badtotal1 3300
+expect "badtotal_* -> 200, approved" 200
+check "badtotal_*: DONE with a negative totalAmount (a hostile gateway)" \
+	has '"status":"DONE","method":"CARD","currency":"KRW","totalAmount":-3300'
+req GET /v1/payments/orders/order_badtotal1
+check "badtotal_*: the lookup says the same" has '"totalAmount":-3300'
 
 req GET /__mock/faults
 check "GET /__mock/faults shows the settings from the flags" \

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# A hostile (or broken) gateway: it answers DONE with a totalAmount that is
+# not what was charged (the mock's badtotal_* key: the negative of it).  The
+# saga must never take that as an approval: the payment does not complete,
+# its coupon stays held for it (never spent), every try is logged with why,
+# and after max_attempts it waits in needs_attention for a human.  An
+# ordinary payment beside it completes.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
+
+MAX_ATTEMPTS=3
+saga_start <<CONF
+coupon.max_attempts = $MAX_ATTEMPTS
+CONF
+
+M=$(q "SELECT id FROM coupon.create_merchant('hostile gateway shop')")
+P=$(q "SELECT id FROM coupon.create_policy($M, 'two thousand', 'fixed', 2000, per_user_limit => NULL)")
+C=$(q "SELECT id FROM coupon.issue($P, 'hana')")
+BAD=$(q "SELECT id FROM coupon.pay($M, 'hana', 'o-bad-total', 10000, ARRAY[$C], 'badtotal_hana')")
+GOOD=$(q "SELECT id FROM coupon.pay($M, 'gil', 'o-good', 5000, NULL, 'ok_gil')")
+
+wait_state "$GOOD" completed 60
+wait_state "$BAD" needs_attention 60
+check "an answer DONE with a negative totalAmount never completes the payment" \
+	"$(q "SELECT approved_amount || ' ' || (completed_at IS NULL) FROM coupon.payment WHERE id = $BAD")" "0 true"
+check "its coupon stays held for it, never spent" \
+	"$(q "SELECT c.status || ' ' || r.status FROM coupon.coupon c JOIN coupon.reservation r ON r.coupon_id = c.id
+	       WHERE r.payment_id = $BAD")" "reserved held"
+check_match "each answer is logged as DONE with why it was not taken" \
+	"$(q "SELECT count(*) FROM coupon.payment_event WHERE payment_id = $BAD AND gateway_code = 'DONE'
+	       AND error LIKE 'the gateway''s approval has no valid totalAmount (expected 8000)'")" '^[1-9][0-9]*$'
+check "none of them was recorded as an approval" \
+	"$(q "SELECT count(*) FROM coupon.payment_event WHERE payment_id = $BAD AND to_state IN ('approved', 'completed')")" 0
+check "the ordinary payment beside it completed" \
+	"$(q "SELECT approved_amount FROM coupon.payment WHERE id = $GOOD")" 5000
+
+saga_finish
