@@ -321,6 +321,7 @@ api_confirm(const ApiRequest *q, Reply *out)
 	json_t	   *doc = parse_object(q, err, sizeof(err));
 	const char *key = NULL;
 	const char *order = NULL;
+	const char *currency = "KRW";
 	int64_t		amount = 0;
 	bool		present;
 	bool		valid = false;
@@ -338,8 +339,13 @@ api_confirm(const ApiRequest *q, Reply *out)
 			snprintf(err, sizeof(err), "paymentKey must be 1 to 200 visible ASCII characters without / ? # %% \\ or \"");
 		else if (!valid_order_id(order, strlen(order)))
 			snprintf(err, sizeof(err), "orderId must be 1 to 200 characters without control characters");
+		else if (json_object_get(doc, "currency") != NULL &&
+				 !valid_currency(json_string_value(json_object_get(doc, "currency"))))
+			snprintf(err, sizeof(err), "currency must be an ISO 4217 code such as KRW or USD");
 		else
 			valid = true;
+		if (valid && json_object_get(doc, "currency") != NULL)
+			currency = json_string_value(json_object_get(doc, "currency"));
 	}
 
 	store_lock();
@@ -361,7 +367,8 @@ api_confirm(const ApiRequest *q, Reply *out)
 	p = store_payment_by_order(order);
 	if (p != NULL)
 	{
-		if (strcmp(p->payment_key, key) == 0 && p->total == amount)
+		if (strcmp(p->payment_key, key) == 0 && p->total == amount &&
+			strcmp(p->currency, currency) == 0)
 		{
 			/* confirming the same payment again just shows it */
 			STAT_ADD(reconfirms, 1);
@@ -369,7 +376,7 @@ api_confirm(const ApiRequest *q, Reply *out)
 		}
 		else
 			reply_error(out, 400, "ALREADY_PROCESSED_PAYMENT",
-						"this orderId was already confirmed with another paymentKey or amount");
+						"this orderId was already confirmed with another paymentKey, amount or currency");
 		idempotency_remember(q, out);
 		goto done;
 	}
@@ -388,7 +395,7 @@ api_confirm(const ApiRequest *q, Reply *out)
 		idempotency_remember(q, out);
 		goto done;
 	}
-	p = store_approve(key, order, amount);
+	p = store_approve(key, order, amount, currency);
 	STAT_ADD(approvals, 1);
 	STAT_ADD(total_approved_amount, amount);
 	reply_payment(out, p);

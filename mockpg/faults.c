@@ -98,5 +98,7 @@ faults_magic(const char *payment_key)
 		return MAGIC_TIMEOUT;
 	if (strncmp(payment_key, "badtotal_", 9) == 0)
 		return MAGIC_BAD_TOTAL;
+	if (strncmp(payment_key, "badcurrency_", 12) == 0)
+		return MAGIC_BAD_CURRENCY;
 	return MAGIC_NONE;
 }

@@ -31,7 +31,8 @@ typedef enum MagicKey
 	MAGIC_DECLINE,				/* decline_* */
 	MAGIC_ERROR,				/* error_* */
 	MAGIC_TIMEOUT,				/* timeout_* */
-	MAGIC_BAD_TOTAL				/* badtotal_*: a hostile gateway's totalAmount */
+	MAGIC_BAD_TOTAL,			/* badtotal_*: a hostile gateway's totalAmount */
+	MAGIC_BAD_CURRENCY			/* badcurrency_*: it answers in another currency */
 } MagicKey;
 
 extern void faults_init(const FaultConfig *initial, uint64_t seed);

@@ -157,7 +157,7 @@ add_txn(Payment *p, int cancel)
 /* Create a payment in DONE state; shared by live approvals and replay. */
 static Payment *
 apply_approve(const char *payment_key, const char *order_id, int64_t amount,
-			  time_t at, const char *txkey)
+			  const char *currency, time_t at, const char *txkey)
 {
 	Payment    *p = xcalloc(1, sizeof(Payment));
 
@@ -165,6 +165,7 @@ apply_approve(const char *payment_key, const char *order_id, int64_t amount,
 	p->order_id = xstrdup(order_id);
 	p->total = amount;
 	p->balance = amount;
+	snprintf(p->currency, sizeof(p->currency), "%s", currency);
 	p->approved_at = at;
 	snprintf(p->txkey, TXKEY_LEN, "%s", txkey);
 	htab_put(&by_key, p->payment_key, p);
@@ -178,14 +179,15 @@ apply_approve(const char *payment_key, const char *order_id, int64_t amount,
  * its order exists) and journal it.
  */
 Payment *
-store_approve(const char *payment_key, const char *order_id, int64_t amount)
+store_approve(const char *payment_key, const char *order_id, int64_t amount,
+			  const char *currency)
 {
 	char		txkey[TXKEY_LEN];
 	time_t		now = time(NULL);
 	Payment    *p;
 
 	new_txkey(txkey);
-	p = apply_approve(payment_key, order_id, amount, now, txkey);
+	p = apply_approve(payment_key, order_id, amount, currency, now, txkey);
 	if (journal_enabled())
 	{
 		StrBuf		rec;
@@ -196,6 +198,7 @@ store_approve(const char *payment_key, const char *order_id, int64_t amount)
 		sb_member_string(&rec, "paymentKey", payment_key);
 		sb_member_string(&rec, "orderId", order_id);
 		sb_member_int(&rec, "amount", amount);
+		sb_member_string(&rec, "currency", currency);
 		sb_member_int(&rec, "at", (int64_t) now);
 		sb_member_string(&rec, "transactionKey", txkey);
 		sb_adds(&rec, "}");
@@ -285,7 +288,11 @@ payment_write(StrBuf *sb, const Payment *p)
 	sb_member_string(sb, "type", "NORMAL");
 	sb_member_string(sb, "status", payment_status(p));
 	sb_member_string(sb, "method", "CARD");
-	sb_member_string(sb, "currency", "KRW");
+	/* a hostile gateway's answer for a badcurrency_* key: another currency */
+	if (faults_magic(p->payment_key) == MAGIC_BAD_CURRENCY)
+		sb_member_string(sb, "currency", strcmp(p->currency, "KRW") == 0 ? "USD" : "KRW");
+	else
+		sb_member_string(sb, "currency", p->currency);
 	/* a hostile gateway's answer for a badtotal_* key: DONE, but negative */
 	sb_member_int(sb, "totalAmount",
 				  faults_magic(p->payment_key) == MAGIC_BAD_TOTAL ? -p->total : p->total);
@@ -434,7 +441,7 @@ store_txn_write(StrBuf *sb, size_t i)
 	sb_member_string(sb, "status", status);
 	member_time(sb, "transactionAt", at);
 	sb_member_string(sb, "method", "CARD");
-	sb_member_string(sb, "currency", "KRW");
+	sb_member_string(sb, "currency", p->currency);
 	sb_adds(sb, "}");
 }
 
@@ -494,11 +501,16 @@ store_apply_record(json_t *rec, char *err, size_t errlen)
 		const char *key = rec_string(rec, "paymentKey", NULL);
 		const char *order = rec_string(rec, "orderId", NULL);
 		const char *txkey = rec_string(rec, "transactionKey", NULL);
+		const char *currency = rec_string(rec, "currency", NULL);
 		int64_t		amount,
 					at;
 
+		/* journals written before currencies were kept are all KRW */
+		if (currency == NULL)
+			currency = "KRW";
 		if (!key || !order || !txkey || !rec_int(rec, "amount", &amount) ||
-			!rec_int(rec, "at", &at) || amount < 1 || amount > MOCKPG_MAX_AMOUNT)
+			!rec_int(rec, "at", &at) || amount < 1 || amount > MOCKPG_MAX_AMOUNT ||
+			!valid_currency(currency))
 		{
 			snprintf(err, errlen, "malformed approve record");
 			return false;
@@ -508,7 +520,7 @@ store_apply_record(json_t *rec, char *err, size_t errlen)
 			snprintf(err, errlen, "payment approved twice");
 			return false;
 		}
-		apply_approve(key, order, amount, (time_t) at, txkey);
+		apply_approve(key, order, amount, currency, (time_t) at, txkey);
 		note_txkey(txkey);
 		return true;
 	}

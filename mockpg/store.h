@@ -42,6 +42,7 @@ typedef struct Payment
 	char	   *order_id;
 	int64_t		total;
 	int64_t		balance;
+	char		currency[4];	/* ISO 4217, as the confirm asked (KRW by default) */
 	time_t		approved_at;
 	char		txkey[TXKEY_LEN];	/* the approval's transaction */
 	Cancel	   *cancels;
@@ -77,7 +78,7 @@ extern void store_unlock(void);
 extern Payment *store_payment_by_key(const char *payment_key);
 extern Payment *store_payment_by_order(const char *order_id);
 extern Payment *store_approve(const char *payment_key, const char *order_id,
-							  int64_t amount);
+							  int64_t amount, const char *currency);
 extern const Cancel *store_cancel(Payment *p, int64_t amount, const char *reason);
 extern const char *payment_status(const Payment *p);
 extern void payment_write(StrBuf *sb, const Payment *p);

@@ -322,3 +322,11 @@ valid_order_id(const char *s, size_t len)
 	}
 	return chars >= 1 && chars <= 200;
 }
+
+/* An ISO 4217 code as the gateway takes it: three upper-case letters. */
+bool
+valid_currency(const char *s)
+{
+	return s != NULL && strlen(s) == 3 &&
+		s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && s[2] >= 'A' && s[2] <= 'Z';
+}

@@ -37,5 +37,6 @@ extern bool secure_equal(const char *a, size_t alen, const char *b, size_t blen)
 
 extern bool valid_payment_key(const char *s, size_t len);
 extern bool valid_order_id(const char *s, size_t len);
+extern bool valid_currency(const char *s);
 
 #endif							/* MOCKPG_UTIL_H */

@@ -124,7 +124,8 @@ typedef enum ReplyMember
 	MEMBER_CODE,
 	MEMBER_MESSAGE,
 	MEMBER_TOTAL_AMOUNT,
-	MEMBER_BALANCE_AMOUNT
+	MEMBER_BALANCE_AMOUNT,
+	MEMBER_CURRENCY
 } ReplyMember;
 
 /* what the JSON callbacks of gateway_parse_reply share */
@@ -136,6 +137,7 @@ typedef struct ReplyParseState
 	char	   *status;
 	char	   *code;
 	char	   *message;
+	char	   *currency;
 	int64		total_amount;
 	int64		balance_amount;
 } ReplyParseState;
@@ -1041,6 +1043,8 @@ reply_field_start(void *state, char *fname, bool isnull)
 		st->member = MEMBER_TOTAL_AMOUNT;
 	else if (strcmp(fname, "balanceAmount") == 0)
 		st->member = MEMBER_BALANCE_AMOUNT;
+	else if (strcmp(fname, "currency") == 0)
+		st->member = MEMBER_CURRENCY;
 	else
 		st->member = MEMBER_OTHER;
 }
@@ -1066,6 +1070,9 @@ reply_scalar(void *state, char *token, JsonTokenType tokentype)
 			break;
 		case MEMBER_MESSAGE:
 			st->message = is_string ? token : NULL;
+			break;
+		case MEMBER_CURRENCY:
+			st->currency = is_string ? token : NULL;
 			break;
 		case MEMBER_TOTAL_AMOUNT:
 			st->total_amount = (tokentype == JSON_TOKEN_NUMBER) ? json_amount(token) : -1;
@@ -1121,6 +1128,7 @@ gateway_parse_reply(const char *body, GatewayReply *reply)
 	reply->status = NULL;
 	reply->code = NULL;
 	reply->message = NULL;
+	reply->currency = NULL;
 	reply->total_amount = -1;
 	reply->balance_amount = -1;
 	if (body == NULL)
@@ -1156,6 +1164,7 @@ gateway_parse_reply(const char *body, GatewayReply *reply)
 		reply->status = reply_string(st.status);
 		reply->code = reply_string(st.code);
 		reply->message = reply_string(st.message);
+		reply->currency = reply_string(st.currency);
 		reply->total_amount = st.total_amount;
 		reply->balance_amount = st.balance_amount;
 	}

@@ -63,6 +63,7 @@ typedef struct GatewayReply
 	char	   *status;			/* Payment.status: DONE, CANCELED, ... */
 	char	   *code;			/* error code: REJECT_CARD_PAYMENT, ... */
 	char	   *message;		/* error message */
+	char	   *currency;		/* Payment.currency */
 	int64		total_amount;	/* Payment.totalAmount */
 	int64		balance_amount; /* Payment.balanceAmount */
 } GatewayReply;

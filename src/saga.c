@@ -43,7 +43,8 @@
 #define LIVE_STATES "('pending', 'authorizing', 'approved', 'voiding', 'releasing', 'refunding')"
 #define PAYMENT_COLUMNS "id, state, attempts, payment_key, amount - discount," \
 	" refund_amount, coalesce(refund_reason, 'customer request'), refunds," \
-	" approved_amount, refunded_amount, authorized_at IS NOT NULL"
+	" approved_amount, refunded_amount, authorized_at IS NOT NULL," \
+	" (SELECT m.currency FROM coupon.merchant m WHERE m.id = merchant_id)"
 
 /* due payments, oldest first, skipping those another runner holds */
 static SavedPlan claim_plan = {
@@ -144,6 +145,7 @@ typedef struct PaymentRow
 	int64		approved_amount;
 	int64		refunded_amount;
 	bool		confirm_sent;	/* authorized_at is set */
+	char	   *currency;		/* the merchant's: what the gateway charges in */
 } PaymentRow;
 
 /* a gateway call of the saga, alive from claim to record */
@@ -189,6 +191,7 @@ read_payment(int i, PaymentRow *row)
 	row->approved_amount = spi_int64(i, 9, NULL);
 	row->refunded_amount = spi_int64(i, 10, NULL);
 	row->confirm_sent = spi_bool(i, 11);
+	row->currency = spi_text(i, 12);
 }
 
 /* the breaker: shared by every process when preloaded, else this backend's */
@@ -263,8 +266,10 @@ build_request(SagaCall *sc, const PaymentRow *row)
 			call->path = pstrdup("/v1/payments/confirm");
 			appendStringInfoString(&body, "{\"paymentKey\":");
 			escape_json(&body, row->payment_key);
-			appendStringInfo(&body, ",\"orderId\":\"cp-%lld\",\"amount\":%lld}",
+			appendStringInfo(&body, ",\"orderId\":\"cp-%lld\",\"amount\":%lld,\"currency\":",
 							 (long long) row->id, (long long) row->charge);
+			escape_json(&body, row->currency);
+			appendStringInfoChar(&body, '}');
 			break;
 		case STEP_LOOKUP:
 			call->method = "GET";
@@ -647,7 +652,7 @@ static void
 record_one(SagaRunner *runner, SagaCall *sc)
 {
 	GatewayCall *call = &sc->call;
-	GatewayReply reply = {NULL, NULL, NULL, -1, -1};
+	GatewayReply reply = {NULL, NULL, NULL, NULL, -1, -1};
 	StepResult	res;
 	PaymentRow	row;
 	PayOutcome	outcome;
@@ -691,6 +696,15 @@ record_one(SagaRunner *runner, SagaCall *sc)
 		else
 			res.error = psprintf("the gateway approved %lld, not %lld",
 								 (long long) reply.total_amount, (long long) row.charge);
+	}
+	/* nor one in another currency than the merchant's, or in none */
+	else if (outcome == OUTCOME_OK && (sc->step == STEP_CONFIRM || sc->step == STEP_LOOKUP) &&
+			 (reply.currency == NULL || strcmp(reply.currency, row.currency) != 0))
+	{
+		outcome = OUTCOME_UNKNOWN;
+		res.error = psprintf("the gateway approved in %s, not %s",
+							 reply.currency ? gateway_text(reply.currency) : "no currency",
+							 row.currency);
 	}
 
 	/*

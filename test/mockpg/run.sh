@@ -521,6 +521,15 @@ check "badtotal_*: DONE with a negative totalAmount (a hostile gateway)" \
 	has '"status":"DONE","method":"CARD","currency":"KRW","totalAmount":-3300'
 req GET /v1/payments/orders/order_badtotal1
 check "badtotal_*: the lookup says the same" has '"totalAmount":-3300'
+req POST /v1/payments/confirm '{"paymentKey":"pk_usd1","orderId":"order_usd1","amount":1999,"currency":"USD"}'
+expect "a confirm in USD -> 200" 200
+check "the payment keeps the currency it was confirmed in" has '"currency":"USD","totalAmount":1999'
+req POST /v1/payments/confirm '{"paymentKey":"pk_usd1","orderId":"order_usd1","amount":1999}'
+expect "the same order confirmed in another currency is refused" 400 ALREADY_PROCESSED_PAYMENT
+req POST /v1/payments/confirm '{"paymentKey":"pk_cur2","orderId":"order_cur2","amount":1999,"currency":"usd"}'
+expect "a currency that is not an ISO 4217 code is refused" 400 INVALID_REQUEST
+confirm badcurrency_card1 order_badcur1 2500
+check "badcurrency_*: a KRW payment answered in USD (a hostile gateway)" has '"currency":"USD","totalAmount":2500'
 
 req GET /__mock/faults
 check "GET /__mock/faults shows the settings from the flags" \

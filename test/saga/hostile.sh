@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A hostile (or broken) gateway: it answers DONE with a totalAmount that is
-# not what was charged (the mock's badtotal_* key: the negative of it).  The
-# saga must never take that as an approval: the payment does not complete,
-# its coupon stays held for it (never spent), every try is logged with why,
-# and after max_attempts it waits in needs_attention for a human.  An
-# ordinary payment beside it completes.
+# not what was charged (the mock's badtotal_* key: the negative of it), or
+# in another currency than the one it was asked to charge (badcurrency_*).
+# The saga must never take that as an approval: the payment does not
+# complete, its coupon stays held for it (never spent), every try is logged
+# with why, and after max_attempts it waits in needs_attention for a human.
+# Ordinary payments beside them complete, a USD merchant's charged in USD.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -33,5 +34,23 @@ check "none of them was recorded as an approval" \
 	"$(q "SELECT count(*) FROM coupon.payment_event WHERE payment_id = $BAD AND to_state IN ('approved', 'completed')")" 0
 check "the ordinary payment beside it completed" \
 	"$(q "SELECT approved_amount FROM coupon.payment WHERE id = $GOOD")" 5000
+
+# currencies: the confirm says which one, and only an answer in it counts
+gw_currency() {
+	curl -sS -f -u "$SAGA_SECRET:" "$MOCKPG_URL/v1/payments/orders/cp-$1" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["currency"])'
+}
+M_USD=$(q "SELECT id FROM coupon.create_merchant('dollar shop', 'USD')")
+USD=$(q "SELECT id FROM coupon.pay($M_USD, 'una', 'o-usd', 1999, NULL, 'ok_una')")
+CUR=$(q "SELECT id FROM coupon.pay($M, 'cora', 'o-bad-currency', 3000, NULL, 'badcurrency_cora')")
+wait_state "$USD" completed 60
+check "a USD merchant's payment is charged in USD at the gateway" "$(gw_currency "$USD")" USD
+check "a KRW merchant's payment is charged in KRW" "$(gw_currency "$GOOD")" KRW
+wait_state "$CUR" needs_attention 60
+check "an approval in another currency is never taken" \
+	"$(q "SELECT approved_amount || ' ' || (completed_at IS NULL) FROM coupon.payment WHERE id = $CUR")" "0 true"
+check_match "and each such answer is logged with why" \
+	"$(q "SELECT count(*) FROM coupon.payment_event WHERE payment_id = $CUR AND gateway_code = 'DONE'
+	       AND error = 'the gateway approved in USD, not KRW'")" '^[1-9][0-9]*$'
 
 saga_finish
