@@ -259,3 +259,7 @@ SELECT p.id AS policy_id,
  WHERE coupon.sees_merchant(p.merchant_id)
  GROUP BY p.id;
 COMMENT ON VIEW coupon.policy_stats IS 'Per policy: stock left, coupons by status and budget used. A session with a merchant_id claim sees only that merchant''s policies.';
+
+-- the tables' comments say where their figures are explained
+COMMENT ON TABLE coupon.settlement IS 'One settlement batch per merchant and run: what the merchant is paid out (see docs/settlement.md).';
+COMMENT ON TABLE coupon.settlement_item IS 'One row per sale, refund or adjustment, with every figure of the settlement model (docs/settlement.md); each payment''s sale and each refund is settled exactly once.';

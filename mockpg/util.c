@@ -302,7 +302,7 @@ valid_payment_key(const char *s, size_t len)
 }
 
 /*
- * An orderId is the caller's id (DESIGN section 3: text of 1..200 characters):
+ * An orderId is the caller's id (text of 1..200 characters, as the extension takes it):
  * any UTF-8 text without control characters.  The JSON parser has already
  * checked the encoding, so counting non-continuation bytes counts characters.
  */

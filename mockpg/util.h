@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 
-/* Largest amount the gateway accepts (DESIGN section 3: 0 <= amount <= 10^15). */
+/* Largest amount the gateway accepts (as the extension: 0 <= amount <= 10^15). */
 #define MOCKPG_MAX_AMOUNT	INT64_C(1000000000000000)
 
 /* Room for "YYYY-MM-DDTHH:MM:SS+00:00" and its terminator. */

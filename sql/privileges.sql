@@ -76,7 +76,7 @@ SELECT c.relname AS table_not_dumped
   FROM pg_class c, pg_extension e
  WHERE e.extname = 'coupon' AND c.relnamespace = 'coupon'::regnamespace AND c.relkind = 'r'
    AND NOT c.oid = ANY (e.extconfig);
--- row level security is on for every table (DESIGN: RLS on every table)
+-- row level security is on for every table (docs/concepts.md, "Tenancy")
 SELECT c.relname AS table_without_rls
   FROM pg_class c WHERE c.relnamespace = 'coupon'::regnamespace AND c.relkind = 'r'
    AND NOT c.relrowsecurity ORDER BY c.relname;

@@ -1,5 +1,5 @@
 -- settlement.sql: the refund ledger, coupon.run_settlement, settlement_report,
--- purge and the argument checks of the 0.3 functions (DESIGN section 9).
+-- purge and the argument checks of the 0.3 functions (docs/settlement.md).
 --
 -- No gateway and no worker here: payments are driven to completion the way
 -- the saga would, as superuser (pay() holds the coupons, then the payment is

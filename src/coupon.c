@@ -82,7 +82,7 @@ define_saga_int(const char *name, const char *desc, int *var, int boot, int min,
 							NULL, NULL, NULL);
 }
 
-/* the payment saga's settings (DESIGN section 11) */
+/* the payment saga's settings (docs/operations.md, "Settings") */
 static void
 coupon_saga_guc_init(void)
 {

@@ -7,7 +7,7 @@
 
 #include "postgres.h"
 
-/* Largest amount accepted anywhere, in minor units (DESIGN section 3). */
+/* Largest amount accepted anywhere, in minor units (docs/concepts.md, "Money and percentages"). */
 #define COUPON_MAX_AMOUNT		INT64CONST(1000000000000000)
 
 /* Caller ids (user_id, order_id) and names are 1..200 characters. */

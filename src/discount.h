@@ -102,7 +102,7 @@ extern CouponReason discount_evaluate(const CouponFacts *facts,
 									  int64_t merchant_id, int64_t order_amount,
 									  int64_t now, int64_t *discount);
 
-/* split an order's discount over several coupons (DESIGN section 5) */
+/* split an order's discount over several coupons (docs/concepts.md, "Several coupons on one order") */
 extern CouponReason discount_stack(StackItem *items, int n,
 								   int64_t order_amount, int64_t *total);
 

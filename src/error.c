@@ -1,6 +1,6 @@
 /*
  * error.c
- *		The error contract of DESIGN section 6: SQLSTATE PTnnn where nnn is
+ *		The error contract of docs/errors.md: SQLSTATE PTnnn where nnn is
  *		the HTTP status, one plain sentence, DETAIL as JSON with the reason.
  */
 #include "postgres.h"

@@ -1,6 +1,6 @@
 /*
  * gateway.h
- *		HTTP calls to the payment gateway (DESIGN section 8) with the libcurl
+ *		HTTP calls to the payment gateway (docs/saga.md, docs/mockpg.md) with the libcurl
  *		multi interface.  Many calls run at once; waiting on them also waits
  *		on the process latch, so a worker that is busy with calls still wakes
  *		at once for new work.  No transaction may be open across a wait.

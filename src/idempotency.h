@@ -1,6 +1,6 @@
 /*
  * idempotency.h
- *		Idempotency keys (DESIGN section 12): the same key and request replay
+ *		Idempotency keys (docs/concepts.md, "Idempotency"): the same key and request replay
  *		the first response; a different request is refused; a request still
  *		running with the same key is refused at once.
  */

@@ -1,6 +1,6 @@
 /*
  * payment.h
- *		The payment saga's state machine (DESIGN section 7): which step a
+ *		The payment saga's state machine (docs/saga.md): which step a
  *		payment's state calls for, how a gateway answer is read, and where
  *		each outcome leads.  Also the retry backoff and the circuit breaker.
  *		Pure C, no PostgreSQL headers, unit-tested on its own; saga.c does

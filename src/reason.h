@@ -1,6 +1,6 @@
 /*
  * reason.h
- *		Stable reason codes of the error contract (DESIGN section 6).
+ *		Stable reason codes of the error contract (docs/errors.md).
  *
  * Pure C: shared by the server code and by the unit tests, which build
  * without PostgreSQL headers.

@@ -4,7 +4,7 @@
  *		by the calling backend for reconcile().
  *
  * reconcile() calls this before it touches any row, so no lock anybody
- * waits on is held while the gateway answers (DESIGN section 1).
+ * waits on is held while the gateway answers (docs/settlement.md, "Reconciliation").
  */
 #include "postgres.h"
 

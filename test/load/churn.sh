@@ -14,7 +14,7 @@
 # Phase "one sweeper": only client 0 runs expire_reservations(); the others
 # only let holds lapse.  Phase "all sweep": every client sweeps, so several
 # expire_reservations() calls overlap: they must not deadlock each other
-# (DESIGN section 5: one lock order everywhere).
+# (docs/concepts.md, "Lock order": one lock order everywhere).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 

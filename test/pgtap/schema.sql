@@ -1,6 +1,6 @@
 -- pgTAP: the shape of the coupon schema and who may call what.
 --
--- Tables, views and the SQL API of DESIGN sections 4-5 (with the argument
+-- Tables, views and the SQL API of docs/api.md (with the argument
 -- names callers use), the privileges of section 12 (EXECUTE revoked from
 -- PUBLIC, granted per role), SECURITY DEFINER functions pinning search_path,
 -- no IMMUTABLE functions, every table registered with
@@ -53,7 +53,7 @@ SELECT has_view('coupon', v, 'view coupon.' || v || ' exists')
 SELECT has_function('coupon', fn, args, format('coupon.%s(%s) exists', fn, array_to_string(args, ', ')))
   FROM api ORDER BY fn;
 
--- 42-65: argument names as DESIGN section 5 spells them (PostgREST bodies use them)
+-- 42-65: argument names as docs/api.md spells them (PostgREST bodies use them)
 SELECT is((SELECT coalesce(p.proargnames[1:cardinality(a.argnames)], '{}')
 			 FROM pg_proc p
 			WHERE p.oid = to_regprocedure(format('coupon.%s(%s)', a.fn, array_to_string(a.args, ',')))),
@@ -227,7 +227,7 @@ SELECT is_empty($$
 	 WHERE n.nspname = 'coupon' AND c.relkind = 'r' AND NOT c.relrowsecurity$$,
 	'row level security is enabled on every coupon table (section 12)');
 
--- 220-223: what DESIGN sections 4, 5, 10 and 12 add beyond this version (TODO)
+-- 220-223: what the design adds beyond this version (TODO)
 SELECT todo('merchant credentials, PostgREST login, the outbox and merchant_stats are not in this version yet', 4);
 SELECT has_function('coupon', f, 'coupon.' || f || ' exists')
   FROM unnest('{merchant_credentials,pre_request}'::text[]) f;

@@ -1,4 +1,4 @@
--- pgTAP: settlement properties over a randomized workload (DESIGN section 9).
+-- pgTAP: settlement properties over a randomized workload (docs/settlement.md).
 --
 -- Five merchants with different commission, gateway fee and settlement
 -- delay, each with policies of different merchant_share_bp (fixed, percent
