@@ -65,6 +65,7 @@ struct TxnStream
 {
 	size_t		next;			/* next transaction index to look at */
 	size_t		limit;			/* snapshot of the list length */
+	size_t		left;			/* transactions this page may still hold */
 	time_t		start;
 	time_t		end;
 	int			stage;			/* 0 "[", 1 items, 2 "]", 3 done */
@@ -517,15 +518,18 @@ api_lookup(const char *id, bool by_order, Reply *out)
 }
 
 /*
- * GET /v1/transactions?startDate=&endDate=: every approval and cancel whose
- * time falls in [startDate, endDate], oldest first, streamed as a JSON array
- * so that a large store never needs one large buffer.
+ * GET /v1/transactions?startDate=&endDate=[&startingAfter=&limit=]: the
+ * approvals and cancels whose time falls in [startDate, endDate], oldest
+ * first, streamed as a JSON array so that a large store never needs one
+ * large buffer.  A page holds at most `limit` (1..10000) of them, starting
+ * after the transaction `startingAfter` names; without limit, all of them.
  */
 static void
 api_transactions(const ApiRequest *q, Reply *out)
 {
 	time_t		start,
 				end;
+	long		limit = -1;
 	TxnStream  *s;
 
 	if (q->start_date == NULL || q->end_date == NULL)
@@ -548,13 +552,32 @@ api_transactions(const ApiRequest *q, Reply *out)
 		bad_request(out, "startDate must not be after endDate");
 		return;
 	}
+	if (q->limit != NULL)
+	{
+		char	   *endp;
+
+		limit = strtol(q->limit, &endp, 10);
+		if (q->limit[0] == '\0' || *endp != '\0' || limit < 1 || limit > 10000)
+		{
+			bad_request(out, "limit must be a whole number from 1 to 10000");
+			return;
+		}
+	}
+	if (q->starting_after != NULL && !valid_payment_key(q->starting_after, strlen(q->starting_after)))
+	{
+		bad_request(out, "startingAfter must be a transactionKey");
+		return;
+	}
 	s = xcalloc(1, sizeof(TxnStream));
 	sb_init(&s->pending, STREAM_CHUNK * 2);
 	s->start = start;
 	s->end = end;
 	s->first = true;
+	s->left = limit < 0 ? SIZE_MAX : (size_t) limit;
 	store_lock();
 	s->limit = store_txn_count();
+	if (q->starting_after != NULL)
+		s->next = store_txn_after(q->starting_after);
 	out->seq = journal_last_seq();
 	store_unlock();
 	out->status = 200;
@@ -568,7 +591,7 @@ stream_refill(TxnStream *s)
 	size_t		scanned = 0;
 
 	store_lock();
-	while (s->next < s->limit && s->pending.len < STREAM_CHUNK && scanned < 65536)
+	while (s->next < s->limit && s->left > 0 && s->pending.len < STREAM_CHUNK && scanned < 65536)
 	{
 		size_t		i = s->next++;
 		time_t		t = store_txn_time(i);
@@ -576,6 +599,7 @@ stream_refill(TxnStream *s)
 		scanned++;
 		if (t < s->start || t > s->end)
 			continue;
+		s->left--;
 		if (!s->first)
 			sb_add(&s->pending, ",", 1);
 		s->first = false;
@@ -614,7 +638,7 @@ txn_stream_read(TxnStream *s, char *buf, size_t max)
 				s->stage = 1;
 				break;
 			case 1:
-				if (s->next >= s->limit)
+				if (s->next >= s->limit || s->left == 0)
 					s->stage = 2;
 				else
 					stream_refill(s);

@@ -25,6 +25,8 @@ typedef struct ApiRequest
 	const char *idempotency_key;
 	const char *start_date;
 	const char *end_date;
+	const char *starting_after;	/* transactionKey: the page starts after it */
+	const char *limit;			/* most transactions in the page */
 } ApiRequest;
 
 extern void api_init(const char *secret);

@@ -204,6 +204,8 @@ process(Request *r, const char *url, const char *method)
 													"Idempotency-Key");
 	q.start_date = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "startDate");
 	q.end_date = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "endDate");
+	q.starting_after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "startingAfter");
+	q.limit = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
 	api_handle(&q, &r->reply);
 }
 

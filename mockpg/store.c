@@ -402,6 +402,43 @@ store_txn_time(size_t i)
 	return t->cancel < 0 ? t->payment->approved_at : t->payment->cancels[t->cancel].at;
 }
 
+/* the number of transaction i's key (keys are numbered in list order) */
+static uint64_t
+txn_number(size_t i)
+{
+	const TxnRef *t = &txns[i];
+	const char *key = t->cancel < 0 ? t->payment->txkey : t->payment->cancels[t->cancel].txkey;
+
+	return strtoull(key + 4, NULL, 10);
+}
+
+/*
+ * The index of the first transaction after the one keyed txkey (a page's
+ * startingAfter): the list is in key order, so a binary search finds it;
+ * an unknown key starts after where it would be.  The store lock is held.
+ */
+size_t
+store_txn_after(const char *txkey)
+{
+	unsigned long long n;
+	char		tail;
+	size_t		lo = 0,
+				hi = ntxns;
+
+	if (sscanf(txkey, "txn_%llu%c", &n, &tail) != 1)
+		return ntxns;
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		if (txn_number(mid) <= n)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /*
  * Write transaction record i of GET /v1/transactions: one per approval and
  * one per cancel; status is the payment's status right after it.

@@ -91,6 +91,7 @@ extern IdemRecord *store_idem_put(const char *key, const char *method,
 
 extern size_t store_txn_count(void);
 extern time_t store_txn_time(size_t i);
+extern size_t store_txn_after(const char *txkey);
 extern void store_txn_write(StrBuf *sb, size_t i);
 
 extern StoreSizes store_sizes(void);

@@ -34,6 +34,7 @@ int			coupon_retry_max_ms = 60000;
 int			coupon_naptime_ms = 1000;
 int			coupon_circuit_failures = 5;
 int			coupon_circuit_cooldown_ms = 5000;
+int			coupon_reconcile_page_size = 1000;
 
 void		_PG_init(void);
 
@@ -127,6 +128,11 @@ coupon_saga_guc_init(void)
 	define_saga_int("coupon.circuit_cooldown_ms",
 					"How long an open circuit stops gateway calls before one probe call.",
 					&coupon_circuit_cooldown_ms, 5000, 10, 3600000, GUC_UNIT_MS);
+	DefineCustomIntVariable("coupon.reconcile_page_size",
+							"Transactions reconcile() asks the gateway for in one page.",
+							"A page must stay under the 1 MiB a gateway answer may take.",
+							&coupon_reconcile_page_size, 1000, 1, 10000, PGC_SUSET, 0,
+							NULL, NULL, NULL);
 }
 
 /* declare the coupon.* settings and reserve the prefix */

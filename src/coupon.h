@@ -42,6 +42,7 @@ extern int	coupon_retry_max_ms;
 extern int	coupon_naptime_ms;
 extern int	coupon_circuit_failures;
 extern int	coupon_circuit_cooldown_ms;
+extern int	coupon_reconcile_page_size;
 
 /* per-part initialisation, called from _PG_init */
 extern void coupon_shmem_init(void);

@@ -723,6 +723,7 @@ gateway_start(Gateway *gw, GatewayCall *call)
 	call->http_status = 0;
 	call->response = NULL;
 	call->error = NULL;
+	call->too_large = false;
 	call->latency_us = 0;
 	call->handle = ge;
 	call->next_done = NULL;
@@ -920,6 +921,7 @@ gateway_next_done(Gateway *gw)
 	call->handle = NULL;
 	call->response = response;
 	call->error = error;
+	call->too_large = ge->too_large;
 	gw->in_flight--;
 
 	dlist_delete(&ge->node);

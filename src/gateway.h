@@ -45,6 +45,7 @@ typedef struct GatewayCall
 								 * empty), or NULL when http_status is 0 */
 	char	   *error;			/* transport error in words, or NULL when an
 								 * HTTP answer (any status) arrived */
+	bool		too_large;		/* the answer passed 1 MiB and was dropped */
 	int64		latency_us;		/* from start to done */
 
 	/* private to gateway.c */

@@ -425,6 +425,27 @@ expect "impossible date -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
 req GET "/v1/transactions?startDate=2026-02-01&endDate=2026-01-01"
 expect "startDate after endDate -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
 
+# pages: limit and startingAfter walk the same list, page by page
+req GET "/v1/transactions?startDate=$today&endDate=$today"
+page_all=$BODY
+page_keys=""
+page_after=""
+for _ in $(seq 1 50); do
+	req GET "/v1/transactions?startDate=$today&endDate=$today&limit=2${page_after:+&startingAfter=$page_after}"
+	page_n=$(python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' <<<"$BODY")
+	page_keys="$page_keys$(python3 -c 'import json, sys; print(" ".join(t["transactionKey"] for t in json.load(sys.stdin)))' <<<"$BODY") "
+	[ "$page_n" -eq 2 ] || break
+	page_after=$(python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["transactionKey"])' <<<"$BODY")
+done
+check "pages of 2 (limit, startingAfter) hold the whole list, in order, once" \
+	test "$(echo $page_keys)" = "$(python3 -c 'import json, sys; print(" ".join(t["transactionKey"] for t in json.load(sys.stdin)))' <<<"$page_all")"
+req GET "/v1/transactions?startDate=$today&endDate=$today&limit=0"
+expect "limit 0 -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
+req GET "/v1/transactions?startDate=$today&endDate=$today&limit=10001"
+expect "limit 10001 -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
+req GET "/v1/transactions?startDate=$today&endDate=$today&startingAfter=txn_999999999999"
+check "a page after the last transaction is empty" test "$BODY" = "[]"
+
 # ------------------------------------------------------------------ idempotency
 echo "# idempotency"
 body='{"paymentKey":"pk_idem","orderId":"order_idem","amount":2500}'

@@ -137,6 +137,19 @@ check "reconciliation_issue stores the same 6" "$(stored)" "$WANT"
 check "reconciliation_issue holds the rows reconcile returned" \
 	"$(q "SELECT count(*) FROM coupon.reconciliation_issue r JOIN run1 USING (id)")" 6
 
+# the gateway's list read in pages of 3 (many pages, the last one short or
+# empty) is the list read in one page, and reconciles to the same findings
+check "the transaction list in pages of 3 is the list in one page" \
+	"$(q "SET coupon.reconcile_page_size = 3;
+	      CREATE TEMP TABLE paged AS SELECT coupon.gateway_transactions(current_date, current_date + 1) AS t;
+	      SET coupon.reconcile_page_size = 10000;
+	      SELECT jsonb_array_length(t) > 6 AND t = coupon.gateway_transactions(current_date, current_date + 1)
+	        FROM paged")" t
+check "reconcile reading pages of 3 finds the same 6 differences" \
+	"$(q "SET coupon.reconcile_page_size = 3;
+	      CREATE TEMP TABLE run_paged AS SELECT * FROM coupon.reconcile(current_date);
+	      SELECT string_agg(kind || ':' || order_id, ',' ORDER BY kind, order_id) FROM run_paged")" \
+	"$(q "SELECT string_agg(kind || ':' || order_id, ',' ORDER BY kind, order_id) FROM run1")"
 q "CREATE TABLE run2 AS SELECT * FROM coupon.reconcile(current_date)"
 check "run again for the day: the same 6 differences" "$(findings_of "SELECT * FROM run2")" "$WANT"
 check "run again: the day's findings are replaced (6 rows, all new, no duplicates)" \
