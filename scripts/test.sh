@@ -101,6 +101,8 @@ full_page_writes = off
 CONF
 export PGHOST PGPORT
 
+# the load tests read the server log (a code must never reach it)
+export COUPON_SERVER_LOG="$WORK/server.log"
 suite regress+isolation run_installcheck
 suite pgtap run_pgtap
 suite load run_load

@@ -6,9 +6,15 @@
  * HMAC-SHA256 of the code under coupon.code_secret; the plain code is
  * returned once and never stored or logged.  Wrong codes count against the
  * user in shared memory (throttle.c), which a rollback cannot undo.
+ *
+ * A code is a secret, and the statement that carries it may be logged: an
+ * error raised while redeem_code() runs is logged without its STATEMENT
+ * line (log_min_error_statement would otherwise put the code, perhaps
+ * someone else's valid code, into the server log).
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hmac.h"
 #include "common/sha2.h"
@@ -29,6 +35,46 @@ PG_FUNCTION_INFO_V1(coupon_generate_codes);
 PG_FUNCTION_INFO_V1(coupon_redeem_code);
 
 #define MAX_CODES_PER_CALL 100000
+
+/* a redeem_code() call is running in this backend: keep statements out of the log */
+static bool hiding_statement = false;
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* emit_log_hook: while a code is being redeemed, no message shows the statement */
+static void
+code_emit_log_hook(ErrorData *edata)
+{
+	if (hiding_statement)
+		edata->hide_stmt = true;
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/* an error ended the call: statements show again */
+static void
+code_xact_callback(XactEvent event, void *arg)
+{
+	hiding_statement = false;
+}
+
+/* the same for an error caught by a savepoint (an EXCEPTION block) */
+static void
+code_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		hiding_statement = false;
+}
+
+/* install the log hook and the callbacks that end its watch */
+void
+coupon_code_init(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = code_emit_log_hook;
+	RegisterXactCallback(code_xact_callback, NULL);
+	RegisterSubXactCallback(code_subxact_callback, NULL);
+}
 
 static SavedPlan lock_policy_plan = {
 	.sql = "SELECT merchant_id, issue_method, status, total_quantity, codes_generated"
@@ -194,6 +240,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	int32		user_seq;
 	Datum		result;
 
+	hiding_statement = true;
 	require_arg(fcinfo, 0, "code");
 	user_id = arg_id_text(fcinfo, 1, "user_id", REASON_INVALID_USER_ID);
 	typed = PG_GETARG_TEXT_PP(0);
@@ -225,6 +272,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 		spi_run(&own_coupon_plan, args, NULL, false, 1);
 		result = spi_result_row(fcinfo);
 		SPI_finish();
+		hiding_statement = false;
 		PG_RETURN_DATUM(result);
 	}
 
@@ -236,5 +284,6 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 		coupon_error(REASON_CODE_REDEEMED, NULL, "this code was already redeemed");
 	result = spi_result_row(fcinfo);
 	SPI_finish();
+	hiding_statement = false;
 	PG_RETURN_DATUM(result);
 }

@@ -191,6 +191,7 @@ _PG_init(void)
 	coupon_shmem_init();
 	coupon_spi_init();
 	coupon_issue_init();
+	coupon_code_init();
 	coupon_fetch_init();
 	coupon_factcache_init();
 	coupon_rowwrite_init();

@@ -47,5 +47,6 @@ extern int	coupon_reconcile_page_size;
 /* per-part initialisation, called from _PG_init */
 extern void coupon_shmem_init(void);
 extern void coupon_issue_init(void);
+extern void coupon_code_init(void);
 
 #endif							/* COUPON_H */

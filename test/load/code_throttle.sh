@@ -4,7 +4,9 @@
 # all at once.  The check of the user's failures and the count of this
 # attempt are one step (throttle.c), so exactly coupon.code_max_failures of
 # them may get as far as the code (PT409 code_redeemed); every other one is
-# PT429 too_many_code_attempts.  Nothing changes hands.
+# PT429 too_many_code_attempts.  Nothing changes hands.  And a code never
+# reaches the server log: the failed redeem_code() statement is logged
+# without its STATEMENT line, while another failed statement keeps its own.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -49,5 +51,23 @@ check "exactly code_max_failures attempts reached the code, every other one was 
 	"PT409 code_redeemed x$MAX, PT429 too_many_code_attempts x$((CLIENTS - MAX))"
 check "the coupon still belongs to its owner" \
 	"$(query "$DB" "SELECT string_agg(user_id, ',') FROM coupon.coupon")" "owner"
+
+# the server log (scripts/test.sh says where it is)
+: "${COUPON_SERVER_LOG:?COUPON_SERVER_LOG must name the server log of the cluster}"
+MARKER="not-a-policy-$$-$(date +%s%N)"
+query "$DB" "SELECT coupon.redeem_code('$CODE', 'snoop')" >/dev/null 2>&1 || true
+query "$DB" "SELECT coupon.issue(-1, '$MARKER')" >/dev/null 2>&1 || true
+# the second error is logged after the first: once it is there, both are
+wait_for_log() {
+	for _ in $(seq 1 100); do
+		grep -qF -- "$MARKER" "$COUPON_SERVER_LOG" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+check "another failed statement is logged with its STATEMENT line" \
+	"$(wait_for_log && grep -cF "STATEMENT:  SELECT coupon.issue(-1, '$MARKER')" "$COUPON_SERVER_LOG")" 1
+check "the code of a failed redeem_code() is nowhere in the server log" \
+	"$(grep -cF -- "$CODE" "$COUPON_SERVER_LOG" || true)" 0
 
 load_finish
