@@ -281,7 +281,7 @@ SQL
 	workers=$(q "SELECT current_setting('coupon.workers')")
 	if [ "$workers" -gt 0 ]; then
 		if ! wait_for "$workers saga worker(s) running against database $SAGA_DB" 60 \
-			"SELECT count(*) = $workers FROM coupon.worker_status WHERE state IN ('idle', 'working')"; then
+			"SELECT count(*) = $workers FROM coupon.worker_status WHERE state IN ('idle', 'working', 'no_gateway')"; then
 			show_workers
 			return 1
 		fi
