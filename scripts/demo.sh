@@ -112,8 +112,9 @@ pg -d shop -f "$WORK/demo/jobs.sql"
 log "settlement: what each shop is paid"
 echo "  both shops are paid T+1 (settlement_delay_days 1): the coupon-settlement job (00:10 every night)"
 echo "  settles what happened before the previous midnight, so today's payments would wait for the"
-echo "  night after next. The demo runs that settlement now, with until => now() + interval '1 day':"
-echo "  coupon.run_settlement() then takes every sale and refund made before this moment."
+echo "  night after next. A cutoff may not lie in the future (a batch is final), so the demo makes"
+echo "  both shops T+0 and runs coupon.run_settlement(until => now()): every sale and refund made"
+echo "  before this moment."
 pg -d shop -At -f "$WORK/demo/settlement.sql"
 settled=$(pg -d shop -At -c "SELECT coalesce(sum(charged), 0) FROM coupon.settlement")
 echo
