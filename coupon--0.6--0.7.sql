@@ -6,6 +6,9 @@
  * than now is refused (PT400 invalid_cutoff): a batch is final and may hold
  * only what has already happened.
  *
+ * A policy that names a merchant of another currency than its issuer's
+ * stops the update: retire it or fix its allowed_merchants first.
+ *
  * Payment keys are unique: a caller's key can no longer be given to two
  * payments.  The update fails if two payments already share one; give one
  * of them another key first (SELECT payment_key FROM coupon.payment GROUP BY
@@ -20,6 +23,25 @@
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "ALTER EXTENSION coupon UPDATE TO '0.7'" to load this file. \quit
+
+-- amounts and discounts combine only within one currency: a policy made
+-- before 0.7 that names a merchant of another currency than its issuer's
+-- stops the update (create_policy refuses such a policy from 0.7 on)
+DO $check$
+DECLARE
+	bad text;
+BEGIN
+	SELECT string_agg(DISTINCT p.id::text, ', ') INTO bad
+	  FROM coupon.policy p
+	  JOIN coupon.merchant i ON i.id = p.merchant_id
+	  JOIN coupon.merchant m ON m.id = ANY (p.allowed_merchants)
+	 WHERE m.currency <> i.currency;
+	IF bad IS NOT NULL THEN
+		RAISE EXCEPTION 'policies % name merchants of another currency than their issuer''s', bad
+			USING HINT = 'Retire them, or set their allowed_merchants to merchants of the issuer''s currency, then update again.';
+	END IF;
+END
+$check$;
 
 CREATE UNIQUE INDEX payment_key_idx ON coupon.payment (payment_key);
 COMMENT ON INDEX coupon.payment_key_idx IS 'One payment per gateway paymentKey: a key cannot be given to two payments.';

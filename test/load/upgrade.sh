@@ -190,4 +190,27 @@ check "after the update validate() answers coupon.validation, with the same colu
 	"$(query "$S05" "SELECT pg_typeof(v)::text || ' ' || v.reason FROM coupon.validate((SELECT max(id) FROM coupon.coupon), 'vera', (SELECT max(id) FROM coupon.merchant), 5000) v")" \
 	"coupon.validation policy_inactive"
 
+# a 0.6 policy that names a merchant of another currency stops the update to
+# 0.7, which says which; once the policy is put right the update goes on
+S06=load_upgrade_06
+psql_db postgres -c "DROP DATABASE IF EXISTS $S06" -c "CREATE DATABASE $S06" >/dev/null
+LOAD_DBS+=("$S06")
+psql_db "$S06" -c "CREATE EXTENSION coupon VERSION '0.6'" >/dev/null
+psql_db "$S06" >/dev/null <<'SQL'
+SELECT id AS krw FROM coupon.create_merchant('won shop', 'KRW') \gset
+SELECT id AS usd FROM coupon.create_merchant('dollar shop', 'USD') \gset
+-- (as 0.6 made it; the 0.7 module refuses to, so the list is set by hand)
+SELECT id AS p FROM coupon.create_policy(:krw, 'both currencies', 'fixed', 10000) \gset
+UPDATE coupon.policy SET allowed_merchants = ARRAY[:krw, :usd] WHERE id = :p;
+SQL
+check_match "the update to 0.7 stops at a policy that mixes currencies, naming it" \
+	"$(psql_db "$S06" -c "ALTER EXTENSION coupon UPDATE TO '0.7'" 2>&1 || true)" \
+	'policies [0-9]+ name merchants of another currency'
+check "and changes nothing" \
+	"$(query "$S06" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")" "0.6"
+psql_db "$S06" -c "UPDATE coupon.policy SET allowed_merchants = NULL" >/dev/null
+psql_db "$S06" -c "ALTER EXTENSION coupon UPDATE TO '0.7'" >/dev/null
+check "once the policy is put right, the update goes through" \
+	"$(query "$S06" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")" "0.7"
+
 load_finish
