@@ -38,6 +38,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "coupon.h"
+#include "excerpt.h"
 #include "gateway.h"
 
 /* an answer body larger than this fails the call */
@@ -1196,5 +1198,23 @@ gateway_escape(const char *segment)
 		}
 	}
 	*o = '\0';
+	return out;
+}
+
+/*
+ * What the gateway said, as it may be stored or put in an error: at most
+ * EXCERPT_MAX_BYTES of whole characters, no control characters, and never
+ * the gateway secret (a gateway that echoes request headers would
+ * otherwise hand out the Basic credentials).  NULL stays NULL.
+ */
+char *
+gateway_text(const char *text)
+{
+	char	   *out;
+
+	if (text == NULL)
+		return NULL;
+	out = palloc(EXCERPT_MAX_BYTES + 1);
+	excerpt_make(text, coupon_gateway_secret, out, EXCERPT_MAX_BYTES);
 	return out;
 }

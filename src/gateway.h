@@ -122,4 +122,7 @@ extern bool gateway_parse_reply(const char *body, GatewayReply *reply);
 /* a path segment percent-encoded (RFC 3986 unreserved kept), palloc'd */
 extern char *gateway_escape(const char *segment);
 
+/* what a gateway said, bounded and without secrets, as it may be stored or shown */
+extern char *gateway_text(const char *text);
+
 #endif							/* COUPON_GATEWAY_H */

@@ -19,7 +19,6 @@
 #include "utils/wait_event.h"
 
 #include "coupon.h"
-#include "excerpt.h"
 #include "gateway.h"
 
 PG_FUNCTION_INFO_V1(coupon_gateway_transactions);
@@ -67,14 +66,42 @@ page_path(const char *start, const char *end, const char *after)
 static void
 unreadable(const char *what, const char *answer)
 {
-	char		excerpt[EXCERPT_MAX_BYTES + 1];
-
-	excerpt_make(answer, coupon_gateway_secret, excerpt, EXCERPT_MAX_BYTES);
 	ereport(ERROR,
 			(errcode(ERRCODE_SYSTEM_ERROR),
 			 errmsg("the payment gateway's transaction list could not be read: %s", what),
-			 errdetail("The answer began: %s", excerpt),
+			 errdetail("The answer began: %s", gateway_text(answer)),
 			 errhint("Check coupon.gateway_url; nothing was written.")));
+}
+
+/* GET one page and return its body; any answer but 200 with a body raises */
+static char *
+fetch_page(Gateway *gw, char *path)
+{
+	GatewayCall call;
+
+	memset(&call, 0, sizeof(call));
+	call.method = "GET";
+	call.path = path;
+	call_and_wait(gw, &call);
+	if (call.too_large)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("the payment gateway's transaction list could not be read: a page passed 1 MiB"),
+				 errhint("Lower coupon.reconcile_page_size; nothing was written.")));
+	if (call.http_status == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("the payment gateway did not answer: %s",
+						call.error ? call.error : "no answer"),
+				 errhint("Check that the gateway at coupon.gateway_url is up, then run it again; nothing was written.")));
+	if (call.http_status != 200 || call.response == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("the payment gateway answered HTTP %d to the transaction list",
+						call.http_status),
+				 errdetail("%s", call.response ? gateway_text(call.response) : ""),
+				 errhint("Check coupon.gateway_secret; nothing was written.")));
+	return call.response;
 }
 
 /*
@@ -153,44 +180,14 @@ coupon_gateway_transactions(PG_FUNCTION_ARGS)
 	{
 		for (;;)
 		{
-			GatewayCall call;
+			char	   *previous = after;
+			char	   *answer = fetch_page(gw, page_path(start, end, after));
 
-			memset(&call, 0, sizeof(call));
-			call.method = "GET";
-			call.path = page_path(start, end, after);
-			call_and_wait(gw, &call);
-			if (call.too_large)
-				ereport(ERROR,
-						(errcode(ERRCODE_SYSTEM_ERROR),
-						 errmsg("the payment gateway's transaction list could not be read: a page passed 1 MiB"),
-						 errhint("Lower coupon.reconcile_page_size; nothing was written.")));
-			if (call.http_status == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("the payment gateway did not answer: %s",
-								call.error ? call.error : "no answer"),
-						 errhint("Check that the gateway at coupon.gateway_url is up, then run it again; nothing was written.")));
-			if (call.http_status != 200 || call.response == NULL)
-			{
-				char		excerpt[EXCERPT_MAX_BYTES + 1];
-
-				excerpt_make(call.response, coupon_gateway_secret, excerpt, EXCERPT_MAX_BYTES);
-				ereport(ERROR,
-						(errcode(ERRCODE_SYSTEM_ERROR),
-						 errmsg("the payment gateway answered HTTP %d to the transaction list",
-								call.http_status),
-						 errdetail("%s", excerpt),
-						 errhint("Check coupon.gateway_secret; nothing was written.")));
-			}
-			{
-				char	   *previous = after;
-
-				if (read_page(call.response, &all, &after) < coupon_reconcile_page_size)
-					break;
-				/* a gateway that ignores startingAfter would page forever */
-				if (previous != NULL && strcmp(previous, after) == 0)
-					unreadable("a page ended where the one before it did", call.response);
-			}
+			if (read_page(answer, &all, &after) < coupon_reconcile_page_size)
+				break;
+			/* a gateway that ignores startingAfter would page forever */
+			if (previous != NULL && strcmp(previous, after) == 0)
+				unreadable("a page ended where the one before it did", answer);
 			CHECK_FOR_INTERRUPTS();
 		}
 	}

@@ -31,7 +31,6 @@
 #include "utils/timestamp.h"
 
 #include "coupon.h"
-#include "excerpt.h"
 #include "reserve.h"
 #include "saga.h"
 #include "shmem.h"
@@ -627,24 +626,6 @@ saga_claim(SagaRunner *runner, int max_rows, long *next_due_ms)
 	else if (runner->gw == NULL)
 		*next_due_ms = -1;
 	return (int) n;
-}
-
-/*
- * What the gateway said, as it may be stored: at most EXCERPT_MAX_BYTES of
- * whole characters, no control characters, and never the gateway secret
- * (a gateway that echoes request headers would otherwise put the Basic
- * credentials into the event log).  NULL stays NULL.
- */
-static char *
-gateway_text(const char *text)
-{
-	char	   *out;
-
-	if (text == NULL)
-		return NULL;
-	out = palloc(EXCERPT_MAX_BYTES + 1);
-	excerpt_make(text, coupon_gateway_secret, out, EXCERPT_MAX_BYTES);
-	return out;
 }
 
 /* record one finished call; the payment may have moved on without us */

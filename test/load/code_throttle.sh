@@ -18,18 +18,6 @@ ATTACKER="attacker-$$-$(date +%s%N)"
 create_db "$DB"
 psql_db "$DB" <<SQL
 $(outcome_sql)
-CREATE FUNCTION try_code(code text, user_id text) RETURNS void
-LANGUAGE plpgsql AS \$f\$
-DECLARE
-	st text; det text; msg text;
-BEGIN
-	PERFORM coupon.redeem_code(code, user_id);
-	INSERT INTO load_outcome VALUES ('redeem', 'ok');
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL, msg = MESSAGE_TEXT;
-	INSERT INTO load_outcome VALUES ('redeem', load_err(st, det, msg));
-END
-\$f\$;
 SELECT id AS m FROM coupon.create_merchant('load code throttle') \gset
 SELECT id AS p FROM coupon.create_policy(:m, 'codes', 'fixed', 1000, issue_method => 'code',
 	total_quantity => 1, per_user_limit => NULL) \gset
@@ -40,7 +28,7 @@ CODE=$(query "$DB" "SELECT code FROM the_code")
 MAX=$(query "$DB" "SHOW coupon.code_max_failures")
 
 SCRIPT=$(scratch_file code_throttle.pgbench <<'PGB'
-SELECT try_code(':code', ':who');
+SELECT load_try('redeem', format('SELECT coupon.redeem_code(%L, %L)', ':code', ':who'));
 PGB
 )
 diag "$CLIENTS sessions of one user try a redeemed code at once (limit $MAX)"

@@ -94,5 +94,18 @@ EXCEPTION WHEN OTHERS THEN
 	RETURN st || ' ' || msg;
 END
 $f$;
+-- run one statement and record its outcome as op
+CREATE FUNCTION load_try(op text, stmt text) RETURNS void
+LANGUAGE plpgsql AS $f$
+DECLARE
+	st text; det text; msg text;
+BEGIN
+	EXECUTE stmt;
+	INSERT INTO load_outcome VALUES (op, 'ok');
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL, msg = MESSAGE_TEXT;
+	INSERT INTO load_outcome VALUES (op, load_err(st, det, msg));
+END
+$f$;
 SQL
 }
