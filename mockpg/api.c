@@ -517,6 +517,22 @@ api_lookup(const char *id, bool by_order, Reply *out)
 	store_unlock();
 }
 
+/* the list_fault fault: a 200 answer that is not a readable transaction list */
+static void
+broken_list(int fault, Reply *out)
+{
+	static const char *const bodies[LIST_FAULT_COUNT] = {
+		"[]",
+		"<html>upstream list service unavailable</html>",
+		"{\"transactions\":[]}",
+		"[{\"orderId\":\"order-1\",\"type\":\"APPROVE\",\"amount\":1000}]",
+		"[{\"transactionKey\":\"txn_000000000001\",\"orderId\":\"order-1\","
+		"\"type\":\"APPROVE\",\"amount\":-1000}]"
+	};
+
+	reply_copy(out, 200, bodies[fault], strlen(bodies[fault]));
+}
+
 /*
  * GET /v1/transactions?startDate=&endDate=[&startingAfter=&limit=]: the
  * approvals and cancels whose time falls in [startDate, endDate], oldest
@@ -566,6 +582,11 @@ api_transactions(const ApiRequest *q, Reply *out)
 	if (q->starting_after != NULL && !valid_payment_key(q->starting_after, strlen(q->starting_after)))
 	{
 		bad_request(out, "startingAfter must be a transactionKey");
+		return;
+	}
+	if (faults_get().list_fault != LIST_OK)
+	{
+		broken_list(faults_get().list_fault, out);
 		return;
 	}
 	s = xcalloc(1, sizeof(TxnStream));
@@ -669,17 +690,31 @@ faults_json(void)
 {
 	FaultConfig c = faults_get();
 
-	return json_pack("{s:f, s:f, s:f, s:i, s:i}",
+	return json_pack("{s:f, s:f, s:f, s:i, s:i, s:s}",
 					 "decline_rate", c.decline_rate,
 					 "error_rate", c.error_rate,
 					 "timeout_rate", c.timeout_rate,
 					 "latency_ms", c.latency_ms,
-					 "stall_ms", c.stall_ms);
+					 "stall_ms", c.stall_ms,
+					 "list_fault", list_fault_names[c.list_fault]);
+}
+
+/* set c->list_fault from its name; false when v names no ListFault */
+static bool
+set_list_fault(FaultConfig *c, json_t *v)
+{
+	for (int i = 0; i < LIST_FAULT_COUNT; i++)
+		if (json_is_string(v) && strcmp(json_string_value(v), list_fault_names[i]) == 0)
+		{
+			c->list_fault = i;
+			return true;
+		}
+	return false;
 }
 
 /*
  * POST /__mock/faults: change any of decline_rate, error_rate, timeout_rate
- * (0..1), latency_ms, stall_ms (0..3600000).  All or nothing: one bad member
+ * (0..1), latency_ms, stall_ms (0..3600000), list_fault (a name).  All or nothing: one bad member
  * and nothing changes.  Unknown members are refused, to catch typos.
  */
 static void
@@ -711,9 +746,18 @@ api_set_faults(const ApiRequest *q, Reply *out)
 			ms = &c.latency_ms;
 		else if (strcmp(name, "stall_ms") == 0)
 			ms = &c.stall_ms;
+		else if (strcmp(name, "list_fault") == 0)
+		{
+			if (!set_list_fault(&c, v))
+			{
+				snprintf(err, sizeof(err), "list_fault must be none, not_json, not_array, no_key or bad_amount");
+				break;
+			}
+			continue;
+		}
 		else
 		{
-			snprintf(err, sizeof(err), "unknown fault setting; use decline_rate, error_rate, timeout_rate, latency_ms or stall_ms");
+			snprintf(err, sizeof(err), "unknown fault setting; use decline_rate, error_rate, timeout_rate, latency_ms, stall_ms or list_fault");
 			break;
 		}
 		if (rate != NULL)

@@ -15,6 +15,11 @@
 
 #include "faults.h"
 
+/* the names of the ListFault values, as POST /__mock/faults takes them */
+const char *const list_fault_names[LIST_FAULT_COUNT] = {
+	"none", "not_json", "not_array", "no_key", "bad_amount"
+};
+
 static pthread_mutex_t faults_lock = PTHREAD_MUTEX_INITIALIZER;
 static FaultConfig current;
 static uint64_t rng_state;

@@ -23,7 +23,24 @@ typedef struct FaultConfig
 	double		timeout_rate;	/* confirm/cancel commit, then stall */
 	int			latency_ms;		/* delay before every /v1 request is handled */
 	int			stall_ms;		/* how long a timeout answer is held back */
+	int			list_fault;		/* a ListFault: the transaction list broken */
 } FaultConfig;
+
+/*
+ * What GET /v1/transactions answers instead of the list (with 200), to test
+ * clients against a gateway whose list cannot be read.
+ */
+typedef enum ListFault
+{
+	LIST_OK,					/* "none": the real list */
+	LIST_NOT_JSON,				/* "not_json": a body that is not JSON */
+	LIST_NOT_ARRAY,				/* "not_array": a JSON object */
+	LIST_NO_KEY,				/* "no_key": a transaction without its key */
+	LIST_BAD_AMOUNT,			/* "bad_amount": a negative amount */
+	LIST_FAULT_COUNT
+} ListFault;
+
+extern const char *const list_fault_names[LIST_FAULT_COUNT];
 
 typedef enum MagicKey
 {

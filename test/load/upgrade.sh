@@ -213,4 +213,14 @@ psql_db "$S06" -c "ALTER EXTENSION coupon UPDATE TO '0.7'" >/dev/null
 check "once the policy is put right, the update goes through" \
 	"$(query "$S06" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")" "0.7"
 
+# a 0.7 database under the 0.8 module: reconcile() (whose list became rows
+# in 0.8) says to update, and works once updated
+check_match "0.7 under the 0.8 module: reconcile() says to run ALTER EXTENSION coupon UPDATE" \
+	"$(psql_db "$S06" -c "SELECT coupon.reconcile(current_date)" 2>&1 || true)" \
+	'before 0.8 cannot run under the 0.8 module.*ALTER EXTENSION coupon UPDATE'
+psql_db "$S06" -c "ALTER EXTENSION coupon UPDATE TO '0.8'" >/dev/null
+check_match "after the update reconcile() reaches the gateway (here: no coupon.gateway_url)" \
+	"$(psql_db "$S06" -c "SELECT coupon.reconcile(current_date)" 2>&1 || true)" \
+	'coupon.gateway_url is not set'
+
 load_finish

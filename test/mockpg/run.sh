@@ -599,6 +599,25 @@ req GET /__mock/faults
 check "a refused update changes nothing (all or nothing)" has '"decline_rate":0.0'
 set_faults '[1,2]'
 expect "a non-object faults body is refused" 400 INVALID_REQUEST
+set_faults '{"list_fault":"not_json"}'
+check "list_fault is among the settings" has '"list_fault":"not_json"'
+req GET "/v1/transactions?startDate=$today&endDate=$today"
+check "list_fault not_json: 200 with a body that is not JSON" \
+	test "$CODE $(python3 -c 'import json,sys; json.loads(sys.stdin.read())' <<<"$BODY" 2>/dev/null && echo json)" = "200 "
+set_faults '{"list_fault":"bad_amount"}'
+req GET "/v1/transactions?startDate=$today&endDate=$today"
+check "list_fault bad_amount: a transaction with a negative amount" has '"amount":-1000'
+set_faults '{"list_fault":"no_key"}'
+req GET "/v1/transactions?startDate=$today&endDate=$today"
+check "list_fault no_key: a transaction without its transactionKey" test "${BODY#*transactionKey}" = "$BODY"
+set_faults '{"list_fault":"not_array"}'
+req GET "/v1/transactions?startDate=$today&endDate=$today"
+check "list_fault not_array: a JSON object" grep -q '^{' <<<"$BODY"
+set_faults '{"list_fault":"sometimes"}'
+expect "an unknown list_fault is refused" 400 INVALID_REQUEST
+set_faults '{"list_fault":"none"}'
+req GET "/v1/transactions?startDate=$today&endDate=$today"
+check "list_fault none: the real list again" has '"type":"APPROVE"'
 
 # ------------------------------------------------------------------ connections
 echo "# connections"
