@@ -103,3 +103,54 @@ BEGIN
 	SELECT * FROM stored ORDER BY order_id, kind;
 END
 $fn$;
+
+-- every SECURITY DEFINER function and every trigger function runs with a
+-- search path of its own: only built-in objects resolve unqualified, and
+-- pg_temp comes last (before 0.8 the C functions pushed such a path around
+-- each SQL statement they ran, with an API PostgreSQL 17 removed)
+ALTER FUNCTION coupon.cancel_payment(bigint,text,bigint,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.confirm(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.create_merchant(text,text,integer,integer,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.create_policy(bigint,text,text,bigint,text,bigint,integer,bigint,bigint,timestamp with time zone,timestamp with time zone,integer,timestamp with time zone,timestamp with time zone,bigint[],integer,bigint,boolean,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.expire_coupons(integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.expire_reservations(integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.forbid_change() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.forbid_delete() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.generate_codes(bigint,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.issue(bigint,text,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.note_fact_change() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.pay(bigint,text,text,bigint,bigint[],text,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.payment_status(bigint,integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.process_payments(integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.record_refund() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.redeem_code(text,text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.release(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.reserve(bigint,text,bigint,text,bigint,interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.retry_payment(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION coupon.set_policy_status(bigint,text) SET search_path = pg_catalog, pg_temp;
+
+-- validate()'s copies of policies and merchants go on PostgreSQL's own
+-- invalidation: the fact-change triggers register a relcache invalidation
+-- of the changed table and hold SHARE on this relation until their
+-- transaction ends (docs/concepts.md, "validate()'s copies").  Before 0.8
+-- they counted writers in the extension's shared memory, which needed
+-- shared_preload_libraries and refused PREPARE TRANSACTION.
+CREATE TABLE coupon.fact_change_guard ();
+COMMENT ON TABLE coupon.fact_change_guard IS
+'Never holds rows; a lock only: a transaction that changed a policy or merchant holds SHARE on it until it ends, after its invalidation went out, and validate() uses its copies only when it can take ROW EXCLUSIVE at once.';
+
+-- a change of anything but budget_used (which every hold of a budgeted
+-- policy changes) drops the copies and the sold-out marks: before 0.8 a
+-- budgeted policy's changes did not fire
+DROP TRIGGER policy_fact_change ON coupon.policy;
+CREATE TRIGGER policy_fact_change AFTER UPDATE ON coupon.policy
+	FOR EACH ROW WHEN (OLD.budget_used IS NOT DISTINCT FROM NEW.budget_used)
+	EXECUTE FUNCTION coupon.note_fact_change();
+ALTER TABLE coupon.policy ENABLE ALWAYS TRIGGER policy_fact_change;
+COMMENT ON TRIGGER policy_fact_change ON coupon.policy IS 'Drops every session''s copies of policies (validate()''s facts, issue()''s sold-out marks) when the change commits; not fired by budget holds (budget_used only); fires even in replica sessions.';
+COMMENT ON TRIGGER merchant_fact_change ON coupon.merchant IS 'Drops every session''s copies of merchants (validate()''s facts) when the change commits; fires even in replica sessions.';
+COMMENT ON FUNCTION coupon.note_fact_change() IS
+'Trigger: registers a relcache invalidation of the changed table (sent when the transaction commits, at COMMIT PREPARED for a prepared one) and holds SHARE on coupon.fact_change_guard until the transaction ends.';
+-- (like every table of the extension: row level security on, dumped)
+ALTER TABLE coupon.fact_change_guard ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('coupon.fact_change_guard', '');

@@ -94,10 +94,12 @@ if [ -x "$COUPON_ROOT/test/mockpg/run.sh" ]; then
 	suite mockpg "$COUPON_ROOT/test/mockpg/run.sh"
 fi
 
+# (prepared transactions: the regress and isolation tests prepare some)
 cluster_start "$WORK" "$PORT" <<'CONF'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+max_prepared_transactions = 10
 CONF
 export PGHOST PGPORT
 

@@ -52,16 +52,20 @@ $fn$;
 SELECT p.oid::regprocedure AS executable_by_public
   FROM pg_proc p WHERE p.pronamespace = 'coupon'::regnamespace
    AND has_function_privilege('public', p.oid, 'EXECUTE');
--- every SECURITY DEFINER function in SQL or PL/pgSQL pins its search_path
-SELECT p.oid::regprocedure AS definer_without_search_path
-  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
- WHERE p.pronamespace = 'coupon'::regnamespace AND p.prosecdef AND l.lanname <> 'c'
+-- every SECURITY DEFINER function and every trigger function, in any
+-- language, pins its search_path (docs/concepts.md, "One call context")
+SELECT p.oid::regprocedure AS definer_or_trigger_without_search_path
+  FROM pg_proc p
+ WHERE p.pronamespace = 'coupon'::regnamespace
+   AND (p.prosecdef OR p.prorettype = 'trigger'::regtype)
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
--- the C functions pin it in C, for every statement they run, and carry no
--- SET clause (whose save and restore cost every call)
-SELECT p.oid::regprocedure AS c_function_with_set_clause
+-- and the C functions that run as their caller run no SQL that a search
+-- path could change (they read below SQL, schema-qualified)
+SELECT p.oid::regprocedure AS c_invoker_function
   FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
- WHERE p.pronamespace = 'coupon'::regnamespace AND l.lanname = 'c' AND p.proconfig IS NOT NULL;
+ WHERE p.pronamespace = 'coupon'::regnamespace AND l.lanname = 'c' AND NOT p.prosecdef
+   AND p.prorettype <> 'trigger'::regtype
+ ORDER BY p.oid::regprocedure::text;
 -- nothing is IMMUTABLE (functions read settings); readers are STABLE
 SELECT p.oid::regprocedure AS immutable_function
   FROM pg_proc p WHERE p.pronamespace = 'coupon'::regnamespace AND p.provolatile = 'i';

@@ -182,8 +182,14 @@ SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
 BEGIN;
 UPDATE coupon.merchant SET status = 'suspended' WHERE id = :m1;
 SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
--- such a transaction cannot be prepared: its commit would not drop the copies
+-- such a transaction can be prepared: until COMMIT PREPARED the change is
+-- not seen (and no copy is used: the prepared transaction holds the guard);
+-- the commit, here from this session, drops every session's copies
 PREPARE TRANSACTION 'coupon_validate_test';
+SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
+COMMIT PREPARED 'coupon_validate_test';
+SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
+UPDATE coupon.merchant SET status = 'active' WHERE id = :m1;
 SELECT ok, discount, reason FROM coupon.validate(:c_fixed, 'vic', :m1, 20000);
 -- the triggers that drop the copies fire even in replica sessions
 SELECT tgrelid::regclass AS "table", tgname, tgenabled FROM pg_trigger

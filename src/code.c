@@ -24,6 +24,7 @@
 #include "utils/builtins.h"
 
 #include "codefmt.h"
+#include "callctx.h"
 #include "coupon.h"
 #include "error.h"
 #include "policy.h"
@@ -169,7 +170,7 @@ coupon_generate_codes(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	args[0] = Int64GetDatum(policy_id);
 	if (spi_run(&lock_policy_plan, args, NULL, false, 1) == 0)
 		coupon_error(REASON_POLICY_NOT_FOUND, json_id("policy_id", policy_id),
@@ -213,7 +214,7 @@ coupon_generate_codes(PG_FUNCTION_ARGS)
 	spi_run(&insert_codes_plan, args, NULL, false, 0);
 	args[1] = Int64GetDatum((int64) count);
 	spi_run(&count_codes_plan, args, NULL, false, 0);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 
 	for (int i = 0; i < count; i++)
 	{
@@ -251,7 +252,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 		coupon_error(REASON_TOO_MANY_CODE_ATTEMPTS, NULL,
 					 "too many wrong codes were entered for this user");
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	args[0] = PointerGetDatum(code_hash(code_secret(), canonical));
 	explicit_bzero(canonical, sizeof(canonical));
 	if (spi_run(&find_code_plan, args, NULL, false, 1) == 0)
@@ -271,7 +272,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 		/* the same user again (a retried request): the same coupon */
 		spi_run(&own_coupon_plan, args, NULL, false, 1);
 		result = spi_result_row(fcinfo);
-		SPI_finish();
+		call_end(CALL_VOLATILE);
 		hiding_statement = false;
 		PG_RETURN_DATUM(result);
 	}
@@ -283,7 +284,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	if (spi_run(&claim_plan, args, user_seq == 0 ? "  n" : NULL, false, 1) == 0)
 		coupon_error(REASON_CODE_REDEEMED, NULL, "this code was already redeemed");
 	result = spi_result_row(fcinfo);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	hiding_statement = false;
 	PG_RETURN_DATUM(result);
 }

@@ -189,12 +189,9 @@ _PG_init(void)
 {
 	coupon_guc_init();
 	coupon_shmem_init();
-	coupon_spi_init();
 	coupon_issue_init();
 	coupon_code_init();
-	coupon_fetch_init();
-	coupon_factcache_init();
-	coupon_rowwrite_init();
+	coupon_cacheinval_init();
 	coupon_saga_init();
 	coupon_saga_worker_init();
 }

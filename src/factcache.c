@@ -1,42 +1,50 @@
 /*
  * factcache.c
  *		validate()'s backend-local copies of the policy and merchant facts it
- *		reads on every call, and the shared counters that say when a copy
- *		may have gone stale.
+ *		reads on every call, kept on PostgreSQL's cache invalidation.
  *
  * Of validate()'s three primary-key probes, two (a policy, a merchant) read
  * rows that change a few times a day; skipping them made validate() about
  * a third cheaper (docs/benchmarks.md).  Each backend keeps the facts it
- * read in two small hash tables.  Triggers policy_fact_change and
+ * read in two small hash tables.  The triggers policy_fact_change and
  * merchant_fact_change (AFTER UPDATE, ENABLE ALWAYS) call
- * coupon.note_fact_change(), which counts the transaction as a writer in
- * flight; when it ends, it first advances the generation, then stops being
- * a writer.  A reader uses its copies only when it sees no writer and the
- * generation it made them under, and fills them from a snapshot taken after
- * reading both counters.  So a copy is never older than what a snapshot
- * taken before the check could see: a change the caller's statement sees
- * was committed before the check, and either still counted as a writer or
- * had advanced the generation by then.  A copy may be newer than the
- * caller's snapshot, which READ COMMITTED callers accept; REPEATABLE READ
- * and SERIALIZABLE callers (snapshot rules, predicate locks) read the rows.
+ * coupon.note_fact_change(), which registers a relcache invalidation of
+ * the changed table: PostgreSQL sends it when the transaction commits (at
+ * COMMIT PREPARED for a prepared one, from whichever session runs it),
+ * processes it locally at once and again on abort, and every backend
+ * drops its copies when it arrives (the one invalidation path of
+ * fetch.c).
+ *
+ * A commit becomes visible a moment before its invalidation is sent.  To
+ * close that gap the trigger also takes SHARE on coupon.fact_change_guard,
+ * held until the transaction ends, which is after the invalidation went
+ * out; a reader uses its copies only when it can take ROW EXCLUSIVE on it
+ * at once (the lock manager's fast path, released at once), and taking it
+ * reads the invalidations that arrived.  So no change that the caller's
+ * snapshot sees is missing from the copies.  Copies are filled from the
+ * newest snapshot, so they may be newer than the caller's, which READ
+ * COMMITTED callers accept; REPEATABLE READ and SERIALIZABLE callers
+ * (snapshot rules, predicate locks) and standbys (no such lock is
+ * replayed) read the rows.
  */
 #include "postgres.h"
 
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
-#include "port/atomics.h"
+#include "storage/lmgr.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "coupon.h"
 #include "factcache.h"
 #include "fetch.h"
-#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(coupon_note_fact_change);
 
@@ -58,15 +66,13 @@ typedef struct MerchantCopy
 static MemoryContext cache_cxt = NULL;
 static HTAB *policies = NULL;
 static HTAB *merchants = NULL;
-static uint64 cache_generation = 0;
 
-/* the triggers were found enabled on these relations (InvalidOid: check again) */
-static Oid	checked_policy_relid = InvalidOid;
-static Oid	checked_merchant_relid = InvalidOid;
+/*
+ * Found with the triggers (InvalidOid: look again): the guard relation,
+ * and whether both triggers fire on every change.
+ */
+static Oid	guard_relid = InvalidOid;
 static bool triggers_ok = false;
-
-/* this transaction changed a policy or merchant and counts as a writer */
-static bool wrote_facts = false;
 
 /* is the named trigger on the table, firing even in replica sessions? */
 static bool
@@ -81,26 +87,29 @@ trigger_fires_always(Relation rel, const char *name)
 }
 
 /*
- * Check once (until a relcache invalidation of either table) that both
- * triggers fire on every change: a database still at 0.5, or a trigger a
- * superuser disabled, turns the copies off instead of letting them go stale.
+ * Check once (until an invalidation of the extension's tables) that the
+ * guard exists and that both triggers fire on every change: a database
+ * still at 0.7, or a trigger a superuser disabled, turns the copies off
+ * instead of letting them go stale.
  */
 static bool
 check_triggers(void)
 {
 	Relation	policy;
 	Relation	merchant;
+	Oid			guard;
 
-	if (OidIsValid(checked_policy_relid) && OidIsValid(checked_merchant_relid))
+	if (OidIsValid(guard_relid))
 		return triggers_ok;
 	policy = fetch_open(FETCH_POLICY, AccessShareLock);
 	merchant = fetch_open(FETCH_MERCHANT, AccessShareLock);
-	triggers_ok = trigger_fires_always(policy, "policy_fact_change") &&
+	guard = get_relname_relid("fact_change_guard", RelationGetNamespace(policy));
+	triggers_ok = OidIsValid(guard) &&
+		trigger_fires_always(policy, "policy_fact_change") &&
 		trigger_fires_always(merchant, "merchant_fact_change");
-	checked_policy_relid = RelationGetRelid(policy);
-	checked_merchant_relid = RelationGetRelid(merchant);
 	table_close(merchant, NoLock);
 	table_close(policy, NoLock);
+	guard_relid = OidIsValid(guard) ? guard : InvalidOid;
 	return triggers_ok;
 }
 
@@ -132,24 +141,18 @@ make_table(const char *name, Size entrysize)
 bool
 factcache_open(void)
 {
-	CouponShared *sh = coupon_shared();
-	uint64		generation;
+	Oid			guard;
 
-	/* a standby replays changes without triggers */
-	if (sh == NULL || wrote_facts || IsolationUsesXactSnapshot() || RecoveryInProgress() ||
-		!check_triggers())
+	if (IsolationUsesXactSnapshot() || RecoveryInProgress() || !check_triggers())
 		return false;
-	if (pg_atomic_read_u32(&sh->facts.c.writers) != 0)
+	/* a change in flight holds SHARE on the guard until its invalidation is out */
+	guard = guard_relid;
+	if (!ConditionalLockRelationOid(guard, RowExclusiveLock))
 		return false;
-	/* a writer advances the generation before it stops counting */
-	pg_read_barrier();
-	generation = pg_atomic_read_u64(&sh->facts.c.generation);
-	if (generation != cache_generation)
-	{
-		forget_all();
-		cache_generation = generation;
-	}
-	return true;
+	/* taking it read the invalidations that arrived; it is not needed after */
+	UnlockRelationOid(guard, RowExclusiveLock);
+	/* one just read may have forgotten the copies, and the guard with them */
+	return OidIsValid(guard_relid);
 }
 
 /* the copy of `id` in `table`, or NULL */
@@ -235,77 +238,30 @@ factcache_put_merchant(int64 merchant_id, bool active)
 }
 
 /*
- * Trigger coupon.note_fact_change(): count this transaction as a writer
- * of facts until it ends.
+ * Trigger coupon.note_fact_change(): every backend's copies of the table's
+ * rows go when this transaction ends, and readers keep off them until then.
  */
 Datum
 coupon_note_fact_change(PG_FUNCTION_ARGS)
 {
-	CouponShared *sh = coupon_shared();
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("note_fact_change() must be called as a trigger")));
-	if (sh != NULL && !wrote_facts)
-	{
-		pg_atomic_fetch_add_u32(&sh->facts.c.writers, 1);
-		wrote_facts = true;
-	}
+	if (!OidIsValid(guard_relid))
+		(void) check_triggers();
+	if (OidIsValid(guard_relid))
+		LockRelationOid(guard_relid, ShareLock);
+	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
 }
 
-/*
- * At the end of a transaction that changed facts: advance the generation
- * (its changes are visible by now), then stop counting as a writer.  Such
- * a transaction cannot be prepared: its commit would come from another
- * session, which would not advance the generation.
- */
-static void
-factcache_xact_callback(XactEvent event, void *arg)
-{
-	CouponShared *sh;
-
-	if (!wrote_facts)
-		return;
-	switch (event)
-	{
-		case XACT_EVENT_PRE_PREPARE:
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("cannot prepare a transaction that changed a coupon policy or merchant"),
-					 errhint("Commit such changes in a transaction of their own.")));
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			sh = coupon_shared();
-			pg_atomic_fetch_add_u64(&sh->facts.c.generation, 1);
-			pg_atomic_fetch_sub_u32(&sh->facts.c.writers, 1);
-			wrote_facts = false;
-			break;
-		default:
-			break;
-	}
-}
-
-/* a table of the copies changed shape, was dropped, or its triggers changed */
-static void
-factcache_relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == checked_policy_relid || relid == checked_merchant_relid)
-	{
-		checked_policy_relid = checked_merchant_relid = InvalidOid;
-		/* the copies go at the next factcache_open(), not under a caller */
-		cache_generation = PG_UINT64_MAX;
-	}
-}
-
-/* register the transaction and relcache callbacks */
+/* forget every copy and what was found of the triggers (fetch.c's invalidation) */
 void
-coupon_factcache_init(void)
+factcache_reset(void)
 {
-	RegisterXactCallback(factcache_xact_callback, NULL);
-	CacheRegisterRelcacheCallback(factcache_relcache_callback, (Datum) 0);
+	forget_all();
+	guard_relid = InvalidOid;
 }

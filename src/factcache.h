@@ -9,11 +9,11 @@
 #include "discount.h"
 
 /*
- * May this call use and fill the copies?  Only under READ COMMITTED, in
- * a transaction that changed no policy or merchant, with the extension
- * preloaded and its fact-change triggers enabled, and while no change is
- * in flight.  A true answer holds for the rest of the call: rows missing
- * from the cache must then be read with a fresh snapshot (FETCH_FRESH).
+ * May this call use and fill the copies?  Only under READ COMMITTED, on a
+ * primary, with the extension's fact-change triggers enabled, and while no
+ * change of a policy or merchant is in flight.  A true answer holds for
+ * the rest of the call: rows missing from the cache must then be read with
+ * a newer snapshot (FETCH_NEWEST).
  */
 extern bool factcache_open(void);
 
@@ -29,7 +29,7 @@ extern bool factcache_get_merchant(int64 merchant_id, bool *active);
 /* keep an existing merchant's state */
 extern void factcache_put_merchant(int64 merchant_id, bool active);
 
-/* register the transaction and relcache callbacks */
-extern void coupon_factcache_init(void);
+/* forget every copy (on an invalidation of the extension's tables) */
+extern void factcache_reset(void);
 
 #endif							/* COUPON_FACTCACHE_H */

@@ -12,8 +12,11 @@
  * lookups a checkout or an issue makes before writing (rowwrite.c): the
  * order's other coupons, a coupon's live hold, a unit of stock.  The relation
  * and index ids are looked up once per backend and forgotten on any relcache
- * invalidation of them (DROP EXTENSION and a new CREATE EXTENSION give new
- * ids).
+ * invalidation of them (cacheinval.c; DROP EXTENSION and a new CREATE
+ * EXTENSION give new ids).
+ *
+ * Reads use the snapshot of the call context (callctx.c) and run as the
+ * table's owner; a lock ends the call's statement.
  */
 #include "postgres.h"
 
@@ -34,6 +37,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "fetch.h"
 
@@ -70,29 +74,27 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_USER_COUPONS] = {"coupon", "coupon_policy_user_idx"},
 };
 
-/* forget every cached id when one of them (or everything) is invalidated */
-static void
-fetch_relcache_callback(Datum arg, Oid relid)
+/* is relid one of the tables or indexes whose ids are cached (or any: 0)? */
+bool
+fetch_is_cached_relation(Oid relid)
+{
+	if (relid == InvalidOid)
+		return true;
+	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
+		if (relid == targets[i].relid || relid == targets[i].indexid)
+			return true;
+	return false;
+}
+
+/* forget every cached id and column map (cacheinval.c) */
+void
+fetch_reset(void)
 {
 	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
 	{
-		if (relid == InvalidOid || relid == targets[i].relid || relid == targets[i].indexid)
-		{
-			for (int j = 0; j < FETCH_TABLE_COUNT; j++)
-			{
-				targets[j].relid = targets[j].indexid = InvalidOid;
-				targets[j].nmaps = 0;
-			}
-			return;
-		}
+		targets[i].relid = targets[i].indexid = InvalidOid;
+		targets[i].nmaps = 0;
 	}
-}
-
-/* register the relcache callback that forgets cached relation ids */
-void
-coupon_fetch_init(void)
-{
-	CacheRegisterRelcacheCallback(fetch_relcache_callback, (Datum) 0);
 }
 
 /* the relation and primary-key index of a table, looked up once */
@@ -220,21 +222,23 @@ lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked
 }
 
 /*
- * What a new statement of the calling function would see: our own earlier
- * writes, and under READ COMMITTED whatever committed until now.
- * Registered; the caller unregisters it.
+ * The snapshot of a read: the call's, or for FETCH_NEWEST (filling
+ * validate()'s copies, which must be no older than any statement's
+ * snapshot) what a statement starting now would see.  Registered; the
+ * caller unregisters it.
  */
 static Snapshot
-fresh_snapshot(void)
+read_snapshot(FetchHow how)
 {
-	CommandCounterIncrement();
-	return RegisterSnapshot(GetTransactionSnapshot());
+	if (how == FETCH_NEWEST)
+		return RegisterSnapshot(GetLatestSnapshot());
+	return RegisterSnapshot(GetActiveSnapshot());
 }
 
 /*
- * Find the row whose primary key is `keys` under the snapshot that `how`
- * asks for, lock it if asked, copy its columns, and say where the version
- * it found (or locked) is.
+ * Find the row whose primary key is `keys` under the call's snapshot, lock
+ * it if asked, copy its columns, and say where the version it found (or
+ * locked) is.
  */
 static FetchResult
 fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
@@ -252,12 +256,12 @@ fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
 	Relation	rel = table_open(relid, locking ? RowShareLock : AccessShareLock);
 	Relation	index = index_open(indexid, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Snapshot	snapshot;
+	Snapshot	snapshot = read_snapshot(how);
 	IndexScanDesc scan;
 	FetchResult result;
+	CallUser	caller;
 
-	snapshot = how == FETCH_CURRENT ? GetActiveSnapshot() : fresh_snapshot();
-
+	call_become_owner(rel, &caller);
 	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
 	index_rescan(scan, keys, nkeys, NULL, 0);
 	result = index_getnext_slot(scan, ForwardScanDirection, slot) ? FETCH_FOUND : FETCH_MISSING;
@@ -271,12 +275,14 @@ fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
 	if (result == FETCH_FOUND && tid != NULL)
 		*tid = slot->tts_tid;
 
-	if (how != FETCH_CURRENT)
-		UnregisterSnapshot(snapshot);
+	call_restore_user(&caller);
+	UnregisterSnapshot(snapshot);
 	ExecDropSingleTupleTableSlot(slot);
 	/* like the executor, keep the locks until the transaction ends */
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
+	if (locking && result == FETCH_FOUND)
+		call_next_statement();
 	return result;
 }
 
@@ -317,7 +323,7 @@ bool
 fetch_columns(FetchTable table, int64 id, int ncols, const char *const *names,
 			  Datum *values, bool *nulls)
 {
-	return fetch_columns_how(table, id, FETCH_CURRENT, ncols, names, values, nulls) == FETCH_FOUND;
+	return fetch_columns_how(table, id, FETCH_READ, ncols, names, values, nulls) == FETCH_FOUND;
 }
 
 /* is the merchant active, under `how`? (false, and *exists false, if there is none) */
@@ -336,8 +342,8 @@ fetch_merchant_active(int64 merchant_id, FetchHow how, bool *exists)
 typedef bool (*WalkVisit) (const Datum *values, const bool *nulls, void *arg);
 
 /*
- * Walk the rows that the index of `table` finds for `keys`, visible in a
- * fresh snapshot (with `latest`, the latest one even under REPEATABLE
+ * Walk the rows that the index of `table` finds for `keys`, visible in the
+ * call's snapshot (with `latest`, the latest one even under REPEATABLE
  * READ), passing columns `names` of each to `visit` until it returns true.
  * Returns whether it did.
  */
@@ -350,17 +356,12 @@ fetch_walk(FetchTable table, int nkeys, ScanKey keys, int ncols, const char *con
 	Relation	rel = table_open(t->relid, AccessShareLock);
 	Relation	index = index_open(indexid, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Snapshot	snapshot;
+	Snapshot	snapshot = read_snapshot(latest ? FETCH_NEWEST : FETCH_READ);
 	IndexScanDesc scan;
 	bool		stopped = false;
+	CallUser	caller;
 
-	if (latest)
-	{
-		CommandCounterIncrement();
-		snapshot = RegisterSnapshot(GetLatestSnapshot());
-	}
-	else
-		snapshot = fresh_snapshot();
+	call_become_owner(rel, &caller);
 
 	/* text keys compare under the index column's collation */
 	for (int i = 0; i < nkeys; i++)
@@ -377,6 +378,7 @@ fetch_walk(FetchTable table, int nkeys, ScanKey keys, int ncols, const char *con
 		stopped = visit(values, nulls, arg);
 	}
 	index_endscan(scan);
+	call_restore_user(&caller);
 	UnregisterSnapshot(snapshot);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, NoLock);
@@ -396,8 +398,8 @@ is_other_live_coupon(const Datum *values, const bool *nulls, void *arg)
 
 /*
  * Is a coupon other than `coupon_id` held or spent for this order?  The
- * caller holds the order's lock, and the new snapshot of the walk sees what
- * the last holder of that lock committed.
+ * caller holds the order's lock (call_advisory_lock), and the call's
+ * snapshot, taken since, sees what the last holder of that lock committed.
  */
 bool
 fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id)

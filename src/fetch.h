@@ -31,19 +31,20 @@ typedef enum FetchTable
 
 /*
  * Columns `names` of the row of `table` whose id is `id`, visible to the
- * active snapshot, copied into the current memory context; false if there
- * is no such row.  `names` must be a static array (at most
+ * call's snapshot (callctx.h), copied into the current memory context;
+ * false if there is no such row.  `names` must be a static array (at most
  * FETCH_MAX_COLUMNS): the column numbers are resolved once per array.
  */
 extern bool fetch_columns(FetchTable table, int64 id, int ncols,
 						  const char *const *names, Datum *values, bool *nulls);
 
-/* which snapshot a fetch reads under, and whether it locks the row */
+/* whether a fetch locks the row */
 typedef enum FetchHow
 {
-	FETCH_CURRENT,				/* the active snapshot (the calling statement's) */
-	FETCH_FRESH,				/* a new one, as a new statement would take */
-	FETCH_LOCK,					/* a new one, then FOR NO KEY UPDATE, waiting */
+	FETCH_READ,					/* read under the call's snapshot */
+	FETCH_NEWEST,				/* read under a snapshot newer than the
+								 * call's: only to fill validate()'s copies */
+	FETCH_LOCK,					/* FOR NO KEY UPDATE, waiting */
 	FETCH_LOCK_SKIP				/* the same, but give up if the row is busy */
 } FetchHow;
 
@@ -55,12 +56,14 @@ typedef enum FetchResult
 } FetchResult;
 
 /*
- * fetch_columns() under a chosen snapshot.  A locking fetch locks the row
- * as SELECT ... FOR NO KEY UPDATE would, in the same transaction-wide way,
- * and returns the columns of the version it locked: under READ COMMITTED
- * the latest one, which may be newer than the snapshot; under REPEATABLE
- * READ and SERIALIZABLE a row changed since the snapshot raises a
- * serialization failure (40001).  With ncols 0 it only locks (or looks).
+ * fetch_columns(), locking the row if asked.  A locking fetch finds the row
+ * under the call's snapshot, locks it as SELECT ... FOR NO KEY UPDATE
+ * would, in the same transaction-wide way, and returns the columns of the
+ * version it locked: under READ COMMITTED the latest one, which may be
+ * newer than the snapshot; under REPEATABLE READ and SERIALIZABLE a row
+ * changed since the snapshot raises a serialization failure (40001).  A
+ * lock ends the call's statement (call_next_statement).  With ncols 0 it
+ * only locks (or looks).
  */
 extern FetchResult fetch_columns_how(FetchTable table, int64 id, FetchHow how, int ncols,
 									 const char *const *names, Datum *values,
@@ -92,7 +95,10 @@ extern const AttrNumber *fetch_attnums(FetchTable table, TupleDesc desc, int nco
 /* is the merchant active, under `how`? (false, and *exists false, if there is none) */
 extern bool fetch_merchant_active(int64 merchant_id, FetchHow how, bool *exists);
 
-/* register the relcache callback that forgets cached relation ids */
-extern void coupon_fetch_init(void);
+/* is relid one of the relations whose ids are cached (or any: InvalidOid)? */
+extern bool fetch_is_cached_relation(Oid relid);
+
+/* forget the cached relation ids and column maps */
+extern void fetch_reset(void);
 
 #endif							/* COUPON_FETCH_H */

@@ -17,6 +17,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "error.h"
 #include "idempotency.h"
@@ -90,9 +91,7 @@ idem_begin(IdemRequest *req, int64 merchant_id, text *key, const char *signature
 
 	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
 							VARSIZE_ANY_EXHDR(key), (uint64) merchant_id);
-	if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
-										  Int32GetDatum(COUPON_LOCK_IDEMPOTENCY),
-										  Int32GetDatum((int32) h))))
+	if (!call_try_advisory_lock(COUPON_LOCK_IDEMPOTENCY, (int32) h))
 		coupon_error(REASON_IDEMPOTENCY_IN_PROGRESS, json_id("merchant_id", merchant_id),
 					 "a request with this idempotency key is still running");
 

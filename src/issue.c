@@ -18,6 +18,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "error.h"
 #include "idempotency.h"
@@ -116,14 +117,26 @@ settle_sold_out(bool commit)
 	sold_out_pending = false;
 }
 
-/* top-level end: what the transaction saw holds only if it committed */
+/*
+ * Top-level end: what the transaction saw holds only if it committed (a
+ * prepared one may still roll back, from another session: forget it).
+ */
 static void
 sold_out_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 		settle_sold_out(true);
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+			 event == XACT_EVENT_PREPARE)
 		settle_sold_out(false);
+}
+
+/* a policy changed (its quantity may have grown): forget every entry (cacheinval.c) */
+void
+issue_reset_sold_out(void)
+{
+	memset(sold_out_cache, 0, sizeof(sold_out_cache));
+	sold_out_pending = false;
 }
 
 /* a rolled-back savepoint may have returned the last unit: forget */
@@ -169,7 +182,7 @@ take_shard(int64 policy_id, int32 shard, bool skip_locked)
 	ItemPointerData tid;
 	FetchResult r;
 
-	if (fetch_stock_row(policy_id, shard, FETCH_FRESH, 1, cols, &v, &n, NULL) != FETCH_FOUND ||
+	if (fetch_stock_row(policy_id, shard, FETCH_READ, 1, cols, &v, &n, NULL) != FETCH_FOUND ||
 		DatumGetInt64(v) <= 0)
 		return SHARD_EMPTY;
 	r = fetch_stock_row(policy_id, shard, skip_locked ? FETCH_LOCK_SKIP : FETCH_LOCK, 1, cols,
@@ -287,7 +300,7 @@ coupon_issue(PG_FUNCTION_ARGS)
 	int32		user_seq;
 	Datum		result;
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	policy_load_issue_info(policy_id, &policy);
 	if (caller_kind() == CALLER_CUSTOMER && strcmp(policy.issue_method, "fcfs") != 0)
 		coupon_error(REASON_WRONG_TENANT, json_id("policy_id", policy_id),
@@ -304,7 +317,7 @@ coupon_issue(PG_FUNCTION_ARGS)
 		{
 			spi_run(&replay_plan, &replay, NULL, true, 1);
 			result = spi_result_row(fcinfo);
-			SPI_finish();
+			call_end(CALL_VOLATILE);
 			PG_RETURN_DATUM(result);
 		}
 	}
@@ -329,6 +342,6 @@ coupon_issue(PG_FUNCTION_ARGS)
 	if (key != NULL)
 		idem_finish(&idem, result);
 	result = SPI_datumTransfer(result, false, -1);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_DATUM(result);
 }

@@ -7,6 +7,7 @@
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "currency.h"
 #include "error.h"
@@ -45,9 +46,9 @@ coupon_create_merchant(PG_FUNCTION_ARGS)
 	args[4] = Int32GetDatum(arg_int32_range(fcinfo, 4, "settlement_delay_days", 0, 365,
 											 REASON_INVALID_DELAY));
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	spi_run(&insert_plan, args, NULL, false, 1);
 	result = spi_result_row(fcinfo);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_DATUM(result);
 }

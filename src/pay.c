@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "error.h"
 #include "fetch.h"
@@ -246,9 +247,8 @@ refuse_taken_key(const char *payment_key)
 {
 	Datum		arg = CStringGetTextDatum(payment_key);
 
-	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(COUPON_LOCK_PAYMENT_KEY),
-						Int32GetDatum((int32) hash_bytes((const unsigned char *) payment_key,
-														 strlen(payment_key))));
+	call_advisory_lock(COUPON_LOCK_PAYMENT_KEY,
+					   (int32) hash_bytes((const unsigned char *) payment_key, strlen(payment_key)));
 	if (spi_run(&key_taken_plan, &arg, NULL, false, 1) > 0)
 		coupon_error(REASON_DUPLICATE_PAYMENT_KEY, json_id("payment_id", spi_int64(0, 1, NULL)),
 					 "payment_key \"%s\" belongs to another payment", payment_key);
@@ -305,7 +305,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 
 	/* only the merchant's side creates its payments: no one else claims its orders */
 	tenant_check(merchant_id);
-	if (!fetch_merchant_active(merchant_id, FETCH_CURRENT, &exists))
+	if (!fetch_merchant_active(merchant_id, FETCH_READ, &exists))
 	{
 		if (!exists)
 			coupon_error(REASON_MERCHANT_NOT_FOUND, json_id("merchant_id", merchant_id),
@@ -314,7 +314,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 					 "merchant %lld is suspended", (long long) merchant_id);
 	}
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	if (key != NULL)
 	{
 		StringInfoData sig;
@@ -331,7 +331,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 			/* the same request again: the same payment, as it is now */
 			spi_run(&replay_plan, &replay, NULL, true, 1);
 			result = spi_result_row(fcinfo);
-			SPI_finish();
+			call_end(CALL_VOLATILE);
 			PG_RETURN_DATUM(result);
 		}
 	}
@@ -377,7 +377,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 	args[1] = CStringGetTextDatum("created");
 	args[2] = CStringGetTextDatum(state);
 	spi_run(&created_event_plan, args, NULL, false, 0);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 
 	saga_wake_at_commit();
 	PG_RETURN_DATUM(result);
@@ -426,7 +426,7 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 	if (!full && amount == 0)
 		coupon_error(REASON_INVALID_AMOUNT, NULL, "a refund amount must be positive");
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	lock_payment(payment_id);
 	if (key != NULL)
 	{
@@ -439,7 +439,7 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 		{
 			spi_run(&replay_plan, &replay, NULL, true, 1);
 			result = spi_result_row(fcinfo);
-			SPI_finish();
+			call_end(CALL_VOLATILE);
 			PG_RETURN_DATUM(result);
 		}
 		lock_payment(payment_id);	/* idem_begin ran its own statements */
@@ -512,7 +512,7 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 
 		spi_run(&state_event_plan, ev, NULL, false, 0);
 	}
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	saga_wake_at_commit();
 	PG_RETURN_DATUM(result);
 }
@@ -549,7 +549,7 @@ coupon_retry_payment(PG_FUNCTION_ARGS)
 	Datum		result;
 	PayState	state;
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	lock_payment(payment_id);
 	if (!pay_state_from_name(spi_text(0, 2), &state))
 		elog(ERROR, "payment %lld has an unknown state", (long long) payment_id);
@@ -563,7 +563,7 @@ coupon_retry_payment(PG_FUNCTION_ARGS)
 		args[0] = Int64GetDatum(payment_id);
 		spi_run(&get_plan, args, NULL, true, 1);
 		result = spi_result_row(fcinfo);
-		SPI_finish();
+		call_end(CALL_VOLATILE);
 		PG_RETURN_DATUM(result);
 	}
 	args[0] = Int64GetDatum(payment_id);
@@ -574,7 +574,7 @@ coupon_retry_payment(PG_FUNCTION_ARGS)
 	args[3] = CStringGetTextDatum(spi_text(0, SPI_fnumber(SPI_tuptable->tupdesc, "state")));
 	args[4] = CStringGetTextDatum(psprintf("retried by %s", GetUserNameFromId(GetOuterUserId(), false)));
 	spi_run(&state_event_plan, args, NULL, false, 0);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	saga_wake_at_commit();
 	PG_RETURN_DATUM(result);
 }
@@ -602,7 +602,7 @@ coupon_process_payments(PG_FUNCTION_ARGS)
 								 coupon_gateway_timeout_ms);
 	PG_TRY();
 	{
-		SPI_connect();
+		call_begin(CALL_VOLATILE);
 		while (steps < max_rows)
 		{
 			int			batch = Min(max_rows - steps, coupon_max_inflight);
@@ -622,7 +622,7 @@ coupon_process_payments(PG_FUNCTION_ARGS)
 			if (claimed < batch)
 				break;
 		}
-		SPI_finish();
+		call_end(CALL_VOLATILE);
 	}
 	PG_FINALLY();
 	{

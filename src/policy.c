@@ -13,6 +13,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "error.h"
 #include "fetch.h"
@@ -245,7 +246,7 @@ coupon_create_policy(PG_FUNCTION_ARGS)
 	check_policy_fields(fcinfo, &type);
 	tenant_check(merchant_id);
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	args[0] = Int64GetDatum(merchant_id);
 	if (spi_run(&merchant_plan, args, NULL, true, 1) == 0)
 		coupon_error(REASON_MERCHANT_NOT_FOUND, json_id("merchant_id", merchant_id),
@@ -277,7 +278,7 @@ coupon_create_policy(PG_FUNCTION_ARGS)
 		sargs[2] = Int64GetDatum(Min(total, COUPON_STOCK_SHARDS));
 		spi_run(&stock_plan, sargs, NULL, false, 0);
 	}
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_DATUM(result);
 }
 
@@ -297,7 +298,7 @@ coupon_set_policy_status(PG_FUNCTION_ARGS)
 		coupon_error(REASON_INVALID_STATUS, NULL,
 					 "status must be draft, active, paused or retired");
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	args[0] = Int64GetDatum(policy_id);
 	args[1] = CStringGetTextDatum(policy_status_name(to));
 	if (spi_run(&lock_policy_plan, args, NULL, false, 1) == 0)
@@ -314,7 +315,7 @@ coupon_set_policy_status(PG_FUNCTION_ARGS)
 	if (from != to)
 		spi_run(&set_status_plan, args, NULL, false, 1);
 	result = spi_result_row(fcinfo);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_DATUM(result);
 }
 
@@ -361,7 +362,7 @@ policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 	info->valid_days = n[9] ? 0 : DatumGetInt32(v[9]);
 	info->is_balance = strcmp(TextDatumGetCString(v[10]), "balance") == 0;
 	info->discount_value = DatumGetInt64(v[11]);
-	info->merchant_active = fetch_merchant_active(info->merchant_id, FETCH_CURRENT, &exists);
+	info->merchant_active = fetch_merchant_active(info->merchant_id, FETCH_READ, &exists);
 }
 
 /* raise unless coupons of the policy may be issued now */
@@ -404,8 +405,7 @@ policy_take_user_slot(const PolicyIssueInfo *p, const char *user_id)
 		return 0;
 	h = hash_bytes_extended((const unsigned char *) user_id, strlen(user_id),
 							(uint64) p->id);
-	DirectFunctionCall2(pg_advisory_xact_lock_int4,
-						Int32GetDatum(COUPON_LOCK_PER_USER), Int32GetDatum((int32) h));
+	call_advisory_lock(COUPON_LOCK_PER_USER, (int32) h);
 
 	held = fetch_user_coupons(p->id, user_id);
 	if (held >= p->per_user_limit)

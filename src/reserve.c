@@ -20,6 +20,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "discount.h"
 #include "error.h"
@@ -212,7 +213,7 @@ load_policy(int64 policy_id, int64 coupon_id, bool cached, CouponFacts *f)
 {
 	if (cached && factcache_get_policy(policy_id, f))
 		return;
-	if (!read_policy(policy_id, cached ? FETCH_FRESH : FETCH_CURRENT, f))
+	if (!read_policy(policy_id, cached ? FETCH_NEWEST : FETCH_READ, f))
 		elog(ERROR, "policy %lld of coupon %lld is missing",
 			 (long long) policy_id, (long long) coupon_id);
 	if (cached)
@@ -228,7 +229,7 @@ load_merchant(int64 merchant_id, bool cached, bool *exists)
 	*exists = true;
 	if (cached && factcache_get_merchant(merchant_id, &active))
 		return active;
-	active = fetch_merchant_active(merchant_id, cached ? FETCH_FRESH : FETCH_CURRENT, exists);
+	active = fetch_merchant_active(merchant_id, cached ? FETCH_NEWEST : FETCH_READ, exists);
 	if (cached && *exists)
 		factcache_put_merchant(merchant_id, active);
 	return active;
@@ -587,7 +588,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	tenant_check(merchant_id);
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	if (!load_coupon(coupon_id, merchant_id, &row, false))
 		raise_unusable(REASON_COUPON_NOT_FOUND, coupon_id, merchant_id);
 
@@ -602,7 +603,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	 * statistics say it is empty while its dead entries pile up.
 	 */
 	if (row.facts.status == COUPON_RESERVED &&
-		fetch_columns_how(FETCH_HELD_RESERVATION, coupon_id, FETCH_FRESH, lengthof(held_cols),
+		fetch_columns_how(FETCH_HELD_RESERVATION, coupon_id, FETCH_READ, lengthof(held_cols),
 						  held_cols, held, held_null) == FETCH_FOUND &&
 		strcmp(TextDatumGetCString(held[1]), "held") == 0 &&
 		DatumGetInt64(held[2]) == merchant_id &&
@@ -611,7 +612,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 		strcmp(TextDatumGetCString(held[5]), user_id) == 0)
 	{
 		result = reservation_result(fcinfo, DatumGetInt64(held[0]));
-		SPI_finish();
+		call_end(CALL_VOLATILE);
 		PG_RETURN_DATUM(result);
 	}
 
@@ -626,7 +627,7 @@ coupon_reserve(PG_FUNCTION_ARGS)
 	result = make_hold(&row, coupon_id, merchant_id, user_id, order_id, order_amount,
 					   discount, ttl, 0);
 	result = SPI_datumTransfer(result, false, -1);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_DATUM(result);
 }
 
@@ -762,8 +763,8 @@ coupon_confirm(PG_FUNCTION_ARGS)
 	Datum		result;
 	char	   *status;
 
-	SPI_connect();
-	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_FRESH, lengthof(owner_cols),
+	call_begin(CALL_VOLATILE);
+	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_READ, lengthof(owner_cols),
 						  owner_cols, owner, owner_null) != FETCH_FOUND)
 		reservation_not_found(reservation_id);
 	tenant_check(DatumGetInt64(owner[1]));
@@ -773,7 +774,7 @@ coupon_confirm(PG_FUNCTION_ARGS)
 	if (result != (Datum) 0)
 	{
 		result = SPI_datumTransfer(result, false, -1);
-		SPI_finish();
+		call_end(CALL_VOLATILE);
 		PG_RETURN_DATUM(result);
 	}
 
@@ -785,7 +786,7 @@ coupon_confirm(PG_FUNCTION_ARGS)
 		coupon_error(REASON_RESERVATION_EXPIRED, ids,
 					 "reservation %lld has expired", (long long) reservation_id);
 	result = reservation_result(fcinfo, reservation_id);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_DATUM(result);
 }
 
@@ -845,8 +846,8 @@ coupon_release(PG_FUNCTION_ARGS)
 	bool		owner_null[lengthof(owner_cols)];
 	Datum		result;
 
-	SPI_connect();
-	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_FRESH, lengthof(owner_cols),
+	call_begin(CALL_VOLATILE);
+	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_READ, lengthof(owner_cols),
 						  owner_cols, owner, owner_null) != FETCH_FOUND)
 		reservation_not_found(reservation_id);
 	tenant_check(DatumGetInt64(owner[0]));
@@ -855,7 +856,7 @@ coupon_release(PG_FUNCTION_ARGS)
 		result = spi_result_row(fcinfo);
 	else
 		result = reservation_result(fcinfo, reservation_id);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_DATUM(result);
 }
 
@@ -870,7 +871,7 @@ coupon_expire_reservations(PG_FUNCTION_ARGS)
 	int64	   *ids;
 	int32		expired = 0;
 
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	n = spi_run(&due_reservations_plan, &arg, NULL, false, max_rows);
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
@@ -878,7 +879,7 @@ coupon_expire_reservations(PG_FUNCTION_ARGS)
 	for (uint64 i = 0; i < n; i++)
 		if (undo_hold(ids[i], true))
 			expired++;
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_INT32(expired);
 }
 
@@ -899,9 +900,9 @@ coupon_expire_coupons(PG_FUNCTION_ARGS)
 
 	args[0] = Int32GetDatum(max_rows);
 	args[1] = Int32GetDatum(coupon_expire_lookback);
-	SPI_connect();
+	call_begin(CALL_VOLATILE);
 	n = spi_run(&expire_coupons_plan, args, NULL, false, 0);
-	SPI_finish();
+	call_end(CALL_VOLATILE);
 	PG_RETURN_INT32((int32) n);
 }
 
@@ -957,10 +958,9 @@ typedef struct PaymentHold
 void
 reserve_lock_order(int64 merchant_id, const char *order_id)
 {
-	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(COUPON_LOCK_ORDER),
-						Int32GetDatum((int32) hash_bytes_extended((const unsigned char *) order_id,
-																  strlen(order_id),
-																  (uint64) merchant_id)));
+	call_advisory_lock(COUPON_LOCK_ORDER,
+					   (int32) hash_bytes_extended((const unsigned char *) order_id,
+												   strlen(order_id), (uint64) merchant_id));
 }
 
 /* read the payment's holds in one status into a palloc'd array */

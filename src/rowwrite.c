@@ -16,9 +16,9 @@
  *
  * What a statement would do and this does not: statement-level triggers
  * (the only ones on these tables are the guards against DELETE and
- * TRUNCATE), row-level security (these writes happen inside SECURITY
- * DEFINER functions owned by the tables' owner, to whom it does not apply)
- * and privilege checks (the same owner).  Column defaults are not
+ * TRUNCATE), row-level security and privilege checks: a write runs as the
+ * table's owner (call_become_owner), to whom neither applies, and is one
+ * statement of the call (call_next_statement after it).  Column defaults are not
  * evaluated: a caller leaving out a column that has one is an error, so a
  * later version that adds such a column cannot have it silently left NULL.
  */
@@ -40,6 +40,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "rowwrite.h"
 
@@ -57,9 +58,9 @@ static WriteCache caches[FETCH_TABLE_COUNT];
 static MemoryContext cache_cxt = NULL;
 
 /*
- * Set by the relcache callback and acted on at the next write: the callback
- * may run in the middle of building a cache (catalog lookups take locks),
- * so it must not free what is being built.
+ * Set by an invalidation and acted on at the next write: it may arrive in
+ * the middle of building a cache (catalog lookups take locks), so it must
+ * not free what is being built.
  */
 static bool cache_stale = false;
 
@@ -71,22 +72,14 @@ typedef struct RowWrite
 	EState	   *estate;
 	ResultRelInfo *rri;
 	MemoryContext caller;
+	CallUser	user;
 } RowWrite;
 
-/* forget the caches when one of the tables (or everything) is invalidated */
-static void
-rowwrite_relcache_callback(Datum arg, Oid relid)
-{
-	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
-		if (relid == InvalidOid || relid == caches[i].relid)
-			cache_stale = true;
-}
-
-/* register the relcache callback that forgets the column caches */
+/* forget the column facts at the next write (cacheinval.c) */
 void
-coupon_rowwrite_init(void)
+rowwrite_reset(void)
 {
-	CacheRegisterRelcacheCallback(rowwrite_relcache_callback, (Datum) 0);
+	cache_stale = true;
 }
 
 /* the column facts of the open table, built on first use */
@@ -143,6 +136,7 @@ write_begin(RowWrite *w, FetchTable table)
 	RangeTblEntry *rte;
 
 	w->rel = fetch_open(table, RowExclusiveLock);
+	call_become_owner(w->rel, &w->user);
 	w->cache = write_cache(table, w->rel);
 	w->estate = CreateExecutorState();
 	w->caller = MemoryContextSwitchTo(w->estate->es_query_cxt);
@@ -158,12 +152,15 @@ write_begin(RowWrite *w, FetchTable table)
 	/* so that AFTER triggers (foreign keys) find it instead of opening another */
 	w->estate->es_opened_result_relations = list_make1(w->rri);
 	w->estate->es_output_cid = GetCurrentCommandId(true);
-	w->estate->es_snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : InvalidSnapshot;
+	w->estate->es_snapshot = GetActiveSnapshot();
 	ExecOpenIndices(w->rri, false);
 	AfterTriggerBeginQuery();
 }
 
-/* fire queued AFTER ROW triggers, free the executor objects, keep the lock */
+/*
+ * Fire queued AFTER ROW triggers, free the executor objects, keep the lock,
+ * and end the call's statement: what follows sees the write.
+ */
 static void
 write_end(RowWrite *w)
 {
@@ -172,7 +169,9 @@ write_end(RowWrite *w)
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	MemoryContextSwitchTo(w->caller);
 	FreeExecutorState(w->estate);
+	call_restore_user(&w->user);
 	table_close(w->rel, NoLock);
+	call_next_statement();
 }
 
 /* put one column's value in the slot, checked against its domain */

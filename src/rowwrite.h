@@ -28,7 +28,7 @@ extern Datum row_update(FetchTable table, ItemPointer tid, int ncols,
 						const char *const *names, const Datum *values,
 						const bool *nulls, bool want_row);
 
-/* register the relcache callback that forgets cached column facts */
-extern void coupon_rowwrite_init(void);
+/* forget the cached column facts (on an invalidation of the tables) */
+extern void rowwrite_reset(void);
 
 #endif							/* COUPON_ROWWRITE_H */

@@ -170,6 +170,8 @@ coupon_saga_worker_main(Datum main_arg)
 	before_shmem_exit(release_slot, (Datum) 0);
 
 	BackgroundWorkerInitializeConnection(coupon_database, NULL, 0);
+	/* the worker's statements see built-in objects only, as the functions' do */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(psprintf("coupon saga worker %d", my_slot + 1));
 
 	memset(&runner, 0, sizeof(runner));

@@ -40,8 +40,6 @@ coupon_shmem_startup(void)
 	if (!found)
 	{
 		memset(shared, 0, sizeof(CouponShared));
-		pg_atomic_init_u32(&shared->facts.c.writers, 0);
-		pg_atomic_init_u64(&shared->facts.c.generation, 0);
 		shared->throttle_lock = &(GetNamedLWLockTranche("coupon"))->lock;
 		SpinLockInit(&shared->saga_mutex);
 	}

@@ -51,26 +51,8 @@ typedef struct SagaWorkerSlot
 	uint64		errors;
 } SagaWorkerSlot;
 
-/*
- * When a backend may trust its copies of policy and merchant facts
- * (factcache.c): transactions changing such rows in flight, and how many
- * of them have ended.  On a cache line of their own, since every validate()
- * reads them and saga workers write their neighbours.
- */
-typedef union FactCounters
-{
-	struct
-	{
-		pg_atomic_uint32 writers;
-		pg_atomic_uint64 generation;
-	}			c;
-	char		pad[PG_CACHE_LINE_SIZE];
-} FactCounters;
-
 typedef struct CouponShared
 {
-	FactCounters facts;
-
 	LWLock	   *throttle_lock;
 	ThrottleSlot throttle[THROTTLE_SLOTS];
 

@@ -2,80 +2,29 @@
  * spi_util.c
  *		Saved SPI plans for the hot statements and small result readers.
  *
- * The extension's C functions are SECURITY DEFINER, and all the SQL they
- * run goes through spi_run(), which gives it the two settings that SET
- * clauses on every function used to give (at a price on every call: a GUC
- * save and restore, and a search path recomputed after it):
- *
- * - the search path is pg_catalog alone (no pg_temp, no caller's schema)
- *   while the statement is parsed, planned and run, so no object of the
- *   caller's can stand in for a built-in one; the statements name the
- *   extension's own objects with their schema;
- * - the statements are planned with enable_seqscan off, since they are
- *   all look-ups and changes by key and their plans are cached per session
- *   from the first calls on, often while the tables are still nearly
- *   empty: a sequential scan chosen then would stay as the tables grow.
- *   The planner hook sets it only when a plan is actually made, which a
- *   saved plan's later runs do not do.
+ * Every statement runs inside a function whose search path is pinned (the
+ * SQL functions' SET search_path = pg_catalog, pg_temp, or the saga
+ * worker's own setting) and names the extension's objects with their
+ * schema.  A statement that may write ends the call's statement
+ * (callctx.c), so the C code after it sees what it did.
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_namespace.h"
 #include "funcapi.h"
-#include "optimizer/cost.h"
-#include "optimizer/planner.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
-#include "utils/memutils.h"
 
+#include "callctx.h"
 #include "spi_util.h"
 
-/* how many spi_run() calls are under way (they nest through triggers) */
-static int	spi_depth = 0;
-
-/* pg_catalog alone, pushed around every statement */
-static OverrideSearchPath pinned_path = {NIL, true, false, 0};
-
-static planner_hook_type prev_planner_hook = NULL;
-
-/* plan the extension's own statements with sequential scans disabled */
-static PlannedStmt *
-coupon_planner(Query *parse, const char *query_string, int cursorOptions,
-			   ParamListInfo boundParams)
-{
-	PlannedStmt *result;
-	int			level = -1;
-
-	if (spi_depth > 0 && enable_seqscan)
-	{
-		level = NewGUCNestLevel();
-		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	}
-	if (prev_planner_hook)
-		result = prev_planner_hook(parse, query_string, cursorOptions, boundParams);
-	else
-		result = standard_planner(parse, query_string, cursorOptions, boundParams);
-	/* on error, the transaction's (or subtransaction's) abort restores it */
-	if (level >= 0)
-		AtEOXact_GUC(true, level);
-	return result;
-}
-
-/* install the planner hook */
-void
-coupon_spi_init(void)
-{
-	prev_planner_hook = planner_hook;
-	planner_hook = coupon_planner;
-}
-
-/* prepare a saved plan (on first use) and run it; the caller pins the path */
-static uint64
-run_pinned(SavedPlan *plan, Datum *values, const char *nulls, bool read_only,
-		   long tcount)
+/*
+ * Run a saved plan, preparing and keeping it on first use; returns
+ * SPI_processed.  A statement that is not read-only ends the call's
+ * statement (call_next_statement).
+ */
+uint64
+spi_run(SavedPlan *plan, Datum *values, const char *nulls, bool read_only,
+		long tcount)
 {
 	int			rc;
 
@@ -94,34 +43,9 @@ run_pinned(SavedPlan *plan, Datum *values, const char *nulls, bool read_only,
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
 			 plan->sql, SPI_result_code_string(rc));
+	if (!read_only)
+		call_next_statement();
 	return SPI_processed;
-}
-
-/*
- * Run a saved plan, preparing and keeping it on first use, under the pinned
- * search path and planner setting (see the top of this file).
- */
-uint64
-spi_run(SavedPlan *plan, Datum *values, const char *nulls, bool read_only,
-		long tcount)
-{
-	uint64		n;
-	int			depth = spi_depth;
-
-	/* an error pops the path with the (sub)transaction; the depth we reset */
-	PushOverrideSearchPath(&pinned_path);
-	spi_depth++;
-	PG_TRY();
-	{
-		n = run_pinned(plan, values, nulls, read_only, tcount);
-	}
-	PG_FINALLY();
-	{
-		spi_depth = depth;
-	}
-	PG_END_TRY();
-	PopOverrideSearchPath();
-	return n;
 }
 
 /* is the column NULL */

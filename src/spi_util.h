@@ -19,12 +19,9 @@ typedef struct SavedPlan
 	SPIPlanPtr	plan;
 } SavedPlan;
 
-/* install the planner hook that plans spi_run()'s statements */
-extern void coupon_spi_init(void);
-
 /*
- * Run a saved plan; returns SPI_processed.  The statement sees pg_catalog
- * as its whole search path and is planned with enable_seqscan off.
+ * Run a saved plan; returns SPI_processed.  A statement that is not
+ * read-only ends the call's statement (callctx.h).
  */
 extern uint64 spi_run(SavedPlan *plan, Datum *values, const char *nulls,
 					  bool read_only, long tcount);
