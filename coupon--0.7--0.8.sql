@@ -29,9 +29,7 @@ DECLARE
 	to_at timestamptz := (day + 1)::timestamptz - interval '1 microsecond';
 BEGIN
 	IF day IS NULL THEN
-		RAISE EXCEPTION 'day must not be null'
-			USING ERRCODE = 'PT400', DETAIL = '{"reason": "missing_argument", "argument": "day"}',
-				  HINT = 'Pass a value for every required argument.';
+		PERFORM coupon.raise_error('missing_argument', 'day must not be null', '{"argument": "day"}');
 	END IF;
 	-- the gateway first, before any row is touched: no locks are held while
 	-- it answers; its list, summed per order, goes to a temporary table (a
@@ -154,3 +152,289 @@ COMMENT ON FUNCTION coupon.note_fact_change() IS
 -- (like every table of the extension: row level security on, dumped)
 ALTER TABLE coupon.fact_change_guard ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('coupon.fact_change_guard', '');
+
+-- the reason table of the error contract, as data: the SQL functions raise
+-- through raise_error(), whose SQLSTATE and hint come from it, and
+-- docs/errors.md is checked against reasons() (load test reasons)
+CREATE FUNCTION coupon.reasons()
+RETURNS TABLE (reason text, sqlstate text, http_status integer, hint text)
+AS 'MODULE_PATHNAME', 'coupon_reasons'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION coupon.reasons() IS
+'The reason codes of the error contract: each reason, its SQLSTATE (PTnnn), the HTTP status PostgREST answers with, and the hint every error of that reason carries.';
+REVOKE ALL ON FUNCTION coupon.reasons() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.reasons() TO coupon_admin, coupon_app, coupon_merchant, coupon_customer;
+
+CREATE FUNCTION coupon.raise_error(reason text, message text, detail jsonb DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'coupon_raise_error'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION coupon.raise_error(text, text, jsonb) IS
+'Internal: raises a business error of the given reason: its SQLSTATE and hint from reasons(), the message, and DETAIL {"reason": ...} followed by the members of detail.';
+-- (the SECURITY DEFINER functions call it as its owner; schedule_jobs() as coupon_admin)
+REVOKE ALL ON FUNCTION coupon.raise_error(text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.raise_error(text, text, jsonb) TO coupon_admin;
+
+CREATE OR REPLACE FUNCTION coupon.run_settlement(until timestamptz DEFAULT date_trunc('day', now()))
+RETURNS SETOF coupon.settlement
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $fn$
+DECLARE
+	problem record;
+BEGIN
+	IF until IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'until must not be null', '{"argument": "until"}');
+	END IF;
+	-- a batch is final: it may only hold what has already happened
+	IF until > now() THEN
+		PERFORM coupon.raise_error('invalid_cutoff', format('until %s is later than now', until),
+								   '{"argument": "until"}');
+	END IF;
+	-- one run at a time: a concurrent run waits here, then finds nothing new
+	PERFORM pg_advisory_xact_lock(1129316356, 0);
+
+	RETURN QUERY
+	WITH m AS (
+		SELECT id, commission_bp, pg_fee_bp, until - settlement_delay_days * interval '1 day' AS cutoff
+		  FROM coupon.merchant),
+	-- sales: completed payments before their merchant's cutoff, not settled
+	-- yet, in the order of the payment table, so that the items land at the
+	-- end of settlement_item_once_idx
+	sale AS (
+		SELECT p.id AS payment_id, p.merchant_id, p.completed_at AS occurred_at,
+			   p.amount AS gross, p.discount, coalesce(d.merchant_funded, 0) AS d_m, d.policy_id,
+			   m.commission_bp, m.pg_fee_bp
+		  FROM coupon.payment p
+		  JOIN m ON m.id = p.merchant_id
+		  -- the coupons' funding and the first coupon's policy; a payment
+		  -- without coupons skips the look-up (a one-time filter)
+		  LEFT JOIN LATERAL (
+			  SELECT sum(coupon.round_half_up_bp(r.discount, CASE WHEN pol.merchant_id = p.merchant_id
+																	 THEN pol.merchant_share_bp ELSE 0 END))::bigint
+						 AS merchant_funded,
+					 max(c.policy_id) FILTER (WHERE c.id = p.coupon_ids[1]) AS policy_id
+				FROM coupon.reservation r
+				JOIN coupon.coupon c ON c.id = r.coupon_id
+				JOIN coupon.policy pol ON pol.id = c.policy_id
+			   WHERE cardinality(p.coupon_ids) > 0
+				 AND r.payment_id = p.id AND r.status = 'confirmed') d ON true
+		 WHERE p.completed_at IS NOT NULL AND p.completed_at < m.cutoff
+		   AND NOT EXISTS (SELECT 1 FROM coupon.settlement_item i
+							WHERE i.payment_id = p.id AND i.refund_id IS NULL)),
+	sale_item AS (
+		SELECT s.payment_id, NULL::bigint AS refund_id, 'sale'::text AS kind, s.merchant_id,
+			   s.policy_id, s.occurred_at, s.gross, s.d_m, s.discount - s.d_m AS d_p,
+			   coupon.round_half_up_bp(s.gross - s.d_m, s.commission_bp) AS commission,
+			   coupon.round_half_up_bp(s.gross - s.discount, s.pg_fee_bp) AS pg_fee
+		  FROM sale s),
+	-- refunds before the cutoff, not settled yet, of payments that completed
+	-- (one cancelled while it was authorized is charged and refunded without
+	-- ever completing: no sale, so no refund either)
+	ref AS (
+		SELECT f.id AS refund_id, f.payment_id, f.amount, f.full_refund, f.refunded_at,
+			   p.merchant_id, p.amount AS sale_gross, p.discount AS sale_discount,
+			   m.commission_bp, m.pg_fee_bp,
+			   (SELECT c.policy_id FROM coupon.coupon c WHERE c.id = p.coupon_ids[1]) AS policy_id
+		  FROM coupon.payment_refund f
+		  JOIN coupon.payment p ON p.id = f.payment_id
+		  JOIN m ON m.id = p.merchant_id
+		 WHERE f.refunded_at < m.cutoff AND p.completed_at IS NOT NULL
+		   AND NOT EXISTS (SELECT 1 FROM coupon.settlement_item i
+							WHERE i.payment_id = f.payment_id AND i.refund_id = f.id)),
+	-- a partial refund takes back its amount; the refund that completes the
+	-- refund reverses the whole sale less what the partial ones took back
+	ref_item AS (
+		SELECT r.payment_id, r.refund_id,
+			   CASE WHEN EXISTS (SELECT 1 FROM coupon.settlement_item i
+								  WHERE i.payment_id = r.payment_id AND i.refund_id IS NULL)
+					THEN 'adjustment' ELSE 'refund' END AS kind,
+			   r.merchant_id, r.policy_id, r.refunded_at AS occurred_at,
+			   CASE WHEN r.full_refund THEN -(sale.gross) - prev.gross ELSE -r.amount END AS gross,
+			   CASE WHEN r.full_refund THEN -(sale.d_m) ELSE 0 END AS d_m,
+			   CASE WHEN r.full_refund THEN -(sale.d_p) ELSE 0 END AS d_p,
+			   CASE WHEN r.full_refund THEN -(sale.commission) - prev.commission
+					ELSE -coupon.round_half_up_bp(r.amount, r.commission_bp) END AS commission,
+			   CASE WHEN r.full_refund THEN -(sale.pg_fee) - prev.pg_fee
+					ELSE -coupon.round_half_up_bp(r.amount, r.pg_fee_bp) END AS pg_fee
+		  FROM ref r
+		  -- the sale's own figures: as its item has them once settled (rates
+		  -- may have changed since), else recomputed the same way
+		  CROSS JOIN LATERAL (
+			  SELECT coalesce(si.gross, r.sale_gross) AS gross,
+					 coalesce(si.discount_merchant, x.d_m) AS d_m,
+					 coalesce(si.discount_platform, r.sale_discount - x.d_m) AS d_p,
+					 coalesce(si.commission, coupon.round_half_up_bp(r.sale_gross - x.d_m, r.commission_bp)) AS commission,
+					 coalesce(si.pg_fee, coupon.round_half_up_bp(r.sale_gross - r.sale_discount, r.pg_fee_bp)) AS pg_fee
+				FROM (SELECT coalesce(sum(coupon.round_half_up_bp(rs.discount, CASE WHEN pol.merchant_id = r.merchant_id
+																				   THEN pol.merchant_share_bp ELSE 0 END)), 0)::bigint AS d_m
+						FROM coupon.reservation rs
+						JOIN coupon.coupon c ON c.id = rs.coupon_id
+						JOIN coupon.policy pol ON pol.id = c.policy_id
+					   WHERE rs.payment_id = r.payment_id AND rs.status = 'confirmed') x
+				LEFT JOIN coupon.settlement_item si ON si.payment_id = r.payment_id AND si.refund_id IS NULL) sale
+		  -- what the earlier partial refunds of the payment took back (as settled, else recomputed)
+		  CROSS JOIN LATERAL (
+			  SELECT coalesce(sum(coalesce(si.gross, -e.amount)), 0)::bigint AS gross,
+					 coalesce(sum(coalesce(si.commission, -coupon.round_half_up_bp(e.amount, r.commission_bp))), 0)::bigint AS commission,
+					 coalesce(sum(coalesce(si.pg_fee, -coupon.round_half_up_bp(e.amount, r.pg_fee_bp))), 0)::bigint AS pg_fee
+				FROM coupon.payment_refund e
+				LEFT JOIN coupon.settlement_item si ON si.payment_id = e.payment_id AND si.refund_id = e.id
+			   WHERE e.payment_id = r.payment_id AND e.id < r.refund_id AND NOT e.full_refund) prev),
+	-- read in full (by batch, below) before the first item is written: every
+	-- look-up of settlement_item above is done before the table grows
+	item AS MATERIALIZED (
+		SELECT * FROM sale_item
+		UNION ALL
+		SELECT * FROM ref_item),
+	batch AS (
+		SELECT i.merchant_id,
+			   count(*) FILTER (WHERE i.kind = 'sale') AS sales,
+			   count(*) FILTER (WHERE i.kind <> 'sale') AS refunds,
+			   sum(i.gross) AS gross, sum(i.d_m) AS d_m, sum(i.d_p) AS d_p,
+			   sum(i.gross - i.d_m - i.d_p) AS charged,
+			   sum(i.commission) AS commission, sum(i.pg_fee) AS pg_fee,
+			   sum(i.gross - i.d_m - i.commission - i.pg_fee) AS items_payout,
+			   coalesce((SELECT s.carry_out FROM coupon.settlement s
+						  WHERE s.merchant_id = i.merchant_id ORDER BY s.id DESC LIMIT 1), 0) AS carry_in
+		  FROM item i
+		 GROUP BY i.merchant_id),
+	-- the sums are numeric; a batch whose totals all stay within 2^62 fits
+	-- its bigint columns, carry included
+	judged AS (
+		SELECT b.*, greatest(abs(b.gross), abs(b.d_m), abs(b.d_p), abs(b.charged), abs(b.commission),
+							 abs(b.pg_fee), abs(b.items_payout)) <= 4611686018427387904 AS fits
+		  FROM batch b),
+	-- one merchant's batch that does not fit is reported and left out,
+	-- its items unsettled; it does not stop the others
+	skipped AS (
+		INSERT INTO coupon.settlement_problem (merchant_id, period_end, reason, detail)
+		SELECT j.merchant_id, m.cutoff, 'totals_out_of_range',
+			   jsonb_build_object('items', j.sales + j.refunds, 'gross', j.gross::text,
+								  'charged', j.charged::text, 'items_payout', j.items_payout::text)
+		  FROM judged j JOIN m ON m.id = j.merchant_id
+		 WHERE NOT j.fits),
+	made AS (
+		INSERT INTO coupon.settlement (merchant_id, period_end, sales, refunds, gross,
+									   discount_merchant, discount_platform, charged, commission,
+									   pg_fee, items_payout, carry_in, payout, carry_out, status)
+		SELECT b.merchant_id, m.cutoff, b.sales, b.refunds, b.gross, b.d_m, b.d_p,
+			   b.charged, b.commission, b.pg_fee, b.items_payout, b.carry_in,
+			   greatest(b.items_payout + b.carry_in, 0), least(b.items_payout + b.carry_in, 0),
+			   CASE WHEN b.items_payout + b.carry_in < 0 THEN 'carried_forward' ELSE 'payable' END
+		  FROM judged b JOIN m ON m.id = b.merchant_id
+		 WHERE b.fits
+		RETURNING *),
+	stored AS (
+		INSERT INTO coupon.settlement_item (settlement_id, merchant_id, payment_id, refund_id, kind,
+											policy_id, occurred_at, gross, discount_merchant,
+											discount_platform, charged, base, commission, pg_fee, payout)
+		SELECT made.id, i.merchant_id, i.payment_id, i.refund_id, i.kind, i.policy_id, i.occurred_at,
+			   i.gross, i.d_m, i.d_p, i.gross - i.d_m - i.d_p, i.gross - i.d_m, i.commission, i.pg_fee,
+			   i.gross - i.d_m - i.commission - i.pg_fee
+		  FROM item i JOIN made ON made.merchant_id = i.merchant_id)
+	SELECT * FROM made ORDER BY merchant_id;
+
+	FOR problem IN SELECT * FROM coupon.settlement_problem p
+					WHERE p.created_at = now() AND p.period_end <= until ORDER BY p.merchant_id LOOP
+		RAISE WARNING 'merchant % was not settled: its batch until % has totals out of range', problem.merchant_id, problem.period_end
+			USING DETAIL = problem.detail::text,
+				  HINT = 'Settle it with earlier cutoffs, a shorter period at a time; see coupon.settlement_problem.';
+	END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION coupon.settlement_report(merchant_id bigint, from_date date, to_date date)
+RETURNS TABLE (
+	day date,
+	policy_id bigint,
+	policy_name text,
+	sales bigint,
+	sales_gross bigint,
+	refunds bigint,
+	refunds_gross bigint,
+	discount_merchant bigint,
+	discount_platform bigint,
+	charged bigint,
+	commission bigint,
+	pg_fee bigint,
+	payout bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF from_date IS NULL OR to_date IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument',
+								   format('%s must not be null', CASE WHEN from_date IS NULL THEN 'from_date' ELSE 'to_date' END),
+								   jsonb_build_object('argument', CASE WHEN from_date IS NULL THEN 'from_date' ELSE 'to_date' END));
+	END IF;
+	RETURN QUERY
+	SELECT (i.occurred_at AT TIME ZONE current_setting('TimeZone'))::date AS day,
+		   i.policy_id, p.name,
+		   count(*) FILTER (WHERE i.kind = 'sale'),
+		   coalesce(sum(i.gross) FILTER (WHERE i.kind = 'sale'), 0)::bigint,
+		   count(*) FILTER (WHERE i.kind <> 'sale'),
+		   coalesce(sum(i.gross) FILTER (WHERE i.kind <> 'sale'), 0)::bigint,
+		   sum(i.discount_merchant)::bigint, sum(i.discount_platform)::bigint, sum(i.charged)::bigint,
+		   sum(i.commission)::bigint, sum(i.pg_fee)::bigint, sum(i.payout)::bigint
+	  -- a batch holds only items from before its period_end, so the batches
+	  -- ending after from_date hold every item of the range
+	  FROM coupon.settlement s
+	  JOIN coupon.settlement_item i ON i.settlement_id = s.id
+	  LEFT JOIN coupon.policy p ON p.id = i.policy_id
+	 WHERE coupon.check_acting_merchant(settlement_report.merchant_id)
+	   AND s.merchant_id = settlement_report.merchant_id
+	   AND s.period_end > from_date::timestamptz
+	   AND i.occurred_at >= from_date::timestamptz
+	   AND i.occurred_at < (to_date + 1)::timestamptz
+	 GROUP BY 1, 2, 3
+	 ORDER BY 1, 2 NULLS FIRST;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION coupon.schedule_jobs(settlement_cron text DEFAULT '10 0 * * *')
+RETURNS TABLE (jobname text, schedule text, command text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	PERFORM coupon.require_pg_cron();
+	IF settlement_cron IS NULL OR settlement_cron !~ '^\S+(\s+\S+){4}$' THEN
+		PERFORM coupon.raise_error('invalid_schedule', 'settlement_cron must be a cron schedule of five fields');
+	END IF;
+	-- scheduling a known name again updates the job: idempotent
+	BEGIN
+		PERFORM cron.schedule('coupon-settlement', settlement_cron, 'SELECT count(*) FROM coupon.run_settlement()');
+	EXCEPTION WHEN invalid_parameter_value THEN
+		-- five fields pg_cron cannot read ('61 * * * *')
+		PERFORM coupon.raise_error('invalid_schedule', 'settlement_cron must be a cron schedule of five fields');
+	END;
+	PERFORM cron.schedule('coupon-expire', '* * * * *',
+						  'SELECT coupon.expire_reservations(10000), coupon.expire_coupons(100000)');
+	PERFORM cron.schedule('coupon-purge', '30 3 * * *', 'SELECT coupon.purge()');
+	RETURN QUERY SELECT j.jobname::text, j.schedule::text, j.command::text
+				   FROM cron.job j WHERE j.jobname LIKE 'coupon-%' AND j.username = current_user
+				  ORDER BY j.jobname;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION coupon.purge(older_than interval DEFAULT '24 hours')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	n bigint;
+BEGIN
+	IF older_than IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'older_than must not be null', '{"argument": "older_than"}');
+	END IF;
+	IF older_than < interval '24 hours' THEN
+		PERFORM coupon.raise_error('invalid_ttl', 'older_than must be at least 24 hours', '{"argument": "older_than"}');
+	END IF;
+	DELETE FROM coupon.idempotency_key WHERE created_at < now() - older_than;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$fn$;

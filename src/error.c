@@ -5,13 +5,19 @@
  */
 #include "postgres.h"
 
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/tuplestore.h"
 
 #include "coupon.h"
 #include "error.h"
+
+PG_FUNCTION_INFO_V1(coupon_reasons);
+PG_FUNCTION_INFO_V1(coupon_raise_error);
 
 /* the PTnnn SQLSTATE of a reason */
 int
@@ -23,47 +29,51 @@ reason_sqlstate(CouponReason reason)
 						 '0' + (http / 10) % 10, '0' + http % 10);
 }
 
-/* raise a business error: message, DETAIL {"reason": ..., ids}, HINT */
-void
-coupon_error(CouponReason reason, const char *ids, const char *fmt,...)
+/* the DETAIL of a business error, escaped as PostgreSQL escapes JSON */
+char *
+reason_detail(CouponReason reason, const char *ids)
 {
-	StringInfoData msg;
 	StringInfoData detail;
-	const char *hint = reason_hint(reason);
-
-	initStringInfo(&msg);
-	for (;;)
-	{
-		va_list		args;
-		int			needed;
-
-		va_start(args, fmt);
-		needed = appendStringInfoVA(&msg, fmt, args);
-		va_end(args);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&msg, needed);
-	}
 
 	initStringInfo(&detail);
-	appendStringInfo(&detail, "{\"reason\": \"%s\"", reason_name(reason));
+	appendStringInfoString(&detail, "{\"reason\": ");
+	escape_json(&detail, reason_name(reason));
 	if (ids != NULL && ids[0] != '\0')
 		appendStringInfo(&detail, ", %s", ids);
 	appendStringInfoChar(&detail, '}');
-
-	ereport(ERROR,
-			(errcode(reason_sqlstate(reason)),
-			 errmsg_internal("%s", msg.data),
-			 errdetail_internal("%s", detail.data),
-			 hint ? errhint("%s", hint) : 0));
-	pg_unreachable();
+	return detail.data;
 }
 
-/* a JSON member "key": value, to pass as the ids of coupon_error */
+/* a JSON member "key": number, for the ids of coupon_error */
 char *
 json_id(const char *key, int64 value)
 {
-	return psprintf("\"%s\": " INT64_FORMAT, key, value);
+	StringInfoData m;
+
+	initStringInfo(&m);
+	escape_json(&m, key);
+	appendStringInfo(&m, ": " INT64_FORMAT, value);
+	return m.data;
+}
+
+/* a JSON member "key": "value", escaped */
+char *
+json_text(const char *key, const char *value)
+{
+	StringInfoData m;
+
+	initStringInfo(&m);
+	escape_json(&m, key);
+	appendStringInfoString(&m, ": ");
+	escape_json(&m, value);
+	return m.data;
+}
+
+/* the members of a followed by those of b */
+char *
+json_join(const char *a, const char *b)
+{
+	return psprintf("%s, %s", a, b);
 }
 
 /* a required argument that is NULL is malformed input */
@@ -71,7 +81,7 @@ void
 require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 {
 	if (PG_ARGISNULL(argno))
-		coupon_error(REASON_MISSING_ARGUMENT, psprintf("\"argument\": \"%s\"", name),
+		coupon_error(REASON_MISSING_ARGUMENT, json_text("argument", name),
 					 "%s must not be null", name);
 }
 
@@ -88,7 +98,7 @@ void
 check_amount(int64 value, const char *name)
 {
 	if (value < 0 || value > COUPON_MAX_AMOUNT)
-		coupon_error(REASON_INVALID_AMOUNT, psprintf("\"argument\": \"%s\"", name),
+		coupon_error(REASON_INVALID_AMOUNT, json_text("argument", name),
 					 "%s must be between 0 and 10^15", name);
 }
 
@@ -114,7 +124,7 @@ arg_id_text(FunctionCallInfo fcinfo, int argno, const char *name,
 	t = PG_GETARG_TEXT_PP(argno);
 	len = pg_mbstrlen_with_len(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 	if (len < 1 || len > COUPON_MAX_ID_LEN)
-		coupon_error(reason, psprintf("\"argument\": \"%s\", \"length\": %d", name, len),
+		coupon_error(reason, json_join(json_text("argument", name), json_id("length", len)),
 					 "%s must be 1 to 200 characters long", name);
 	return text_to_cstring(t);
 }
@@ -129,7 +139,66 @@ arg_int32_range(FunctionCallInfo fcinfo, int argno, const char *name,
 	require_arg(fcinfo, argno, name);
 	v = PG_GETARG_INT32(argno);
 	if (v < lo || v > hi)
-		coupon_error(reason, psprintf("\"argument\": \"%s\"", name),
+		coupon_error(reason, json_text("argument", name),
 					 "%s must be between %d and %d", name, lo, hi);
 	return v;
+}
+
+/*
+ * coupon.reasons(): the reason table as rows (reason, sqlstate,
+ * http_status, hint), for SQL and for the test that holds docs/errors.md
+ * to it.
+ */
+Datum
+coupon_reasons(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = REASON_NONE + 1; i < REASON_COUNT; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		const char *hint = reason_hint((CouponReason) i);
+
+		values[0] = CStringGetTextDatum(reason_name((CouponReason) i));
+		values[1] = CStringGetTextDatum(unpack_sql_state(reason_sqlstate((CouponReason) i)));
+		values[2] = Int32GetDatum(reason_http_status((CouponReason) i));
+		values[3] = hint ? CStringGetTextDatum(hint) : (Datum) 0;
+		nulls[3] = (hint == NULL);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * coupon.raise_error(reason, message, detail): the SQL functions' way to
+ * raise a business error, with the SQLSTATE and hint of the reason table
+ * and the members of `detail` (a JSON object, or NULL) after the reason.
+ */
+Datum
+coupon_raise_error(PG_FUNCTION_ARGS)
+{
+	CouponReason reason;
+	char	   *ids = NULL;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		elog(ERROR, "raise_error() needs a reason and a message");
+	reason = reason_from_name(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (reason == REASON_COUNT || reason == REASON_NONE)
+		elog(ERROR, "raise_error(): unknown reason \"%s\"", text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (!PG_ARGISNULL(2))
+	{
+		Jsonb	   *detail = PG_GETARG_JSONB_P(2);
+		char	   *text;
+
+		if (!JB_ROOT_IS_OBJECT(detail))
+			elog(ERROR, "raise_error(): detail must be a JSON object");
+		text = JsonbToCString(NULL, &detail->root, VARSIZE(detail));
+		/* its members, without the braces */
+		if (JB_ROOT_COUNT(detail) > 0)
+			ids = pnstrdup(text + 1, strlen(text) - 2);
+	}
+	coupon_error(reason, ids, "%s", text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PG_RETURN_VOID();
 }

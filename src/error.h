@@ -12,12 +12,26 @@
 /* the PTnnn SQLSTATE of a reason */
 extern int	reason_sqlstate(CouponReason reason);
 
-/* raise a business error: message, DETAIL {"reason": ..., ids}, HINT */
-extern void coupon_error(CouponReason reason, const char *ids, const char *fmt,...)
-			pg_attribute_printf(3, 4) pg_attribute_noreturn();
+/* the DETAIL of a business error: {"reason": ..., ids} */
+extern char *reason_detail(CouponReason reason, const char *ids);
 
-/* a JSON member "key": value, to pass as the ids of coupon_error */
+/*
+ * Raise a business error: SQLSTATE PTnnn, the message (printf-style), DETAIL
+ * {"reason": ..., ids} and the reason's HINT.  A macro, so that the error's
+ * location is the raiser's.  `ids` are JSON members made by json_id,
+ * json_text and json_join (or NULL), so every value is escaped.
+ */
+#define coupon_error(reason, ids, ...) \
+	ereport(ERROR, \
+			(errcode(reason_sqlstate(reason)), \
+			 errmsg(__VA_ARGS__), \
+			 errdetail_internal("%s", reason_detail((reason), (ids))), \
+			 reason_hint(reason) ? errhint("%s", reason_hint(reason)) : 0))
+
+/* JSON members for the ids of coupon_error: a number, a string, two lists */
 extern char *json_id(const char *key, int64 value);
+extern char *json_text(const char *key, const char *value);
+extern char *json_join(const char *a, const char *b);
 
 /* argument readers: raise PT400 with the given reason on bad input */
 extern void require_arg(FunctionCallInfo fcinfo, int argno, const char *name);

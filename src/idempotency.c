@@ -57,7 +57,7 @@ idem_key_arg(FunctionCallInfo fcinfo, int argno)
 	if (len == 0)
 		coupon_error(REASON_INVALID_KEY, NULL, "the idempotency key must not be empty");
 	if (len > IDEM_MAX_KEY_LEN)
-		coupon_error(REASON_KEY_TOO_LONG, psprintf("\"length\": %d", len),
+		coupon_error(REASON_KEY_TOO_LONG, json_id("length", len),
 					 "the idempotency key is longer than 300 characters");
 	return key;
 }

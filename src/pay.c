@@ -341,7 +341,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 	args[1] = CStringGetTextDatum(order_id);
 	if (spi_run(&order_taken_plan, args, NULL, false, 1) > 0)
 		coupon_error(REASON_DUPLICATE_ORDER,
-					 psprintf("%s, %s", json_id("merchant_id", merchant_id),
+					 json_join(json_id("merchant_id", merchant_id),
 							  json_id("payment_id", spi_int64(0, 1, NULL))),
 					 "order \"%s\" of merchant %lld is already paid or being paid",
 					 order_id, (long long) merchant_id);

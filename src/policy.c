@@ -90,7 +90,7 @@ static SavedPlan set_status_plan = {
 static void
 bad_field(CouponReason reason, const char *field, const char *sentence)
 {
-	coupon_error(reason, psprintf("\"argument\": \"%s\"", field), "%s", sentence);
+	coupon_error(reason, json_text("argument", field), "%s", sentence);
 }
 
 /* an optional bigint argument within [lo, hi] */
@@ -153,7 +153,7 @@ check_allowed_merchants(ArrayType *arr, int64 issuer_id)
 	for (int i = 0; i < n; i++)
 		if (DatumGetInt64(elems[i]) != issuer_id && !tenant_is_platform())
 			coupon_error(REASON_MERCHANT_NOT_ALLOWED,
-						 psprintf("%s, %s", json_id("merchant_id", issuer_id),
+						 json_join(json_id("merchant_id", issuer_id),
 								  json_id("allowed_merchant_id", DatumGetInt64(elems[i]))),
 						 "only the platform may make a policy that can be spent at merchant %lld",
 						 (long long) DatumGetInt64(elems[i]));

@@ -6,6 +6,7 @@
  * Pure C (no PostgreSQL headers) so the unit tests link it directly.
  */
 #include <stddef.h>
+#include <string.h>
 
 #include "reason.h"
 
@@ -34,7 +35,7 @@ static const ReasonInfo reason_table[REASON_COUNT] = {
 	[REASON_INVALID_ISSUE_METHOD] = {"invalid_issue_method", 400, "Use direct, code or fcfs."},
 	[REASON_INVALID_STATUS] = {"invalid_status", 400, "Use one of the documented status names."},
 	[REASON_INVALID_MERCHANTS] = {"invalid_merchants", 400, "List existing merchant ids once each, at most 1000 of them."},
-	[REASON_INVALID_TTL] = {"invalid_ttl", 400, "A hold lasts between 1 second and 7 days."},
+	[REASON_INVALID_TTL] = {"invalid_ttl", 400, "A hold lasts between 1 second and 7 days; purge() keeps what is younger than 24 hours."},
 	[REASON_INVALID_COUNT] = {"invalid_count", 400, "Generate between 1 and 100000 codes per call."},
 	[REASON_INVALID_MAX_ROWS] = {"invalid_max_rows", 400, "max_rows is a positive number of rows to handle in one call."},
 	[REASON_INVALID_CODE] = {"invalid_code", 400, "Check the code for typing mistakes."},
@@ -103,6 +104,16 @@ reason_http_status(CouponReason reason)
 	if (reason < 0 || reason >= REASON_COUNT || reason_table[reason].name == NULL)
 		return 500;
 	return reason_table[reason].http;
+}
+
+/* the reason named `name`, or REASON_COUNT if there is none */
+CouponReason
+reason_from_name(const char *name)
+{
+	for (int i = 0; i < REASON_COUNT; i++)
+		if (reason_table[i].name != NULL && strcmp(reason_table[i].name, name) == 0)
+			return (CouponReason) i;
+	return REASON_COUNT;
 }
 
 /* what the caller can do about it, as one sentence */

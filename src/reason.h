@@ -96,4 +96,7 @@ extern int	reason_http_status(CouponReason reason);
 /* what the caller can do about it, as one sentence */
 extern const char *reason_hint(CouponReason reason);
 
+/* the reason named `name` (REASON_NONE for "ok"), or REASON_COUNT */
+extern CouponReason reason_from_name(const char *name);
+
 #endif							/* COUPON_REASON_H */

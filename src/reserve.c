@@ -285,35 +285,48 @@ raise_unusable(CouponReason reason, int64 coupon_id, int64 merchant_id)
 	{
 		case REASON_COUPON_NOT_FOUND:
 			coupon_error(reason, ids, "coupon %lld does not exist", c);
+			break;
 		case REASON_NOT_OWNER:
 			coupon_error(reason, ids, "coupon %lld belongs to another user", c);
+			break;
 		case REASON_POLICY_INACTIVE:
 			coupon_error(reason, ids, "the policy of coupon %lld is not active", c);
+			break;
 		case REASON_COUPON_RESERVED:
 			coupon_error(reason, ids, "coupon %lld is held for another order", c);
+			break;
 		case REASON_COUPON_USED:
 			coupon_error(reason, ids, "coupon %lld was already used", c);
+			break;
 		case REASON_COUPON_CANCELLED:
 			coupon_error(reason, ids, "coupon %lld was cancelled", c);
+			break;
 		case REASON_EXPIRED:
 			coupon_error(reason, ids, "coupon %lld has expired", c);
+			break;
 		case REASON_NOT_YET_VALID:
 			coupon_error(reason, ids, "coupon %lld is not valid yet", c);
+			break;
 		case REASON_MERCHANT_NOT_ALLOWED:
-			coupon_error(reason, psprintf("%s, %s", ids, json_id("merchant_id", merchant_id)),
+			coupon_error(reason, json_join(ids, json_id("merchant_id", merchant_id)),
 						 "coupon %lld cannot be used at merchant %lld", c,
 						 (long long) merchant_id);
+			break;
 		case REASON_MERCHANT_NOT_FOUND:
 			coupon_error(reason, json_id("merchant_id", merchant_id),
 						 "merchant %lld does not exist", (long long) merchant_id);
+			break;
 		case REASON_MERCHANT_INACTIVE:
-			coupon_error(reason, psprintf("%s, %s", ids, json_id("merchant_id", merchant_id)),
+			coupon_error(reason, json_join(ids, json_id("merchant_id", merchant_id)),
 						 "coupon %lld cannot be used while its merchant or merchant %lld is suspended",
 						 c, (long long) merchant_id);
+			break;
 		case REASON_MIN_ORDER_AMOUNT:
 			coupon_error(reason, ids, "the order amount is below the minimum for coupon %lld", c);
+			break;
 		case REASON_BUDGET_EXHAUSTED:
 			coupon_error(reason, ids, "the discount budget behind coupon %lld is used up", c);
+			break;
 		default:
 			coupon_error(reason, ids, "coupon %lld cannot be used", c);
 	}
@@ -695,8 +708,8 @@ refuse_payment_hold(int64 reservation_id, bool payment_null, Datum payment_id)
 	if (payment_null)
 		return;
 	coupon_error(REASON_HOLD_OWNED_BY_PAYMENT,
-				 psprintf("%s, \"payment_id\": " INT64_FORMAT,
-						  json_id("reservation_id", reservation_id), DatumGetInt64(payment_id)),
+				 json_join(json_id("reservation_id", reservation_id),
+						   json_id("payment_id", DatumGetInt64(payment_id))),
 				 "reservation %lld belongs to payment %lld and can only be settled by it",
 				 (long long) reservation_id, (long long) DatumGetInt64(payment_id));
 }

@@ -197,15 +197,6 @@ coupon_saga_worker_main(Datum main_arg)
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
 
-		if (RecoveryInProgress())
-		{
-			/* a standby: nothing may be written; wait for promotion */
-			set_state(WORKER_STANDBY, 0, &runner);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 timeout, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			continue;
-		}
 		/* checked until found; a DROP EXTENSION later makes the claim fail and the worker restart */
 		if (!have_extension && !(have_extension = extension_present()))
 		{
@@ -266,19 +257,24 @@ coupon_saga_worker_main(Datum main_arg)
 	}
 }
 
-/* start coupon.workers workers; only while the library is being preloaded */
+/*
+ * Register coupon.workers workers; only while the library is being
+ * preloaded, and not under pg_upgrade (whose server must run no user
+ * code).  They start once recovery has finished: a standby runs none until
+ * it is promoted, and worker_status shows it as 'standby'.
+ */
 void
 coupon_saga_worker_init(void)
 {
 	BackgroundWorker worker;
 
-	if (!process_shared_preload_libraries_in_progress)
+	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 		return;
 	for (int i = 0; i < coupon_workers; i++)
 	{
 		memset(&worker, 0, sizeof(worker));
 		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_ConsistentState;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 		worker.bgw_restart_time = 2;
 		snprintf(worker.bgw_library_name, BGW_MAXLEN, "coupon");
 		snprintf(worker.bgw_function_name, BGW_MAXLEN, "coupon_saga_worker_main");
@@ -324,6 +320,9 @@ coupon_worker_status(PG_FUNCTION_ARGS)
 		values[0] = Int32GetDatum(i + 1);
 		values[1] = Int32GetDatum(slot.pid);
 		nulls[1] = (slot.pid == 0);
+		/* on a standby no worker runs until promotion */
+		if (slot.pid == 0 && RecoveryInProgress())
+			slot.state = WORKER_STANDBY;
 		values[2] = CStringGetTextDatum(state_names[slot.state]);
 		values[3] = TimestampTzGetDatum(slot.last_loop_at);
 		nulls[3] = (slot.last_loop_at == 0);

@@ -118,7 +118,7 @@ tenant_check(int64 merchant_id)
 					 "a merchant session needs a merchant_id claim");
 	if (acting >= 0 && acting != merchant_id)
 		coupon_error(REASON_WRONG_TENANT,
-					 psprintf("%s, %s", json_id("merchant_id", merchant_id),
+					 json_join(json_id("merchant_id", merchant_id),
 							  json_id("acting_merchant_id", acting)),
 					 "merchant %lld may not act on merchant %lld's data",
 					 (long long) acting, (long long) merchant_id);
@@ -183,7 +183,7 @@ Datum
 coupon_check_acting_user(PG_FUNCTION_ARGS)
 {
 	if (PG_ARGISNULL(0))
-		coupon_error(REASON_MISSING_ARGUMENT, "\"argument\": \"user_id\"",
+		coupon_error(REASON_MISSING_ARGUMENT, json_text("argument", "user_id"),
 					 "user_id must not be null");
 	tenant_check_user(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_BOOL(true);

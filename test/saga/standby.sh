@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The saga worker on a hot standby: it waits (no writes, no gateway calls)
-# and says so in worker_status; after promotion it resumes and drives the
-# payments the old primary left behind and new ones.
+# The saga workers and a hot standby: none runs there (they start when
+# recovery has finished; no writes, no gateway calls) and worker_status
+# says 'standby'; after promotion they start and drive the payments the old
+# primary left behind and new ones.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -51,8 +52,10 @@ on_standby() {
 	PGHOST="$STANDBY/sock" PGPORT=$STANDBY_PORT "$@"
 }
 check "the standby is in recovery" "$(on_standby q "SELECT pg_is_in_recovery()")" "t"
-on_standby wait_for "the standby's worker waits in state standby" 60 \
-	"SELECT bool_and(state = 'standby') FROM coupon.worker_status"
+check "worker_status on the standby says standby" \
+	"$(on_standby q "SELECT bool_and(state = 'standby') FROM coupon.worker_status")" "t"
+check "no saga worker runs on the standby" \
+	"$(on_standby q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'coupon saga worker'")" "0"
 check "the standby has the left-behind payment, still pending" \
 	"$(on_standby q "SELECT state FROM coupon.payment WHERE id = $left")" "pending"
 check "the standby's worker did nothing" "$(on_standby q "SELECT sum(done) FROM coupon.worker_status")" "0"
