@@ -438,3 +438,47 @@ BEGIN
 	RETURN n;
 END
 $fn$;
+
+-- user_coupons() in a session bound to a merchant lists only the coupons
+-- that merchant can take (before 0.8 it listed the user's coupons of every
+-- merchant: load test foreign_rows)
+CREATE FUNCTION coupon.sees_coupon(issuer_id bigint, allowed_merchants bigint[])
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'coupon_sees_coupon'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION coupon.sees_coupon(bigint, bigint[]) IS
+'Internal: whether the calling session may see a coupon of a policy with this issuer and allowed_merchants in user_coupons(): a customer its own everywhere, a session with a merchant_id claim those its merchant can take, the platform all.';
+REVOKE ALL ON FUNCTION coupon.sees_coupon(bigint, bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION coupon.user_coupons(user_id text, status text DEFAULT NULL)
+RETURNS TABLE (
+	coupon_id bigint,
+	policy_id bigint,
+	merchant_id bigint,
+	policy_name text,
+	discount_type text,
+	discount_value bigint,
+	max_discount bigint,
+	min_order_amount bigint,
+	stackable boolean,
+	status text,
+	balance bigint,
+	issued_at timestamptz,
+	valid_from timestamptz,
+	expires_at timestamptz,
+	used_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+AS $$
+	SELECT c.id, p.id, p.merchant_id, p.name, p.discount_type, p.discount_value,
+		   p.max_discount, p.min_order_amount, p.stackable, c.status, c.balance,
+		   c.issued_at, p.valid_from, c.expires_at, c.used_at
+	  FROM coupon.coupon c
+	  JOIN coupon.policy p ON p.id = c.policy_id
+	 WHERE coupon.check_acting_user($1)
+	   AND c.user_id = $1
+	   AND ($2 IS NULL OR c.status = $2)
+	   AND coupon.sees_coupon(p.merchant_id, p.allowed_merchants)
+	 ORDER BY c.id
+$$;

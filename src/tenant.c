@@ -11,8 +11,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -208,4 +210,41 @@ coupon_sees_merchant(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(tenant_sees(PG_GETARG_INT64(0)));
+}
+
+PG_FUNCTION_INFO_V1(coupon_sees_coupon);
+
+/*
+ * coupon.sees_coupon(issuer_id, allowed_merchants): may the caller see a
+ * coupon of a policy with this issuer and list (user_coupons)?  A customer
+ * sees its own coupons wherever they are spent (the reader checks the
+ * user); a session bound to a merchant sees those it can take (issued by
+ * it, or naming it); the platform sees all; a merchant role without a
+ * claim, none.
+ */
+Datum
+coupon_sees_coupon(PG_FUNCTION_ARGS)
+{
+	CallerKind	kind = caller_kind();
+	int64		acting;
+	ArrayType  *allowed;
+	Datum	   *elems;
+	bool	   *enulls;
+	int			n;
+
+	if (kind == CALLER_CUSTOMER)
+		PG_RETURN_BOOL(true);
+	acting = claimed_merchant();
+	if (acting < 0)
+		PG_RETURN_BOOL(kind == CALLER_TRUSTED);
+	if (!PG_ARGISNULL(0) && PG_GETARG_INT64(0) == acting)
+		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	allowed = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(allowed, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &enulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!enulls[i] && DatumGetInt64(elems[i]) == acting)
+			PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(false);
 }
