@@ -137,15 +137,7 @@ CREATE TABLE coupon.fact_change_guard ();
 COMMENT ON TABLE coupon.fact_change_guard IS
 'Never holds rows; a lock only: a transaction that changed a policy or merchant holds SHARE on it until it ends, after its invalidation went out, and validate() uses its copies only when it can take ROW EXCLUSIVE at once.';
 
--- a change of anything but budget_used (which every hold of a budgeted
--- policy changes) drops the copies and the sold-out marks: before 0.8 a
--- budgeted policy's changes did not fire
-DROP TRIGGER policy_fact_change ON coupon.policy;
-CREATE TRIGGER policy_fact_change AFTER UPDATE ON coupon.policy
-	FOR EACH ROW WHEN (OLD.budget_used IS NOT DISTINCT FROM NEW.budget_used)
-	EXECUTE FUNCTION coupon.note_fact_change();
-ALTER TABLE coupon.policy ENABLE ALWAYS TRIGGER policy_fact_change;
-COMMENT ON TRIGGER policy_fact_change ON coupon.policy IS 'Drops every session''s copies of policies (validate()''s facts, issue()''s sold-out marks) when the change commits; not fired by budget holds (budget_used only); fires even in replica sessions.';
+COMMENT ON TRIGGER policy_fact_change ON coupon.policy IS 'Drops every session''s copies of policies (validate()''s facts) when the change of a policy without a budget (before or after) commits; fires even in replica sessions.';
 COMMENT ON TRIGGER merchant_fact_change ON coupon.merchant IS 'Drops every session''s copies of merchants (validate()''s facts) when the change commits; fires even in replica sessions.';
 COMMENT ON FUNCTION coupon.note_fact_change() IS
 'Trigger: registers a relcache invalidation of the changed table (sent when the transaction commits, at COMMIT PREPARED for a prepared one) and holds SHARE on coupon.fact_change_guard until the transaction ends.';

@@ -2,12 +2,12 @@
  * cacheinval.c
  *		The one invalidation path of the backend's caches.
  *
- * A backend keeps four things it read from the catalogs or the extension's
+ * A backend keeps three things it read from the catalogs or the extension's
  * tables: the tables' and indexes' ids and column numbers (fetch.c), their
- * identity sequences and domains (rowwrite.c), validate()'s copies of
- * policies and merchants (factcache.c) and the policies it saw sold out
- * (issue.c).  All of them go on a relcache invalidation of one of the
- * extension's tables or indexes, which PostgreSQL sends for DDL, for DROP
+ * identity sequences and domains (rowwrite.c), and validate()'s copies of
+ * policies and merchants (factcache.c).  All of them go on a relcache
+ * invalidation of one of the extension's tables or indexes, which
+ * PostgreSQL sends for DDL, for DROP
  * and CREATE EXTENSION, and, through the fact-change triggers, for every
  * committed change of a policy or merchant; or on a reset of all caches.
  * Being PostgreSQL's own invalidation, it is transactional, reaches other
@@ -33,7 +33,6 @@ cacheinval_relcache_callback(Datum arg, Oid relid)
 	fetch_reset();
 	rowwrite_reset();
 	factcache_reset();
-	issue_reset_sold_out();
 }
 
 /* register the callback */

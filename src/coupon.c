@@ -5,6 +5,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "coupon.h"
@@ -83,17 +84,24 @@ define_saga_int(const char *name, const char *desc, int *var, int boot, int min,
 							NULL, NULL, NULL);
 }
 
-/* the payment saga's settings (docs/operations.md, "Settings") */
+/*
+ * The payment saga's settings (docs/operations.md, "Settings").  The two
+ * that shape the workers are fixed at server start; a library loaded later
+ * (not preloaded: no workers) may not define such settings, so there they
+ * are plain reloadable ones, read by nothing.
+ */
 static void
 coupon_saga_guc_init(void)
 {
+	GucContext	at_start = process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP;
+
 	DefineCustomStringVariable("coupon.database",
 							   "Database the saga workers connect to (where the extension is installed).",
-							   NULL, &coupon_database, "postgres", PGC_POSTMASTER, 0,
+							   NULL, &coupon_database, "postgres", at_start, 0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("coupon.workers",
 							"Number of saga background workers (0 = none; use process_payments()).",
-							NULL, &coupon_workers, 1, 0, SAGA_MAX_WORKERS, PGC_POSTMASTER, 0,
+							NULL, &coupon_workers, 1, 0, SAGA_MAX_WORKERS, at_start, 0,
 							NULL, NULL, NULL);
 	DefineCustomStringVariable("coupon.gateway_url",
 							   "Base URL of the payment gateway (http or https), e.g. http://127.0.0.1:8080.",
@@ -189,7 +197,6 @@ _PG_init(void)
 {
 	coupon_guc_init();
 	coupon_shmem_init();
-	coupon_issue_init();
 	coupon_code_init();
 	coupon_cacheinval_init();
 	coupon_saga_init();

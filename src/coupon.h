@@ -46,11 +46,7 @@ extern int	coupon_reconcile_page_size;
 
 /* per-part initialisation, called from _PG_init */
 extern void coupon_shmem_init(void);
-extern void coupon_issue_init(void);
 extern void coupon_code_init(void);
 extern void coupon_cacheinval_init(void);
-
-/* issue.c's cache of sold-out policies, forgotten on an invalidation */
-extern void issue_reset_sold_out(void);
 
 #endif							/* COUPON_H */

@@ -14,6 +14,7 @@
 #include "utils/tuplestore.h"
 
 #include "coupon.h"
+#include "pgcompat.h"
 #include "error.h"
 
 PG_FUNCTION_INFO_V1(coupon_reasons);

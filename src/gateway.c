@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 
 #include "coupon.h"
+#include "pgcompat.h"
 #include "excerpt.h"
 #include "gateway.h"
 
@@ -789,7 +790,7 @@ static void
 wait_once(Gateway *gw, bool with_latch, long ms, WaitEvent *fired,
 		  int nevents, uint32 wait_event_info, int *nfired)
 {
-	WaitEventSet *set = CreateWaitEventSet(gw->wait_cxt, nevents);
+	WaitEventSet *set = coupon_wait_event_set(gw->wait_cxt, nevents);
 
 	/* in PostgreSQL 15 no resource owner frees the set's epoll fd for us */
 	PG_TRY();
@@ -1020,23 +1021,24 @@ json_amount(const char *token)
 }
 
 /* pg_parse_json callback: note that the top level is an object */
-static void
+static JSON_CALLBACK
 reply_object_start(void *state)
 {
 	ReplyParseState *st = (ReplyParseState *) state;
 
 	if (st->lex->lex_level == 0)
 		st->is_object = true;
+	JSON_CALLBACK_DONE;
 }
 
 /* pg_parse_json callback: which top-level member comes next */
-static void
+static JSON_CALLBACK
 reply_field_start(void *state, char *fname, bool isnull)
 {
 	ReplyParseState *st = (ReplyParseState *) state;
 
 	if (st->lex->lex_level != 1)
-		return;
+		JSON_CALLBACK_DONE;
 	if (strcmp(fname, "status") == 0)
 		st->member = MEMBER_STATUS;
 	else if (strcmp(fname, "code") == 0)
@@ -1051,10 +1053,11 @@ reply_field_start(void *state, char *fname, bool isnull)
 		st->member = MEMBER_CURRENCY;
 	else
 		st->member = MEMBER_OTHER;
+	JSON_CALLBACK_DONE;
 }
 
 /* pg_parse_json callback: keep the value of a member we want */
-static void
+static JSON_CALLBACK
 reply_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	ReplyParseState *st = (ReplyParseState *) state;
@@ -1062,7 +1065,7 @@ reply_scalar(void *state, char *token, JsonTokenType tokentype)
 	bool		is_string = (tokentype == JSON_TOKEN_STRING);
 
 	if (st->lex->lex_level != 1)
-		return;
+		JSON_CALLBACK_DONE;
 	st->member = MEMBER_OTHER;
 	switch (member)
 	{
@@ -1087,6 +1090,7 @@ reply_scalar(void *state, char *token, JsonTokenType tokentype)
 		case MEMBER_OTHER:
 			break;
 	}
+	JSON_CALLBACK_DONE;
 }
 
 /*
@@ -1152,7 +1156,7 @@ gateway_parse_reply(const char *body, GatewayReply *reply)
 	copy = pnstrdup(body, len);
 	if (json_screen(copy, len))
 	{
-		st.lex = makeJsonLexContextCstringLen(copy, len, PG_UTF8, true);
+		st.lex = coupon_json_lexer(copy, len, true);
 		memset(&sem, 0, sizeof(sem));
 		sem.semstate = &st;
 		sem.object_start = reply_object_start;

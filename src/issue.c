@@ -7,8 +7,8 @@
  * and falls back to the others in turn, passing over shards that another
  * issuer holds, so concurrent issuers queue on a row only when every shard
  * with stock is held; the count never goes below zero (a conditional write
- * backed by a CHECK).  Once a policy is seen sold out the backend remembers
- * it and answers sold_out without a query.
+ * backed by a CHECK).  A sold-out policy is answered from the shards'
+ * index (no shard with stock), without locking any.
  */
 #include "postgres.h"
 
@@ -28,24 +28,6 @@
 #include "tenant.h"
 
 PG_FUNCTION_INFO_V1(coupon_issue);
-
-#define SOLD_OUT_CACHE 64
-
-/*
- * Policies this backend saw sold out; created_at tells a reused id apart.
- * An entry counts only once the transaction that saw it commits: that
- * transaction may itself have taken the last unit and may yet roll back.
- */
-typedef struct SoldOut
-{
-	int64		policy_id;
-	TimestampTz created_at;
-	bool		committed;
-} SoldOut;
-
-static SoldOut sold_out_cache[SOLD_OUT_CACHE];
-static int	sold_out_next = 0;
-static bool sold_out_pending = false;
 
 /* what one attempt on a stock shard found */
 typedef enum ShardTake
@@ -75,86 +57,6 @@ static SavedPlan replay_plan = {
 	.nargs = 1,
 	.argtypes = {JSONBOID}
 };
-
-/* did this backend already see the policy sold out? */
-static bool
-known_sold_out(const PolicyIssueInfo *p)
-{
-	for (int i = 0; i < SOLD_OUT_CACHE; i++)
-		if (sold_out_cache[i].committed &&
-			sold_out_cache[i].policy_id == p->id &&
-			sold_out_cache[i].created_at == p->created_at)
-			return true;
-	return false;
-}
-
-/* remember a sold-out policy, replacing the oldest entry */
-static void
-remember_sold_out(const PolicyIssueInfo *p)
-{
-	sold_out_cache[sold_out_next].policy_id = p->id;
-	sold_out_cache[sold_out_next].created_at = p->created_at;
-	sold_out_cache[sold_out_next].committed = false;
-	sold_out_next = (sold_out_next + 1) % SOLD_OUT_CACHE;
-	sold_out_pending = true;
-}
-
-/* settle the entries of the ending (sub)transaction: keep on commit, drop on abort */
-static void
-settle_sold_out(bool commit)
-{
-	if (!sold_out_pending)
-		return;
-	for (int i = 0; i < SOLD_OUT_CACHE; i++)
-	{
-		if (sold_out_cache[i].committed || sold_out_cache[i].policy_id == 0)
-			continue;
-		if (commit)
-			sold_out_cache[i].committed = true;
-		else
-			sold_out_cache[i].policy_id = 0;
-	}
-	sold_out_pending = false;
-}
-
-/*
- * Top-level end: what the transaction saw holds only if it committed (a
- * prepared one may still roll back, from another session: forget it).
- */
-static void
-sold_out_xact_callback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		settle_sold_out(true);
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-			 event == XACT_EVENT_PREPARE)
-		settle_sold_out(false);
-}
-
-/* a policy changed (its quantity may have grown): forget every entry (cacheinval.c) */
-void
-issue_reset_sold_out(void)
-{
-	memset(sold_out_cache, 0, sizeof(sold_out_cache));
-	sold_out_pending = false;
-}
-
-/* a rolled-back savepoint may have returned the last unit: forget */
-static void
-sold_out_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						  SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-		settle_sold_out(false);
-}
-
-/* register the transaction callbacks of the sold-out cache */
-void
-coupon_issue_init(void)
-{
-	RegisterXactCallback(sold_out_xact_callback, NULL);
-	RegisterSubXactCallback(sold_out_subxact_callback, NULL);
-}
 
 /* shards tried at random before the issuer asks which shards have stock */
 #define RANDOM_TRIES 3
@@ -326,17 +228,10 @@ coupon_issue(PG_FUNCTION_ARGS)
 		coupon_error(REASON_WRONG_ISSUE_METHOD, json_id("policy_id", policy_id),
 					 "policy %lld issues coupons by code only", (long long) policy_id);
 	policy_check_issuable(&policy);
-	if (policy.has_total && known_sold_out(&policy))
-		coupon_error(REASON_SOLD_OUT, json_id("policy_id", policy_id),
-					 "policy %lld is sold out", (long long) policy_id);
-
 	user_seq = policy_take_user_slot(&policy, user_id);
 	if (policy.has_total && !take_stock(policy_id, policy.total_quantity))
-	{
-		remember_sold_out(&policy);
 		coupon_error(REASON_SOLD_OUT, json_id("policy_id", policy_id),
 					 "policy %lld is sold out", (long long) policy_id);
-	}
 
 	result = insert_coupon(&policy, user_id, user_seq);
 	if (key != NULL)

@@ -21,6 +21,7 @@
 #include "utils/wait_event.h"
 
 #include "coupon.h"
+#include "pgcompat.h"
 #include "gateway.h"
 
 PG_FUNCTION_INFO_V1(coupon_gateway_transactions);
@@ -151,7 +152,7 @@ read_page(const char *answer, ReturnSetInfo *rsinfo, MemoryContext keep, char **
 	Jsonb	   *page;
 	int			n;
 
-	lex = makeJsonLexContextCstringLen((char *) answer, strlen(answer), PG_UTF8, false);
+	lex = coupon_json_lexer(answer, strlen(answer), false);
 	if (pg_parse_json(lex, &nullsem) != JSON_SUCCESS)
 		unreadable("it is not JSON", answer);
 	page = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(answer)));

@@ -33,6 +33,9 @@
 #include "executor/executor.h"
 #include "funcapi.h"
 #include "nodes/parsenodes.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -42,6 +45,7 @@
 
 #include "callctx.h"
 #include "coupon.h"
+#include "pgcompat.h"
 #include "rowwrite.h"
 
 /* what a write needs to know of a table's columns, found once per table */
@@ -116,7 +120,7 @@ write_cache(FetchTable table, Relation rel)
 				elog(ERROR, "identity column \"%s\" of coupon.%s is not bigint",
 					 NameStr(att->attname), RelationGetRelationName(rel));
 			c->identity = i + 1;
-			c->identity_seq = getIdentitySequence(RelationGetRelid(rel), i + 1, false);
+			c->identity_seq = coupon_identity_sequence(rel, i + 1);
 		}
 		if (get_typtype(att->atttypid) == TYPTYPE_DOMAIN)
 			c->domain[i] = att->atttypid;
@@ -146,7 +150,17 @@ write_begin(RowWrite *w, FetchTable table)
 	rte->relid = RelationGetRelid(w->rel);
 	rte->relkind = w->rel->rd_rel->relkind;
 	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+	{
+		/* 16 keeps a result relation's permissions apart from its entry */
+		List	   *perminfos = NIL;
+
+		addRTEPermissionInfo(&perminfos, rte);
+		ExecInitRangeTable(w->estate, list_make1(rte), perminfos);
+	}
+#else
 	ExecInitRangeTable(w->estate, list_make1(rte));
+#endif
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
 	/* so that AFTER triggers (foreign keys) find it instead of opening another */
@@ -292,7 +306,7 @@ row_update(FetchTable table, ItemPointer tid, int ncols, const char *const *name
 		set_column(&w, newslot, attnums[i], values[i], nulls[i]);
 	ExecStoreVirtualTuple(newslot);
 
-	EvalPlanQualInit(&epq, w.estate, NULL, NIL, -1);
+	coupon_epq_init(&epq, w.estate);
 	ExecSimpleRelationUpdate(w.rri, w.estate, &epq, oldslot, newslot);
 	check_written(&w, newslot);
 	EvalPlanQualEnd(&epq);
