@@ -527,6 +527,8 @@ coupon_payment_status(PG_FUNCTION_ARGS)
 	Datum		result;
 	bool		isnull;
 
+	/* STABLE: the statement's snapshot; its SQL runs read-only */
+	call_begin(CALL_STABLE);
 	SPI_connect();
 	args[0] = Int64GetDatum(payment_id);
 	if (spi_run(&owner_plan, args, NULL, true, 1) == 0)
@@ -537,6 +539,7 @@ coupon_payment_status(PG_FUNCTION_ARGS)
 	spi_run(&status_plan, args, NULL, true, 1);
 	result = SPI_datumTransfer(spi_datum(0, 1, &isnull), false, -1);
 	SPI_finish();
+	call_end(CALL_STABLE);
 	PG_RETURN_DATUM(result);
 }
 

@@ -446,10 +446,12 @@ coupon_validate(PG_FUNCTION_ARGS)
 	bool		nulls[3] = {false, false, false};
 
 	tenant_check_for(merchant_id, user_id);
+	call_begin(CALL_STABLE);
 	if (load_coupon(coupon_id, merchant_id, &row, true))
 		reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
 	else
 		reason = REASON_COUPON_NOT_FOUND;
+	call_end(CALL_STABLE);
 
 	values[0] = BoolGetDatum(reason == REASON_NONE);
 	values[1] = Int64GetDatum(discount);
