@@ -441,6 +441,7 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION coupon.sees_coupon(bigint, bigint[]) IS
 'Internal: whether the calling session may see a coupon of a policy with this issuer and allowed_merchants in user_coupons(): a customer its own everywhere, a session with a merchant_id claim those its merchant can take, the platform all.';
 REVOKE ALL ON FUNCTION coupon.sees_coupon(bigint, bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.sees_coupon(bigint, bigint[]) TO coupon_admin;
 
 CREATE OR REPLACE FUNCTION coupon.user_coupons(user_id text, status text DEFAULT NULL)
 RETURNS TABLE (
