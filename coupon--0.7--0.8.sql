@@ -163,7 +163,8 @@ AS 'MODULE_PATHNAME', 'coupon_raise_error'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION coupon.raise_error(text, text, jsonb) IS
 'Internal: raises a business error of the given reason: its SQLSTATE and hint from reasons(), the message, and DETAIL {"reason": ...} followed by the members of detail.';
--- (the SECURITY DEFINER functions call it as its owner; schedule_jobs() as coupon_admin)
+-- (the SECURITY DEFINER functions call it as its owner; schedule_jobs() as
+-- coupon_admin; pre_request() as whichever role PostgREST runs it as)
 REVOKE ALL ON FUNCTION coupon.raise_error(text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION coupon.raise_error(text, text, jsonb) TO coupon_admin;
 
@@ -475,3 +476,136 @@ AS $$
 	   AND coupon.sees_coupon(p.merchant_id, p.allowed_merchants)
 	 ORDER BY c.id
 $$;
+
+/* ------------------------------------------------------------ the HTTP front
+ * PostgREST (docs/postgrest.md): merchants' client credentials, the
+ * pre-request function, trace ids, the Idempotency-Key header, and the
+ * anonymous and monitoring roles.  The login role PostgREST connects as
+ * (the authenticator) is made by scripts/postgrest_roles.sql, which an
+ * operator runs with its password. */
+
+-- like the other roles: cluster-wide, made when missing, left by DROP EXTENSION
+DO $roles$
+DECLARE
+	r text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['coupon_anonymous', 'coupon_monitor']
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+			EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+		END IF;
+	END LOOP;
+END
+$roles$;
+GRANT USAGE ON SCHEMA coupon TO coupon_anonymous, coupon_monitor;
+
+ALTER TABLE coupon.merchant
+	ADD COLUMN previous_secret_hash text,
+	ADD COLUMN previous_secret_until timestamptz;
+COMMENT ON COLUMN coupon.merchant.client_id IS 'The merchant''s client id for the partner API (merchant_credentials()); NULL until issued or after a revoke.';
+COMMENT ON COLUMN coupon.merchant.client_secret_hash IS 'SHA-256 (hex) of the current client secret; the secret itself is shown once and never stored.';
+COMMENT ON COLUMN coupon.merchant.previous_secret_hash IS 'SHA-256 (hex) of the secret before the last rotation, accepted until previous_secret_until.';
+COMMENT ON COLUMN coupon.merchant.previous_secret_until IS 'End of the grace period of the previous secret.';
+
+-- trace ids: on the payment (as before) and now on each of its events,
+-- copied by a trigger (so the module's own statements, the same for 0.7
+-- and 0.8 databases, need not name the column)
+ALTER TABLE coupon.payment_event ADD COLUMN trace_id text;
+COMMENT ON COLUMN coupon.payment_event.trace_id IS 'The trace id of the payment (coupon.trace_id when it was created, e.g. from the X-Trace-Id header), copied when the event is written.';
+CREATE FUNCTION coupon.copy_trace_id() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	NEW.trace_id := (SELECT p.trace_id FROM coupon.payment p WHERE p.id = NEW.payment_id);
+	RETURN NEW;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.copy_trace_id() IS 'Trigger: an event carries the trace id of its payment.';
+REVOKE ALL ON FUNCTION coupon.copy_trace_id() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.copy_trace_id() TO coupon_admin;
+CREATE TRIGGER payment_event_trace_id BEFORE INSERT ON coupon.payment_event
+	FOR EACH ROW EXECUTE FUNCTION coupon.copy_trace_id();
+COMMENT ON TRIGGER payment_event_trace_id ON coupon.payment_event IS 'Copies the payment''s trace id onto each of its events.';
+COMMENT ON COLUMN coupon.payment.trace_id IS 'The request''s trace id (coupon.trace_id, set by pre_request() from X-Trace-Id or traceparent), or a random one; sent to the gateway with each call.';
+
+-- idempotency keys are scoped per merchant and per acting client or customer
+ALTER TABLE coupon.idempotency_key ADD COLUMN actor text NOT NULL DEFAULT '';
+ALTER TABLE coupon.idempotency_key DROP CONSTRAINT idempotency_key_pkey,
+	ADD PRIMARY KEY (merchant_id, actor, key);
+COMMENT ON COLUMN coupon.idempotency_key.actor IS 'Who used the key within the merchant: ''client:<client_id>'' (header credentials), ''user:<sub>'' (a customer), or '''' (a trusted caller).';
+
+CREATE FUNCTION coupon.merchant_credentials(merchant_id bigint, grace interval DEFAULT '1 hour')
+RETURNS TABLE (client_id text, client_secret text, previous_valid_until timestamptz)
+AS 'MODULE_PATHNAME', 'coupon_merchant_credentials'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION coupon.merchant_credentials(bigint, interval) IS
+'Issues the merchant''s client id (once) and a new client secret, shown this once and stored only hashed; the previous secret stays valid for grace (0 to 7 days; 0 ends it now), until previous_valid_until. The platform, or the merchant itself.';
+
+CREATE FUNCTION coupon.revoke_merchant_credentials(merchant_id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'coupon_revoke_merchant_credentials'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION coupon.revoke_merchant_credentials(bigint) IS
+'Ends the merchant''s client id and every secret at once; true if it had credentials. The platform, or the merchant itself.';
+
+CREATE FUNCTION coupon.authenticate_client(client_id text, client_secret text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'coupon_authenticate_client'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION coupon.authenticate_client(text, text) IS
+'Internal: the merchant whose client credentials these are (secrets compared in constant time), or PT401 invalid_credentials; failures per client id are throttled (PT429 too_many_credential_attempts). For pre_request().';
+
+CREATE FUNCTION coupon.pre_request()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	headers jsonb := coalesce(nullif(current_setting('request.headers', true), '')::jsonb, '{}');
+	claims jsonb := coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb, '{}');
+	trace text;
+	merchant bigint;
+BEGIN
+	-- the trace id: X-Trace-Id, else traceparent's trace-id, else a new one
+	trace := CASE WHEN headers ->> 'x-trace-id' ~ '^[A-Za-z0-9._-]{1,64}$' THEN headers ->> 'x-trace-id'
+				  ELSE substring(headers ->> 'traceparent' FROM '^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$')
+			 END;
+	IF trace IS NULL THEN
+		trace := replace(gen_random_uuid()::text, '-', '');
+	END IF;
+	PERFORM set_config('coupon.trace_id', trace, true);
+	PERFORM set_config('response.headers', jsonb_build_array(jsonb_build_object('X-Trace-Id', trace))::text, true);
+
+	-- a merchant's server with client credentials instead of a JWT
+	IF headers ? 'x-client-id' OR headers ? 'x-client-secret' THEN
+		IF claims ? 'role' OR claims ? 'merchant_id' OR claims ? 'sub' THEN
+			PERFORM coupon.raise_error('invalid_credentials',
+									   'send either a JWT or client credentials, not both');
+		END IF;
+		merchant := coupon.authenticate_client(headers ->> 'x-client-id', headers ->> 'x-client-secret');
+		PERFORM set_config('role', 'coupon_merchant', true);
+		PERFORM set_config('request.jwt.claims',
+						   jsonb_build_object('role', 'coupon_merchant', 'merchant_id', merchant,
+											  'client_id', headers ->> 'x-client-id')::text, true);
+	END IF;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.pre_request() IS
+'PostgREST''s db-pre-request: sets coupon.trace_id (from X-Trace-Id, traceparent, or new) and returns it as the X-Trace-Id response header; with X-Client-Id and X-Client-Secret headers (and no JWT), authenticates the merchant''s server and acts as coupon_merchant for that merchant (PT401 invalid_credentials otherwise).';
+
+REVOKE ALL ON FUNCTION coupon.merchant_credentials(bigint, interval), coupon.revoke_merchant_credentials(bigint),
+	coupon.authenticate_client(text, text), coupon.pre_request() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.merchant_credentials(bigint, interval), coupon.revoke_merchant_credentials(bigint)
+	TO coupon_admin, coupon_app, coupon_merchant;
+GRANT EXECUTE ON FUNCTION coupon.authenticate_client(text, text) TO coupon_admin, coupon_anonymous;
+GRANT EXECUTE ON FUNCTION coupon.pre_request(), coupon.raise_error(text, text, jsonb)
+	TO coupon_admin, coupon_app, coupon_merchant, coupon_customer, coupon_anonymous;
+
+-- the monitoring role reads the workers, the stuck payments and the
+-- statistics, and nothing else
+GRANT SELECT ON coupon.worker_status, coupon.stuck_payments, coupon.policy_stats TO coupon_monitor;
+GRANT EXECUTE ON FUNCTION coupon.worker_status_rows(), coupon.sees_merchant(bigint) TO coupon_monitor;

@@ -24,11 +24,42 @@
 #include "fetch.h"
 #include "rowwrite.h"
 
+/*
+ * The relations whose ids a cache was built from.  Kept apart from the
+ * caches themselves, which a reset empties: an invalidation that arrives
+ * after a reset but concerns a relation read before it must still count.
+ * Ids only ever join; after a DROP and CREATE EXTENSION the old ones cost
+ * nothing but a comparison.
+ */
+#define MAX_WATCHED 64
+static Oid	watched[MAX_WATCHED];
+static int	nwatched = 0;
+
+/* a cache was built from relid: its invalidations reset the caches */
+void
+cacheinval_watch(Oid relid)
+{
+	for (int i = 0; i < nwatched; i++)
+		if (watched[i] == relid)
+			return;
+	if (nwatched == MAX_WATCHED)
+	{
+		/* the oldest ids belong to extensions long dropped */
+		memmove(watched, watched + 1, sizeof(Oid) * (MAX_WATCHED - 1));
+		nwatched--;
+	}
+	watched[nwatched++] = relid;
+}
+
 /* forget everything when one of the extension's relations (or all) changed */
 static void
 cacheinval_relcache_callback(Datum arg, Oid relid)
 {
-	if (!fetch_is_cached_relation(relid))
+	bool		ours = (relid == InvalidOid);
+
+	for (int i = 0; i < nwatched && !ours; i++)
+		ours = (watched[i] == relid);
+	if (!ours)
 		return;
 	fetch_reset();
 	rowwrite_reset();

@@ -33,10 +33,66 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "callctx.h"
+
+/*
+ * The transaction nesting level at which each open context pushed its
+ * snapshot, innermost last.  A statement boundary replaces the innermost
+ * context's snapshot, which must then be on top of the stack: it is, unless
+ * a subtransaction began inside the context without a context of its own
+ * (call_begin_subxact), whose abort would pop the new snapshot and leave
+ * the stack without the context's.  An aborted subtransaction takes its
+ * contexts with it; a transaction's end, all of them.
+ */
+static int *levels = NULL;
+static int	depth = 0;
+static int	capacity = 0;
+
+/* note a context opened at the current nesting level */
+static void
+push_level(void)
+{
+	if (depth == capacity)
+	{
+		capacity = capacity == 0 ? 16 : 2 * capacity;
+		levels = levels == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(int) * capacity)
+			: repalloc(levels, sizeof(int) * capacity);
+	}
+	levels[depth++] = GetCurrentTransactionNestLevel();
+}
+
+/* forget the contexts of a transaction that ended */
+static void
+callctx_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		depth = 0;
+}
+
+/* forget the contexts of an aborted subtransaction (its abort popped their snapshots) */
+static void
+callctx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		while (depth > 0 && levels[depth - 1] >= GetCurrentTransactionNestLevel())
+			depth--;
+}
+
+/* register the transaction callbacks */
+void
+coupon_callctx_init(void)
+{
+	RegisterXactCallback(callctx_xact_callback, NULL);
+	RegisterSubXactCallback(callctx_subxact_callback, NULL);
+}
 
 /* open the context of one call (see callctx.h) */
 void
@@ -47,6 +103,7 @@ call_begin(CallKind kind)
 	SPI_connect();
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	push_level();
 }
 
 /* close it: pop the snapshot call_begin (or call_next_statement) pushed */
@@ -55,16 +112,35 @@ call_end(CallKind kind)
 {
 	if (kind != CALL_VOLATILE)
 		return;
-	PopActiveSnapshot();
+	call_end_subxact();
 	SPI_finish();
+}
+
+/* a context for the statements of a subtransaction begun inside a call */
+void
+call_begin_subxact(void)
+{
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	push_level();
+}
+
+/* close it, before the subtransaction is released */
+void
+call_end_subxact(void)
+{
+	if (depth == 0 || levels[depth - 1] != GetCurrentTransactionNestLevel())
+		elog(ERROR, "coupon: a call context closed outside the transaction level it was opened at");
+	PopActiveSnapshot();
+	depth--;
 }
 
 /* end one statement of a VOLATILE call and begin the next */
 void
 call_next_statement(void)
 {
-	if (!ActiveSnapshotSet())
-		elog(ERROR, "no call context is open");
+	if (depth == 0 || levels[depth - 1] != GetCurrentTransactionNestLevel())
+		elog(ERROR, "coupon: a statement boundary outside a call context of this transaction level");
 	CommandCounterIncrement();
 	PopActiveSnapshot();
 	PushActiveSnapshot(GetTransactionSnapshot());

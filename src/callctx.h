@@ -30,6 +30,18 @@ extern void call_begin(CallKind kind);
 extern void call_end(CallKind kind);
 
 /*
+ * The statements of a subtransaction begun inside a VOLATILE call (or a
+ * worker's step) get a context of their own: opened right after
+ * BeginInternalSubTransaction, closed right before it is released; its
+ * abort closes it.
+ */
+extern void call_begin_subxact(void);
+extern void call_end_subxact(void);
+
+/* register the transaction callbacks that keep the contexts in step */
+extern void coupon_callctx_init(void);
+
+/*
  * A new statement of a VOLATILE call begins: after each write of its own
  * (rowwrite.c, spi_run) and after each lock it took (fetch.c's locking
  * reads, call_advisory_lock), so that what follows sees that write, and

@@ -27,6 +27,7 @@
 #include "callctx.h"
 #include "coupon.h"
 #include "error.h"
+#include "idempotency.h"
 #include "policy.h"
 #include "spi_util.h"
 #include "tenant.h"
@@ -112,6 +113,12 @@ static SavedPlan own_coupon_plan = {
 	.argtypes = {INT8OID}
 };
 
+static SavedPlan replay_plan = {
+	.sql = "SELECT * FROM jsonb_populate_record(NULL::coupon.coupon, $1)",
+	.nargs = 1,
+	.argtypes = {JSONBOID}
+};
+
 static SavedPlan claim_plan = {
 	.sql = "UPDATE coupon.coupon c SET user_id = $2, user_seq = $3, status = 'issued',"
 	"       issued_at = now(), updated_at = now(),"
@@ -169,6 +176,10 @@ coupon_generate_codes(PG_FUNCTION_ARGS)
 	bool		isnull;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	/* the codes outlive the call's SPI memory: they are returned after it */
+	codes = palloc(sizeof(char *) * count);
+	for (int i = 0; i < count; i++)
+		codes[i] = palloc(CODE_DISPLAY_LEN + 1);
 
 	call_begin(CALL_VOLATILE);
 	args[0] = Int64GetDatum(policy_id);
@@ -193,7 +204,6 @@ coupon_generate_codes(PG_FUNCTION_ARGS)
 	}
 
 	hashes = palloc(sizeof(Datum) * count);
-	codes = palloc(sizeof(char *) * count);
 	for (int i = 0; i < count; i++)
 	{
 		char		canonical[CODE_LEN + 1];
@@ -204,7 +214,6 @@ coupon_generate_codes(PG_FUNCTION_ARGS)
 					 errmsg("could not generate random bytes")));
 		code_from_random(random, canonical);
 		hashes[i] = PointerGetDatum(code_hash(secret, canonical));
-		codes[i] = palloc(CODE_DISPLAY_LEN + 1);
 		code_display(canonical, codes[i]);
 	}
 	explicit_bzero(random, sizeof(random));
@@ -240,6 +249,9 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	Datum		args[3];
 	int32		user_seq;
 	Datum		result;
+	text	   *key = idem_key_header();
+	IdemRequest idem;
+	char	   *signature;
 
 	hiding_statement = true;
 	require_arg(fcinfo, 0, "code");
@@ -255,6 +267,9 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	call_begin(CALL_VOLATILE);
 	args[0] = PointerGetDatum(code_hash(code_secret(), canonical));
 	explicit_bzero(canonical, sizeof(canonical));
+	/* a request is the code (by its HMAC, never the code itself) and the user */
+	signature = psprintf("redeem_code|%s|%s",
+						 DatumGetCString(DirectFunctionCall1(byteaout, args[0])), user_id);
 	if (spi_run(&find_code_plan, args, NULL, false, 1) == 0)
 		coupon_error(REASON_CODE_NOT_FOUND, NULL, "no coupon has this code");
 	coupon_id = spi_int64(0, 1, NULL);
@@ -265,6 +280,19 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	throttle_forgive(user_id);
 	policy_load_issue_info(spi_int64(0, 2, NULL), &policy);
 	tenant_check_for(policy.merchant_id, user_id);
+	if (key != NULL)
+	{
+		Datum		replay = idem_begin(&idem, policy.merchant_id, key, signature);
+
+		if (replay != (Datum) 0)
+		{
+			spi_run(&replay_plan, &replay, NULL, true, 1);
+			result = spi_result_row(fcinfo);
+			call_end(CALL_VOLATILE);
+			hiding_statement = false;
+			PG_RETURN_DATUM(result);
+		}
+	}
 
 	args[0] = Int64GetDatum(coupon_id);
 	if (holder != NULL && strcmp(holder, user_id) == 0)
@@ -284,6 +312,8 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	if (spi_run(&claim_plan, args, user_seq == 0 ? "  n" : NULL, false, 1) == 0)
 		coupon_error(REASON_CODE_REDEEMED, NULL, "this code was already redeemed");
 	result = spi_result_row(fcinfo);
+	if (key != NULL)
+		idem_finish(&idem, result);
 	call_end(CALL_VOLATILE);
 	hiding_statement = false;
 	PG_RETURN_DATUM(result);

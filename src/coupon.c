@@ -8,6 +8,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "factcache.h"
 #include "fetch.h"
@@ -19,6 +20,7 @@
 PG_MODULE_MAGIC;
 
 char	   *coupon_code_secret = NULL;
+char	   *coupon_trace_id = NULL;
 int			coupon_reservation_ttl = 900;
 int			coupon_expire_lookback = 30;
 int			coupon_code_max_failures = 5;
@@ -38,6 +40,26 @@ int			coupon_circuit_cooldown_ms = 5000;
 int			coupon_reconcile_page_size = 1000;
 
 void		_PG_init(void);
+
+/*
+ * coupon.trace_id is empty or 1 to 64 letters, digits, '.', '_' and '-':
+ * it is stored with payments and sent to the gateway as a header, so a
+ * caller's value can carry nothing else.
+ */
+static bool
+check_trace_id(char **newval, void **extra, GucSource source)
+{
+	const char *id = *newval;
+
+	if (id == NULL || id[0] == '\0')
+		return true;
+	if (strlen(id) > 64 || strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(id))
+	{
+		GUC_check_errdetail("A trace id is 1 to 64 letters, digits, '.', '_' or '-'.");
+		return false;
+	}
+	return true;
+}
 
 /*
  * coupon.gateway_url must be empty or an http(s) URL with a host: anything
@@ -155,6 +177,14 @@ coupon_guc_init(void)
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("coupon.trace_id",
+							   "Trace id of the current request: stored with the payments it creates and sent to the gateway.",
+							   "coupon.pre_request() sets it for each PostgREST request.",
+							   &coupon_trace_id,
+							   "",
+							   PGC_USERSET,
+							   GUC_NOT_IN_SAMPLE,
+							   check_trace_id, NULL, NULL);
 	DefineCustomIntVariable("coupon.reservation_ttl",
 							"Seconds a reservation holds its coupon when reserve() is given no ttl.",
 							NULL,
@@ -198,6 +228,7 @@ _PG_init(void)
 	coupon_guc_init();
 	coupon_shmem_init();
 	coupon_code_init();
+	coupon_callctx_init();
 	coupon_cacheinval_init();
 	coupon_saga_init();
 	coupon_saga_worker_init();

@@ -24,6 +24,7 @@
 
 /* settings (coupon.c) */
 extern char *coupon_code_secret;
+extern char *coupon_trace_id;
 extern int	coupon_reservation_ttl;
 extern int	coupon_expire_lookback;
 extern int	coupon_code_max_failures;
@@ -48,5 +49,8 @@ extern int	coupon_reconcile_page_size;
 extern void coupon_shmem_init(void);
 extern void coupon_code_init(void);
 extern void coupon_cacheinval_init(void);
+
+/* a backend cache was built from relid (cacheinval.c) */
+extern void cacheinval_watch(Oid relid);
 
 #endif							/* COUPON_H */

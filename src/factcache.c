@@ -74,6 +74,14 @@ static HTAB *merchants = NULL;
 static Oid	guard_relid = InvalidOid;
 static bool triggers_ok = false;
 
+/*
+ * Resets so far, and as of the last factcache_open(): a copy read before an
+ * invalidation that arrives during the call (opening a relation, or
+ * detoasting, reads them) must not be kept.
+ */
+static uint64 resets = 0;
+static uint64 resets_at_open = 0;
+
 /* is the named trigger on the table, firing even in replica sessions? */
 static bool
 trigger_fires_always(Relation rel, const char *name)
@@ -152,6 +160,7 @@ factcache_open(void)
 	/* taking it read the invalidations that arrived; it is not needed after */
 	UnlockRelationOid(guard, RowExclusiveLock);
 	/* one just read may have forgotten the copies, and the guard with them */
+	resets_at_open = resets;
 	return OidIsValid(guard_relid);
 }
 
@@ -207,8 +216,8 @@ factcache_put_policy(int64 policy_id, const CouponFacts *f)
 {
 	PolicyCopy *copy;
 
-	if (f->has_budget)
-		return;					/* budget_used changes with every hold */
+	if (f->has_budget || resets != resets_at_open)
+		return;					/* budget_used changes with every hold; or stale */
 	copy = enter_copy(&policies, "coupon policy copies", sizeof(PolicyCopy), policy_id);
 	copy->facts = *f;
 	if (f->allowed != NULL)
@@ -231,9 +240,11 @@ factcache_get_merchant(int64 merchant_id, bool *active)
 void
 factcache_put_merchant(int64 merchant_id, bool active)
 {
-	MerchantCopy *copy = enter_copy(&merchants, "coupon merchant copies",
-									sizeof(MerchantCopy), merchant_id);
+	MerchantCopy *copy;
 
+	if (resets != resets_at_open)
+		return;					/* read before an invalidation of this call */
+	copy = enter_copy(&merchants, "coupon merchant copies", sizeof(MerchantCopy), merchant_id);
 	copy->active = active;
 }
 
@@ -264,4 +275,5 @@ factcache_reset(void)
 {
 	forget_all();
 	guard_relid = InvalidOid;
+	resets++;
 }

@@ -74,18 +74,6 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_USER_COUPONS] = {"coupon", "coupon_policy_user_idx"},
 };
 
-/* is relid one of the tables or indexes whose ids are cached (or any: 0)? */
-bool
-fetch_is_cached_relation(Oid relid)
-{
-	if (relid == InvalidOid)
-		return true;
-	for (int i = 0; i < FETCH_TABLE_COUNT; i++)
-		if (relid == targets[i].relid || relid == targets[i].indexid)
-			return true;
-	return false;
-}
-
 /* forget every cached id and column map (cacheinval.c) */
 void
 fetch_reset(void)
@@ -113,6 +101,8 @@ fetch_target(FetchTable table)
 			elog(ERROR, "relation coupon.%s or its primary key is missing", t->relname);
 		t->relid = relid;
 		t->indexid = indexid;
+		cacheinval_watch(relid);
+		cacheinval_watch(indexid);
 	}
 	return t;
 }

@@ -95,9 +95,6 @@ extern const AttrNumber *fetch_attnums(FetchTable table, TupleDesc desc, int nco
 /* is the merchant active, under `how`? (false, and *exists false, if there is none) */
 extern bool fetch_merchant_active(int64 merchant_id, FetchHow how, bool *exists);
 
-/* is relid one of the relations whose ids are cached (or any: InvalidOid)? */
-extern bool fetch_is_cached_relation(Oid relid);
-
 /* forget the cached relation ids and column maps */
 extern void fetch_reset(void);
 

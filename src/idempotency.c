@@ -16,50 +16,79 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
 
 #include "callctx.h"
 #include "coupon.h"
 #include "error.h"
 #include "idempotency.h"
 #include "spi_util.h"
+#include "tenant.h"
 
 #define IDEM_MAX_KEY_LEN 300
 
 static SavedPlan lookup_plan = {
 	.sql = "SELECT request_hash, response FROM coupon.idempotency_key"
-	" WHERE merchant_id = $1 AND key = $2"
+	" WHERE merchant_id = $1 AND actor = $3 AND key = $2"
 	"   AND created_at > now() - interval '24 hours'",
-	.nargs = 2,
-	.argtypes = {INT8OID, TEXTOID}
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID}
 };
 
 static SavedPlan store_plan = {
-	.sql = "INSERT INTO coupon.idempotency_key (merchant_id, key, request_hash, response)"
-	" VALUES ($1, $2, $3, $4::jsonb)"
-	" ON CONFLICT (merchant_id, key) DO UPDATE"
+	.sql = "INSERT INTO coupon.idempotency_key (merchant_id, key, request_hash, response, actor)"
+	" VALUES ($1, $2, $3, $4::jsonb, $5)"
+	" ON CONFLICT (merchant_id, actor, key) DO UPDATE"
 	" SET request_hash = excluded.request_hash, response = excluded.response,"
 	"     created_at = now()",
-	.nargs = 4,
-	.argtypes = {INT8OID, TEXTOID, BYTEAOID, JSONOID}
+	.nargs = 5,
+	.argtypes = {INT8OID, TEXTOID, BYTEAOID, JSONOID, TEXTOID}
 };
 
-/* the key argument checked: NULL when absent, PT400 when malformed */
-text *
-idem_key_arg(FunctionCallInfo fcinfo, int argno)
+/* a key checked: PT400 when empty or over 300 characters */
+static text *
+checked_key(text *key)
 {
-	text	   *key;
-	int			len;
+	int			len = pg_mbstrlen_with_len(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 
-	if (PG_ARGISNULL(argno))
-		return NULL;
-	key = PG_GETARG_TEXT_PP(argno);
-	len = pg_mbstrlen_with_len(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 	if (len == 0)
 		coupon_error(REASON_INVALID_KEY, NULL, "the idempotency key must not be empty");
 	if (len > IDEM_MAX_KEY_LEN)
 		coupon_error(REASON_KEY_TOO_LONG, json_id("length", len),
 					 "the idempotency key is longer than 300 characters");
 	return key;
+}
+
+/*
+ * The Idempotency-Key header of a PostgREST request (request.headers, names
+ * in lower case), checked; NULL when there is none.
+ */
+text *
+idem_key_header(void)
+{
+	const char *headers = GetConfigOption("request.headers", true, false);
+	Jsonb	   *jb;
+	JsonbValue *v;
+
+	if (headers == NULL || headers[0] == '\0')
+		return NULL;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(headers)));
+	if (!JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&jb->root, "idempotency-key", strlen("idempotency-key"), NULL);
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return checked_key(cstring_to_text_with_len(v->val.string.val, v->val.string.len));
+}
+
+/* the key argument, else the Idempotency-Key header, checked; NULL when neither */
+text *
+idem_key_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		return idem_key_header();
+	return checked_key(PG_GETARG_TEXT_PP(argno));
 }
 
 /* SHA-256 of the request signature, as bytea */
@@ -83,20 +112,23 @@ Datum
 idem_begin(IdemRequest *req, int64 merchant_id, text *key, const char *signature)
 {
 	uint32		h;
-	Datum		args[2];
+	Datum		args[3];
 
 	req->merchant_id = merchant_id;
 	req->key = key;
+	req->actor = tenant_actor();
 	req->hash = signature_hash(signature);
 
 	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
-							VARSIZE_ANY_EXHDR(key), (uint64) merchant_id);
+							VARSIZE_ANY_EXHDR(key), (uint64) merchant_id) ^
+		hash_bytes((const unsigned char *) req->actor, strlen(req->actor));
 	if (!call_try_advisory_lock(COUPON_LOCK_IDEMPOTENCY, (int32) h))
 		coupon_error(REASON_IDEMPOTENCY_IN_PROGRESS, json_id("merchant_id", merchant_id),
 					 "a request with this idempotency key is still running");
 
 	args[0] = Int64GetDatum(merchant_id);
 	args[1] = PointerGetDatum(key);
+	args[2] = CStringGetTextDatum(req->actor);
 	if (spi_run(&lookup_plan, args, NULL, false, 1) == 0)
 		return (Datum) 0;
 
@@ -116,11 +148,12 @@ idem_begin(IdemRequest *req, int64 merchant_id, text *key, const char *signature
 void
 idem_finish(IdemRequest *req, Datum response_row)
 {
-	Datum		args[4];
+	Datum		args[5];
 
 	args[0] = Int64GetDatum(req->merchant_id);
 	args[1] = PointerGetDatum(req->key);
 	args[2] = PointerGetDatum(req->hash);
 	args[3] = DirectFunctionCall1(row_to_json, response_row);
+	args[4] = CStringGetTextDatum(req->actor);
 	spi_run(&store_plan, args, NULL, false, 0);
 }

@@ -13,11 +13,16 @@ typedef struct IdemRequest
 {
 	int64		merchant_id;
 	text	   *key;
+	char	   *actor;			/* who used it: client:<id>, user:<sub> or "" */
 	bytea	   *hash;			/* SHA-256 of the request signature */
 } IdemRequest;
 
 /* the key argument checked: NULL when absent, PT400 when malformed */
+/* the key argument, else the Idempotency-Key header; NULL when neither */
 extern text *idem_key_arg(FunctionCallInfo fcinfo, int argno);
+
+/* the Idempotency-Key header alone (a function without a key argument) */
+extern text *idem_key_header(void);
 
 /*
  * Claim the key for this transaction.  Returns the stored response (jsonb)

@@ -62,12 +62,12 @@ static SavedPlan next_id_plan = {
 
 static SavedPlan insert_plan = {
 	.sql = "INSERT INTO coupon.payment (id, merchant_id, user_id, order_id, amount, discount,"
-	"       coupon_ids, payment_key, state)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+	"       coupon_ids, payment_key, state, trace_id)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 	" RETURNING *",
-	.nargs = 9,
+	.nargs = 10,
 	.argtypes = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8ARRAYOID,
-	TEXTOID, TEXTOID}
+	TEXTOID, TEXTOID, TEXTOID}
 };
 
 static SavedPlan created_event_plan = {
@@ -236,6 +236,22 @@ generated_payment_key(void)
 	return key;
 }
 
+/* a trace id for a payment made without one: 128 random bits in hex */
+static char *
+random_trace_id(void)
+{
+	uint8		bits[16];
+	char	   *id = palloc(2 * sizeof(bits) + 1);
+
+	if (!pg_strong_random(bits, sizeof(bits)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random trace id")));
+	for (size_t i = 0; i < sizeof(bits); i++)
+		sprintf(id + 2 * i, "%02x", bits[i]);
+	return id;
+}
+
 /*
  * Refuse a caller's payment key that another payment has: one key, one
  * payment at the gateway.  Decided under an advisory lock on the key, so
@@ -297,14 +313,15 @@ coupon_pay(PG_FUNCTION_ARGS)
 	bool		exists;
 	int64		payment_id;
 	int64		discount;
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Datum	   *elems;
 	Datum		result;
 	const char *state;
 
 	/* only the merchant's side creates its payments: no one else claims its orders */
 	tenant_check(merchant_id);
+	call_begin(CALL_VOLATILE);
 	if (!fetch_merchant_active(merchant_id, FETCH_READ, &exists))
 	{
 		if (!exists)
@@ -313,8 +330,6 @@ coupon_pay(PG_FUNCTION_ARGS)
 		coupon_error(REASON_MERCHANT_INACTIVE, json_id("merchant_id", merchant_id),
 					 "merchant %lld is suspended", (long long) merchant_id);
 	}
-
-	call_begin(CALL_VOLATILE);
 	if (key != NULL)
 	{
 		StringInfoData sig;
@@ -369,6 +384,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[7] = CStringGetTextDatum(payment_key ? payment_key : generated_payment_key());
 	args[8] = CStringGetTextDatum(state);
+	args[9] = CStringGetTextDatum(coupon_trace_id[0] != '\0' ? coupon_trace_id : random_trace_id());
 	spi_run(&insert_plan, args, nulls, false, 1);
 	result = spi_result_row(fcinfo);
 	if (key != NULL)

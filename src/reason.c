@@ -47,6 +47,8 @@ static const ReasonInfo reason_table[REASON_COUNT] = {
 	[REASON_INVALID_REASON] = {"invalid_reason", 400, "A cancel reason is 1 to 200 characters."},
 	[REASON_INVALID_SCHEDULE] = {"invalid_schedule", 400, "A cron schedule has five fields, for example '10 0 * * *' (every day at 00:10)."},
 	[REASON_INVALID_CUTOFF] = {"invalid_cutoff", 400, "Settle up to now at the latest; each merchant's batch ends settlement_delay_days before it."},
+	[REASON_INVALID_GRACE] = {"invalid_grace", 400, "A grace period is between 0 and 7 days."},
+	[REASON_INVALID_CREDENTIALS] = {"invalid_credentials", 401, "Send the client id and the current secret of merchant_credentials(), or a valid JWT."},
 	[REASON_NOT_OWNER] = {"not_owner", 403, "Use a coupon that belongs to this user."},
 	[REASON_MERCHANT_NOT_ALLOWED] = {"merchant_not_allowed", 403, "Only the platform (a trusted role without a merchant_id claim) may name other merchants in allowed_merchants."},
 	[REASON_WRONG_TENANT] = {"wrong_tenant", 403, "Act only on your own merchant's data."},
@@ -86,6 +88,7 @@ static const ReasonInfo reason_table[REASON_COUNT] = {
 	[REASON_ISSUE_ENDED] = {"issue_ended", 422, "Issuance closed at the policy's issue_ends_at."},
 	[REASON_QUANTITY_EXCEEDED] = {"quantity_exceeded", 422, "The policy's total_quantity caps how many codes exist."},
 	[REASON_TOO_MANY_CODE_ATTEMPTS] = {"too_many_code_attempts", 429, "Wait a few minutes before trying another code."},
+	[REASON_TOO_MANY_CREDENTIAL_ATTEMPTS] = {"too_many_credential_attempts", 429, "Wait a few minutes before trying this client id again."},
 };
 
 /* the snake_case name callers switch on */

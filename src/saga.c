@@ -30,6 +30,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "reserve.h"
 #include "saga.h"
@@ -735,7 +736,9 @@ saga_record(SagaRunner *runner)
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
+			call_begin_subxact();
 			record_one(runner, sc);
+			call_end_subxact();
 			ReleaseCurrentSubTransaction();
 		}
 		PG_CATCH();

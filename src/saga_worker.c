@@ -31,6 +31,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "callctx.h"
 #include "coupon.h"
 #include "saga.h"
 #include "shmem.h"
@@ -88,8 +89,7 @@ begin_step(const char *activity)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	call_begin(CALL_VOLATILE);
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
@@ -97,8 +97,7 @@ begin_step(const char *activity)
 static void
 end_step(void)
 {
-	SPI_finish();
-	PopActiveSnapshot();
+	call_end(CALL_VOLATILE);
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);

@@ -248,3 +248,22 @@ coupon_sees_coupon(PG_FUNCTION_ARGS)
 			PG_RETURN_BOOL(true);
 	PG_RETURN_BOOL(false);
 }
+
+/*
+ * Who acts, within a merchant, for idempotency keys: "client:<client_id>"
+ * for a merchant's server signed in with client credentials (pre_request()
+ * puts client_id in the claims), "user:<sub>" for a customer, "" for a
+ * trusted caller.
+ */
+char *
+tenant_actor(void)
+{
+	char	   *client = claim_text(claim("client_id"));
+	char	   *sub;
+
+	if (client != NULL && client[0] != '\0')
+		return psprintf("client:%s", client);
+	if (caller_kind() == CALLER_CUSTOMER && (sub = claim_text(claim("sub"))) != NULL)
+		return psprintf("user:%s", sub);
+	return "";
+}

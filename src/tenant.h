@@ -32,4 +32,7 @@ extern bool tenant_sees(int64 merchant_id);
 /* is the caller the platform (trusted, not bound to one merchant)? */
 extern bool tenant_is_platform(void);
 
+/* who acts within a merchant, for idempotency keys (see tenant.c) */
+extern char *tenant_actor(void);
+
 #endif							/* COUPON_TENANT_H */

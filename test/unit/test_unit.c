@@ -269,6 +269,17 @@ test_currency_and_reasons(void)
 				complete = 0;
 		check(complete, "every reason has a name and a hint");
 	}
+	{
+		int			round_trip = 1;
+
+		for (int r = 0; r < REASON_COUNT; r++)
+			if (reason_from_name(reason_name((CouponReason) r)) != (CouponReason) r)
+				round_trip = 0;
+		check(round_trip, "every reason is found by its name (raise_error)");
+		check(reason_from_name("no_such_reason") == REASON_COUNT && reason_from_name("") == REASON_COUNT,
+			  "an unknown name is no reason");
+		check(reason_http_status(REASON_INVALID_CREDENTIALS) == 401, "invalid_credentials is PT401");
+	}
 }
 
 /* a context: no cancel, no refund, attempt `attempts` of 8 */

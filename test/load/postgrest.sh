@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The HTTP front: PostgREST's statement sequence replayed over libpq, as
+# the login role scripts/postgrest_roles.sql makes (PostgREST itself cannot
+# be installed here).  Each request is one transaction: the role, the JWT
+# claims and the request headers as settings, then coupon.pre_request(),
+# then the call, then the response headers read back.
+#
+# Client credentials: issued, used, rotated with a grace period, revoked,
+# throttled; a wrong secret and an unknown client id answer alike; the
+# secret is never stored nor logged.  Trace ids: X-Trace-Id or traceparent
+# is returned and kept on the payment and its events.  The Idempotency-Key
+# header: honoured when the argument is absent, per merchant and per
+# acting client.  The anonymous role reaches nothing but pre_request(); the
+# monitoring role reads the workers, stuck payments and statistics only.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+DB=load_postgrest
+AUTH=coupon_test_authenticator
+create_db "$DB"
+psql_db "$DB" -v authenticator=$AUTH -v password="'test only'" -f "$ROOT/scripts/postgrest_roles.sql" >/dev/null
+check "the authenticator logs in, inherits nothing, and may become the web roles" \
+	"$(query "$DB" "SELECT rolcanlogin || ' ' || rolinherit || ' ' ||
+	                       (SELECT string_agg(b.rolname, ',' ORDER BY b.rolname) FROM pg_auth_members m
+	                          JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid)
+	                  FROM pg_roles r WHERE rolname = '$AUTH'")" \
+	"true false coupon_anonymous,coupon_customer,coupon_merchant"
+
+# rest ROLE CLAIMS HEADERS CALL: one request; prints the call's result and
+# the response headers ("ERROR: <SQLSTATE>" when it failed)
+rest() {
+	local role=$1 claims=$2 headers=$3 call=$4 out
+	out=$(as_pg psql -X -q -At -U "$AUTH" -d "$DB" -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate \
+		-v role="$role" -v claims="$claims" -v headers="$headers" 2>&1 <<SQL
+\set VERBOSITY sqlstate
+BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE;
+SELECT FROM set_config('search_path', 'coupon', true) a, set_config('role', :'role', true) b,
+       set_config('request.jwt.claims', :'claims', true) c, set_config('request.method', 'POST', true) d,
+       set_config('request.path', '/rpc/call', true) e, set_config('request.headers', :'headers', true) f;
+SELECT FROM coupon.pre_request();
+$call;
+SELECT current_setting('response.headers', true);
+COMMIT;
+SQL
+	) || true
+	if grep -q '^ERROR:' <<<"$out"; then
+		sed -n 's/^ERROR:  *\([0-9A-Z]*\).*/ERROR: \1/p' <<<"$out" | head -1
+	else
+		echo "$out"
+	fi
+}
+
+M=$(query "$DB" "SELECT id FROM coupon.create_merchant('rest shop')")
+M2=$(query "$DB" "SELECT id FROM coupon.create_merchant('other shop')")
+P=$(query "$DB" "SELECT id FROM coupon.create_policy($M, 'five hundred', 'fixed', 500, per_user_limit => NULL)")
+# a merchant's web session signed in with a JWT
+JWT="{\"role\": \"coupon_merchant\", \"merchant_id\": $M}"
+
+diag "--- client credentials"
+IFS='|' read -r CID SECRET UNTIL <<<"$(query "$DB" "SELECT client_id, client_secret, previous_valid_until FROM coupon.merchant_credentials($M)")"
+check_match "merchant_credentials() gives a client id and a 256-bit secret" "$CID $SECRET" '^ci_[0-9a-f]{24} cs_[0-9a-f]{64}$'
+check "the first issue has no previous secret" "${UNTIL:-none}" "none"
+check "only the secret's SHA-256 is stored" \
+	"$(query "$DB" "SELECT count(*) FROM coupon.merchant m
+	                 WHERE m.client_secret_hash = encode(sha256(convert_to('$SECRET', 'UTF8')), 'hex')
+	                   AND NOT (to_jsonb(m)::text LIKE '%$SECRET%')")" 1
+HDR="{\"x-client-id\": \"$CID\", \"x-client-secret\": \"$SECRET\"}"
+check "with client credentials the request acts as coupon_merchant for that merchant" \
+	"$(rest coupon_anonymous '' "$HDR" "SELECT current_user, current_setting('request.jwt.claims')::jsonb ->> 'merchant_id'" | head -1)" \
+	"coupon_merchant|$M"
+check "and may issue a coupon of its own policy" \
+	"$(rest coupon_anonymous '' "$HDR" "SELECT status FROM coupon.issue($P, 'rest-u1')" | head -1)" "issued"
+check "but not act for another merchant" \
+	"$(rest coupon_anonymous '' "$HDR" "SELECT coupon.create_policy($M2, 'x', 'fixed', 1)")" "ERROR: PT403"
+check "a wrong secret is PT401" \
+	"$(rest coupon_anonymous '' "{\"x-client-id\": \"$CID\", \"x-client-secret\": \"cs_wrong\"}" "SELECT 1")" "ERROR: PT401"
+check "an unknown client id is the same PT401" \
+	"$(rest coupon_anonymous '' '{"x-client-id": "ci_nobody", "x-client-secret": "cs_wrong"}' "SELECT 1")" "ERROR: PT401"
+check "a secret without a client id is PT401" \
+	"$(rest coupon_anonymous '' "{\"x-client-secret\": \"$SECRET\"}" "SELECT 1")" "ERROR: PT401"
+check "client credentials and a JWT together are PT401" \
+	"$(rest coupon_merchant "{\"role\": \"coupon_merchant\", \"merchant_id\": $M2}" "$HDR" "SELECT 1")" "ERROR: PT401"
+
+# rotation: the old secret works for the grace period only
+IFS='|' read -r CID2 SECRET2 UNTIL2 <<<"$(query "$DB" "SELECT * FROM coupon.merchant_credentials($M, '1 hour')")"
+check "rotating keeps the client id" "$CID2" "$CID"
+check "the new secret works" \
+	"$(rest coupon_anonymous '' "{\"x-client-id\": \"$CID\", \"x-client-secret\": \"$SECRET2\"}" "SELECT 'in'" | head -1)" "in"
+check "the old one too, during the grace period" "$(rest coupon_anonymous '' "$HDR" "SELECT 'in'" | head -1)" "in"
+IFS='|' read -r _ SECRET3 UNTIL3 <<<"$(query "$DB" "SELECT * FROM coupon.merchant_credentials($M, '0')")"
+check "rotating with no grace ends the previous secret at once" \
+	"$(rest coupon_anonymous '' "{\"x-client-id\": \"$CID\", \"x-client-secret\": \"$SECRET2\"}" "SELECT 'in'")" "ERROR: PT401"
+check "a grace period over 7 days is PT400 invalid_grace" \
+	"$(query "$DB" "SELECT coupon.merchant_credentials($M, '8 days')" 2>&1 | grep -c 'invalid_grace')" 1
+check "a merchant session may rotate its own credentials, not another's" \
+	"$(rest coupon_merchant "{\"role\": \"coupon_merchant\", \"merchant_id\": $M2}" '{}' "SELECT count(*) FROM coupon.merchant_credentials($M)")" \
+	"ERROR: PT403"
+check "revoking: true, and the current secret stops working" \
+	"$(query "$DB" "SELECT coupon.revoke_merchant_credentials($M)") $(rest coupon_anonymous '' "{\"x-client-id\": \"$CID\", \"x-client-secret\": \"$SECRET3\"}" "SELECT 'in'")" \
+	"t ERROR: PT401"
+
+# failures of one client id are throttled (coupon.code_max_failures, 5)
+IFS='|' read -r CID4 SECRET4 _ <<<"$(query "$DB" "SELECT * FROM coupon.merchant_credentials($M2)")"
+for i in 1 2 3 4 5; do
+	rest coupon_anonymous '' "{\"x-client-id\": \"$CID4\", \"x-client-secret\": \"cs_guess$i\"}" "SELECT 1" >/dev/null
+done
+check "after 5 wrong secrets the client id is refused with PT429, even with the right secret" \
+	"$(rest coupon_anonymous '' "{\"x-client-id\": \"$CID4\", \"x-client-secret\": \"$SECRET4\"}" "SELECT 1")" "ERROR: PT429"
+if [ -n "${COUPON_SERVER_LOG:-}" ] && [ -f "$COUPON_SERVER_LOG" ]; then
+	check "no secret reached the server log" \
+		"$(grep -c -e "$SECRET" -e "$SECRET2" -e "$SECRET3" -e "$SECRET4" "$COUPON_SERVER_LOG" || true)" 0
+fi
+
+diag "--- trace ids"
+check_match "a request without one gets a new trace id in the X-Trace-Id response header" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT 1" | tail -1)" '^\[\{"X-Trace-Id": "[0-9a-f]{32}"\}\]$'
+check "X-Trace-Id is returned as sent" \
+	"$(rest coupon_merchant "$JWT" '{"x-trace-id": "req-42.a_b"}' "SELECT 1" | tail -1)" '[{"X-Trace-Id": "req-42.a_b"}]'
+check "traceparent gives its trace-id" \
+	"$(rest coupon_merchant "$JWT" '{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}' "SELECT 1" | tail -1)" \
+	'[{"X-Trace-Id": "4bf92f3577b34da6a3ce929d0e0e4736"}]'
+check_match "an X-Trace-Id with other characters is replaced by a new one" \
+	"$(rest coupon_merchant "$JWT" '{"x-trace-id": "a b\"c"}' "SELECT 1" | tail -1)" '^\[\{"X-Trace-Id": "[0-9a-f]{32}"\}\]$'
+Y=$(rest coupon_merchant "$JWT" '{"x-trace-id": "trace-pay-1"}' "SELECT id FROM coupon.pay($M, 'rest-u2', 'rest-o1', 5000)" | head -1)
+check "a payment keeps the request's trace id, and so do its events" \
+	"$(query "$DB" "SELECT p.trace_id || ' ' || bool_and(e.trace_id = p.trace_id)
+	                  FROM coupon.payment p JOIN coupon.payment_event e ON e.payment_id = p.id
+	                 WHERE p.id = $Y GROUP BY p.trace_id")" "trace-pay-1 true"
+check "SET coupon.trace_id refuses other characters" \
+	"$(query "$DB" "SET coupon.trace_id = 'a b'" 2>&1 | grep -c 'invalid value')" 1
+
+diag "--- the Idempotency-Key header"
+IFS='|' read -r CID5 SECRET5 _ <<<"$(query "$DB" "SELECT * FROM coupon.merchant_credentials($M)")"
+H5="{\"x-client-id\": \"$CID5\", \"x-client-secret\": \"$SECRET5\", \"idempotency-key\": \"order-7\"}"
+A=$(rest coupon_anonymous '' "$H5" "SELECT id FROM coupon.pay($M, 'rest-u3', 'rest-o7', 5000)" | head -1)
+B=$(rest coupon_anonymous '' "$H5" "SELECT id FROM coupon.pay($M, 'rest-u3', 'rest-o7', 5000)" | head -1)
+check "the same request with the same header answers with the same payment" "$B" "$A"
+check "the same header with another request is PT422" \
+	"$(rest coupon_anonymous '' "$H5" "SELECT id FROM coupon.pay($M, 'rest-u3', 'rest-o8', 5000)")" "ERROR: PT422"
+check "another actor of the merchant (a JWT session) has keys of its own" \
+	"$(rest coupon_merchant "$JWT" '{"idempotency-key": "order-7"}' "SELECT id FROM coupon.pay($M, 'rest-u3', 'rest-o9', 5000)" | head -1 | grep -c '^[0-9]')" 1
+check "an argument wins over the header" \
+	"$(rest coupon_anonymous '' "$H5" "SELECT id FROM coupon.pay($M, 'rest-u3', 'rest-o10', 5000, idempotency_key => 'other')" | head -1 | grep -c '^[0-9]')" 1
+check "an empty header is PT400" \
+	"$(rest coupon_merchant "$JWT" '{"idempotency-key": ""}' "SELECT coupon.issue($P, 'rest-u4')")" "ERROR: PT400"
+
+diag "--- roles"
+check "the anonymous role reaches no API function" \
+	"$(rest coupon_anonymous '' '{}' "SELECT coupon.issue($P, 'rest-u5')")" "ERROR: 42501"
+check "the monitoring role reads the workers, stuck payments and statistics" \
+	"$(query "$DB" "SET ROLE coupon_monitor; SELECT (SELECT count(*) >= 0 FROM coupon.worker_status)
+	                   AND (SELECT count(*) >= 0 FROM coupon.stuck_payments)
+	                   AND (SELECT count(*) > 0 FROM coupon.policy_stats)")" "t"
+check "and nothing else" \
+	"$(query "$DB" "SET ROLE coupon_monitor; SELECT count(*) FROM coupon.payment" 2>&1 | grep -c 'permission denied')" 1
+
+psql_db "$DB" -c "DROP OWNED BY $AUTH" -c "DROP ROLE $AUTH" >/dev/null
+load_finish
