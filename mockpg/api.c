@@ -19,11 +19,13 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
 #include "api.h"
 #include "faults.h"
+#include "htab.h"
 #include "journal.h"
 #include "store.h"
 #include "util.h"
@@ -83,12 +85,83 @@ api_init(const char *secret)
 	snprintf(expected_credentials, expected_len + 1, "%s:", secret);
 }
 
+/*
+ * The X-Trace-Id headers of /v1 requests, counted per value, so that a test
+ * can see that a client sends its trace ids (GET /__mock/traces/{id}).  Not
+ * journaled: counts start again with the process.  Capped: past
+ * MAX_TRACES distinct ids new ones are not counted.
+ */
+#define MAX_TRACES 100000
+
+typedef struct TraceCount
+{
+	char	   *id;
+	long		count;
+} TraceCount;
+
+static pthread_mutex_t traces_lock = PTHREAD_MUTEX_INITIALIZER;
+static HTab traces;
+static bool traces_ready = false;
+
+/* count one request's trace id */
+static void
+note_trace(const char *id)
+{
+	TraceCount *t;
+
+	if (id == NULL || id[0] == '\0' || strlen(id) > 200)
+		return;
+	pthread_mutex_lock(&traces_lock);
+	if (!traces_ready)
+	{
+		htab_init(&traces);
+		traces_ready = true;
+	}
+	t = htab_get(&traces, id);
+	if (t == NULL && traces.count < MAX_TRACES)
+	{
+		t = xcalloc(1, sizeof(TraceCount));
+		t->id = xstrdup(id);
+		htab_put(&traces, t->id, t);
+	}
+	if (t != NULL)
+		t->count++;
+	pthread_mutex_unlock(&traces_lock);
+}
+
+/* how many /v1 requests carried this trace id */
+static long
+trace_count(const char *id)
+{
+	TraceCount *t;
+	long		n = 0;
+
+	pthread_mutex_lock(&traces_lock);
+	if (traces_ready && (t = htab_get(&traces, id)) != NULL)
+		n = t->count;
+	pthread_mutex_unlock(&traces_lock);
+	return n;
+}
+
+/* free one counted trace id */
+static void
+free_trace(void *p)
+{
+	TraceCount *t = p;
+
+	free(t->id);
+	free(t);
+}
+
 /* Free what api_init allocated. */
 void
 api_destroy(void)
 {
 	free(expected_credentials);
 	expected_credentials = NULL;
+	if (traces_ready)
+		htab_destroy(&traces, free_trace);
+	traces_ready = false;
 }
 
 /* Latency faults apply to the gateway API, not to the /__mock control plane. */
@@ -865,6 +938,14 @@ api_mock(const ApiRequest *q, Reply *out)
 		else
 			method_not_allowed(out, q, "GET, POST");
 	}
+	else if (strncmp(rest, "traces/", 7) == 0 && rest[7] != '\0')
+	{
+		if (!get)
+			method_not_allowed(out, q, "GET");
+		else
+			reply_json(out, 200, json_pack("{s:s, s:I}", "traceId", rest + 7,
+										   "requests", (json_int_t) trace_count(rest + 7)));
+	}
 	else
 		no_such_endpoint(out);
 }
@@ -889,6 +970,7 @@ api_handle(const ApiRequest *q, Reply *out)
 		return;
 	}
 	STAT_ADD(requests, 1);
+	note_trace(q->trace_id);
 	if (!authorized(q->authorization))
 	{
 		STAT_ADD(unauthorized, 1);

@@ -23,6 +23,7 @@ typedef struct ApiRequest
 	size_t		body_len;
 	const char *authorization;	/* headers and query arguments, or NULL */
 	const char *idempotency_key;
+	const char *trace_id;		/* X-Trace-Id */
 	const char *start_date;
 	const char *end_date;
 	const char *starting_after;	/* transactionKey: the page starts after it */

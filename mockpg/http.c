@@ -202,6 +202,7 @@ process(Request *r, const char *url, const char *method)
 												  MHD_HTTP_HEADER_AUTHORIZATION);
 	q.idempotency_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 													"Idempotency-Key");
+	q.trace_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Trace-Id");
 	q.start_date = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "startDate");
 	q.end_date = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "endDate");
 	q.starting_after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "startingAfter");

@@ -432,7 +432,7 @@ put_handle(Gateway *gw, GatewayEasy *ge)
 
 /* the request headers of a call, or NULL when libcurl is out of memory */
 static struct curl_slist *
-build_headers(bool post, const char *key_header)
+build_headers(bool post, const char *key_header, const char *trace_header)
 {
 	struct curl_slist *list = NULL;
 	struct curl_slist *next;
@@ -451,6 +451,13 @@ build_headers(bool post, const char *key_header)
 	if (key_header)
 	{
 		next = curl_slist_append(list, key_header);
+		if (next == NULL)
+			goto fail;
+		list = next;
+	}
+	if (trace_header)
+	{
+		next = curl_slist_append(list, trace_header);
 		if (next == NULL)
 			goto fail;
 		list = next;
@@ -681,6 +688,7 @@ gateway_start(Gateway *gw, GatewayCall *call)
 	bool		post;
 	char	   *url;
 	char	   *key_header = NULL;
+	char	   *trace_header = NULL;
 	GatewayEasy *ge;
 
 	if (strcmp(call->method, "POST") == 0)
@@ -700,6 +708,11 @@ gateway_start(Gateway *gw, GatewayCall *call)
 		}
 		key_header = psprintf("Idempotency-Key: %s", call->idempotency_key);
 	}
+	/* (coupon.trace_id's check let only letters, digits, '.', '_' and '-' in) */
+	if (call->trace_id && call->trace_id[0] != '\0' &&
+		strspn(call->trace_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+		strlen(call->trace_id))
+		trace_header = psprintf("X-Trace-Id: %s", call->trace_id);
 	url = psprintf("%s%s", gw->base_url, call->path);
 
 	/* room for this call's sockets, so the callback rarely has to grow */
@@ -716,11 +729,13 @@ gateway_start(Gateway *gw, GatewayCall *call)
 	ge->no_socket = false;
 	ge->errbuf[0] = '\0';
 	ge->call = call;
-	ge->headers = build_headers(post, key_header);
+	ge->headers = build_headers(post, key_header, trace_header);
 	add_call_or_release(gw, ge, call, post, url);
 	pfree(url);
 	if (key_header)
 		pfree(key_header);
+	if (trace_header)
+		pfree(trace_header);
 
 	call->done = false;
 	call->http_status = 0;

@@ -17,7 +17,7 @@ typedef struct Gateway Gateway;
 /*
  * One request and, once done, its answer; owned by the caller.
  *
- * gateway_start copies method, path, body and idempotency_key, so they may
+ * gateway_start copies method, path, body, idempotency_key and trace_id, so they may
  * be freed (or their memory context reset) as soon as it returns; only the
  * GatewayCall itself must stay valid (allocate it in a long-lived context)
  * until gateway_next_done hands it back.
@@ -35,6 +35,7 @@ typedef struct GatewayCall
 	char	   *path;			/* e.g. "/v1/payments/confirm" (already escaped) */
 	char	   *body;			/* JSON for POST, NULL for GET */
 	char	   *idempotency_key;	/* NULL: no Idempotency-Key header */
+	char	   *trace_id;		/* NULL: no X-Trace-Id header */
 	void	   *arg;			/* the caller's own pointer */
 
 	/* answer, filled in when the call is done */

@@ -44,7 +44,7 @@
 #define PAYMENT_COLUMNS "id, state, attempts, payment_key, amount - discount," \
 	" refund_amount, coalesce(refund_reason, 'customer request'), refunds," \
 	" approved_amount, refunded_amount, authorized_at IS NOT NULL," \
-	" (SELECT m.currency FROM coupon.merchant m WHERE m.id = merchant_id)"
+	" (SELECT m.currency FROM coupon.merchant m WHERE m.id = merchant_id), trace_id"
 
 /* due payments, oldest first, skipping those another runner holds */
 static SavedPlan claim_plan = {
@@ -146,6 +146,7 @@ typedef struct PaymentRow
 	int64		refunded_amount;
 	bool		confirm_sent;	/* authorized_at is set */
 	char	   *currency;		/* the merchant's: what the gateway charges in */
+	char	   *trace_id;		/* sent with each call (X-Trace-Id) */
 } PaymentRow;
 
 /* a gateway call of the saga, alive from claim to record */
@@ -192,6 +193,7 @@ read_payment(int i, PaymentRow *row)
 	row->refunded_amount = spi_int64(i, 10, NULL);
 	row->confirm_sent = spi_bool(i, 11);
 	row->currency = spi_text(i, 12);
+	row->trace_id = spi_text(i, 13);
 }
 
 /* the breaker: shared by every process when preloaded, else this backend's */
@@ -259,6 +261,7 @@ build_request(SagaCall *sc, const PaymentRow *row)
 
 	initStringInfo(&body);
 	call->idempotency_key = step_key(row, sc->step);
+	call->trace_id = row->trace_id;
 	switch (sc->step)
 	{
 		case STEP_CONFIRM:

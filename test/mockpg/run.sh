@@ -599,6 +599,13 @@ req GET /__mock/faults
 check "a refused update changes nothing (all or nothing)" has '"decline_rate":0.0'
 set_faults '[1,2]'
 expect "a non-object faults body is refused" 400 INVALID_REQUEST
+confirm pk_trace1 order_trace1 1000 -H 'X-Trace-Id: trace-abc.1'
+req GET /v1/payments/pk_trace1 '' -H 'X-Trace-Id: trace-abc.1'
+raw /__mock/traces/trace-abc.1
+check "GET /__mock/traces/{id} counts the /v1 requests that carried X-Trace-Id" \
+	has '"traceId":"trace-abc.1","requests":2'
+raw /__mock/traces/never-sent
+check "an id never sent counts 0" has '"requests":0'
 set_faults '{"list_fault":"not_json"}'
 check "list_fault is among the settings" has '"list_fault":"not_json"'
 req GET "/v1/transactions?startDate=$today&endDate=$today"

@@ -5,7 +5,8 @@
 # The saga must never take that as an approval: the payment does not
 # complete, its coupon stays held for it (never spent), every try is logged
 # with why, and after max_attempts it waits in needs_attention for a human.
-# Ordinary payments beside them complete, a USD merchant's charged in USD.
+# Ordinary payments beside them complete, a USD merchant's charged in USD,
+# and a payment's trace id reaches the gateway with its calls.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -52,5 +53,16 @@ check "an approval in another currency is never taken" \
 check_match "and each such answer is logged with why" \
 	"$(q "SELECT count(*) FROM coupon.payment_event WHERE payment_id = $CUR AND gateway_code = 'DONE'
 	       AND error = 'the gateway approved in USD, not KRW'")" '^[1-9][0-9]*$'
+
+# trace ids: the caller's goes with every call the saga makes for the payment
+T=$(q "SET coupon.trace_id = 'trace-hostile-1'; SELECT id FROM coupon.pay($M, 'tia', 'o-traced', 2500, NULL, 'ok_tia')" | tail -1)
+wait_state "$T" completed 60
+check "a payment made under coupon.trace_id keeps it, and so does each of its events" \
+	"$(q "SELECT p.trace_id || ' ' || bool_and(e.trace_id = p.trace_id)
+	        FROM coupon.payment p JOIN coupon.payment_event e ON e.payment_id = p.id
+	       WHERE p.id = $T GROUP BY p.trace_id")" "trace-hostile-1 true"
+check "the gateway got it with the confirm (X-Trace-Id)" \
+	"$(curl -sS -f "$MOCKPG_URL/__mock/traces/trace-hostile-1" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')" 1
 
 saga_finish
