@@ -609,3 +609,210 @@ GRANT EXECUTE ON FUNCTION coupon.pre_request(), coupon.raise_error(text, text, j
 -- statistics, and nothing else
 GRANT SELECT ON coupon.worker_status, coupon.stuck_payments, coupon.policy_stats TO coupon_monitor;
 GRANT EXECUTE ON FUNCTION coupon.worker_status_rows(), coupon.sees_merchant(bigint) TO coupon_monitor;
+
+/* ------------------------------------------------ the merchant's own reads
+ * and administration */
+
+CREATE FUNCTION coupon.revoke_coupon(coupon_id bigint, reason text DEFAULT NULL)
+RETURNS coupon.coupon
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	c coupon.coupon;
+	issuer bigint;
+BEGIN
+	IF coupon_id IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'coupon_id must not be null', '{"argument": "coupon_id"}');
+	END IF;
+	IF length(reason) NOT BETWEEN 1 AND 200 THEN
+		PERFORM coupon.raise_error('invalid_reason', 'reason must be 1 to 200 characters', '{"argument": "reason"}');
+	END IF;
+	SELECT p.merchant_id INTO issuer
+	  FROM coupon.coupon k JOIN coupon.policy p ON p.id = k.policy_id
+	 WHERE k.id = revoke_coupon.coupon_id;
+	IF NOT FOUND THEN
+		PERFORM coupon.raise_error('coupon_not_found', format('coupon %s does not exist', coupon_id),
+								   jsonb_build_object('coupon_id', coupon_id));
+	END IF;
+	PERFORM coupon.check_acting_merchant(issuer);
+	SELECT k.* INTO c FROM coupon.coupon k WHERE k.id = revoke_coupon.coupon_id FOR NO KEY UPDATE;
+	IF c.status = 'issued' THEN
+		UPDATE coupon.coupon k SET status = 'cancelled', updated_at = now()
+		 WHERE k.id = revoke_coupon.coupon_id RETURNING k.* INTO c;
+	ELSIF c.status = 'reserved' THEN
+		PERFORM coupon.raise_error('coupon_reserved', format('coupon %s is held for an order; release the hold first', coupon_id),
+								   jsonb_build_object('coupon_id', coupon_id));
+	ELSIF c.status = 'used' THEN
+		PERFORM coupon.raise_error('coupon_used', format('coupon %s was already used', coupon_id),
+								   jsonb_build_object('coupon_id', coupon_id));
+	ELSIF c.status <> 'cancelled' THEN
+		PERFORM coupon.raise_error('invalid_status_transition',
+								   format('coupon %s is %s and cannot be revoked', coupon_id, c.status),
+								   jsonb_build_object('coupon_id', coupon_id));
+	END IF;
+	c.code_hash := NULL;
+	RETURN c;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.revoke_coupon(bigint, text) IS
+'Revokes an issued coupon: it becomes cancelled and can no longer be held or spent (validate() answers coupon_cancelled); a cancelled one answers as it is. A held coupon is PT409 coupon_reserved (release its hold first), a used one PT409 coupon_used, an unclaimed or expired one PT409 invalid_status_transition. The issuing merchant, or the platform. reason (1 to 200 characters) is for the caller''s records and is not stored.';
+
+CREATE FUNCTION coupon.set_merchant_status(merchant_id bigint, status text)
+RETURNS TABLE (id bigint, name text, current_status text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF set_merchant_status.merchant_id IS NULL OR set_merchant_status.status IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'merchant_id and status must not be null');
+	END IF;
+	IF set_merchant_status.status NOT IN ('active', 'suspended') THEN
+		PERFORM coupon.raise_error('invalid_status', 'a merchant is active or suspended',
+								   '{"argument": "status"}');
+	END IF;
+	PERFORM coupon.check_acting_merchant(set_merchant_status.merchant_id);
+	RETURN QUERY
+	UPDATE coupon.merchant m SET status = set_merchant_status.status
+	 WHERE m.id = set_merchant_status.merchant_id
+	RETURNING m.id, m.name, m.status;
+	IF NOT FOUND THEN
+		PERFORM coupon.raise_error('merchant_not_found',
+								   format('merchant %s does not exist', set_merchant_status.merchant_id),
+								   jsonb_build_object('merchant_id', set_merchant_status.merchant_id));
+	END IF;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.set_merchant_status(bigint, text) IS
+'Suspends (''suspended'') or resumes (''active'') a merchant: a suspended merchant''s coupons cannot be held or spent and it cannot take payments; what is in flight finishes. The platform (coupon_admin, coupon_app).';
+
+CREATE FUNCTION coupon.find_payment(merchant_id bigint, order_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	y bigint;
+BEGIN
+	IF find_payment.merchant_id IS NULL OR find_payment.order_id IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'merchant_id and order_id must not be null');
+	END IF;
+	PERFORM coupon.check_acting_merchant(find_payment.merchant_id);
+	SELECT p.id INTO y FROM coupon.payment p
+	 WHERE p.merchant_id = find_payment.merchant_id AND p.order_id = find_payment.order_id;
+	IF NOT FOUND THEN
+		PERFORM coupon.raise_error('payment_not_found',
+								   format('merchant %s has no payment for order %s', find_payment.merchant_id,
+										  find_payment.order_id),
+								   jsonb_build_object('merchant_id', find_payment.merchant_id));
+	END IF;
+	RETURN coupon.payment_status(y)
+		|| jsonb_build_object('coupons', coalesce((
+			SELECT jsonb_agg(jsonb_build_object('coupon_id', r.coupon_id, 'policy_id', k.policy_id,
+												'discount', r.discount, 'hold', r.status,
+												'coupon_status', k.status) ORDER BY r.coupon_id)
+			  FROM coupon.reservation r JOIN coupon.coupon k ON k.id = r.coupon_id
+			 WHERE r.payment_id = y), '[]'));
+END
+$fn$;
+COMMENT ON FUNCTION coupon.find_payment(bigint, text) IS
+'The merchant''s payment for an order, as payment_status() shows it, with its coupons (id, policy, discount, hold and coupon status); PT404 payment_not_found when there is none. The merchant itself, or the platform.';
+
+CREATE FUNCTION coupon.policy_coupons(policy_id bigint, status text DEFAULT NULL)
+RETURNS TABLE (coupon_id bigint, user_id text, coupon_status text, balance bigint, issued_at timestamptz,
+			   expires_at timestamptz, used_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	issuer bigint;
+BEGIN
+	IF policy_coupons.policy_id IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'policy_id must not be null', '{"argument": "policy_id"}');
+	END IF;
+	SELECT p.merchant_id INTO issuer FROM coupon.policy p WHERE p.id = policy_coupons.policy_id;
+	IF NOT FOUND THEN
+		PERFORM coupon.raise_error('policy_not_found', format('policy %s does not exist', policy_coupons.policy_id),
+								   jsonb_build_object('policy_id', policy_coupons.policy_id));
+	END IF;
+	PERFORM coupon.check_acting_merchant(issuer);
+	RETURN QUERY
+	SELECT k.id, k.user_id::text, k.status::text, k.balance::bigint, k.issued_at, k.expires_at, k.used_at
+	  FROM coupon.coupon k
+	 WHERE k.policy_id = policy_coupons.policy_id
+	   AND (policy_coupons.status IS NULL OR k.status = policy_coupons.status)
+	 ORDER BY k.id;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.policy_coupons(bigint, text) IS
+'The coupons of one policy (optionally in one status), oldest first, without their code hashes. The issuing merchant, or the platform.';
+
+CREATE VIEW coupon.merchant_stats AS
+WITH issued AS (
+	SELECT p.merchant_id, (k.issued_at AT TIME ZONE current_setting('TimeZone'))::date AS day, count(*) AS n
+	  FROM coupon.coupon k JOIN coupon.policy p ON p.id = k.policy_id
+	 WHERE k.issued_at IS NOT NULL
+	 GROUP BY 1, 2),
+used AS (
+	-- discounts given at each merchant, by who funds them: the issuer its
+	-- share when spent at the issuer, the platform the rest
+	SELECT r.merchant_id, (r.updated_at AT TIME ZONE current_setting('TimeZone'))::date AS day,
+		   count(*) AS n,
+		   sum(coupon.round_half_up_bp(r.discount, CASE WHEN p.merchant_id = r.merchant_id
+														THEN p.merchant_share_bp ELSE 0 END)) AS by_merchant,
+		   sum(r.discount) AS discount
+	  FROM coupon.reservation r
+	  JOIN coupon.coupon k ON k.id = r.coupon_id
+	  JOIN coupon.policy p ON p.id = k.policy_id
+	 WHERE r.status = 'confirmed'
+	 GROUP BY 1, 2),
+paid AS (
+	SELECT y.merchant_id, (y.completed_at AT TIME ZONE current_setting('TimeZone'))::date AS day,
+		   count(*) AS n, sum(y.amount) AS gross
+	  FROM coupon.payment y WHERE y.completed_at IS NOT NULL
+	 GROUP BY 1, 2),
+refunded AS (
+	SELECT y.merchant_id, (f.refunded_at AT TIME ZONE current_setting('TimeZone'))::date AS day,
+		   count(*) AS n, sum(f.amount) AS amount
+	  FROM coupon.payment_refund f JOIN coupon.payment y ON y.id = f.payment_id
+	 GROUP BY 1, 2),
+keys AS (
+	SELECT merchant_id, day FROM issued UNION SELECT merchant_id, day FROM used
+	UNION SELECT merchant_id, day FROM paid UNION SELECT merchant_id, day FROM refunded)
+SELECT k.merchant_id, k.day,
+	   coalesce(i.n, 0) AS coupons_issued,
+	   coalesce(u.n, 0) AS coupons_used,
+	   coalesce(u.by_merchant, 0)::bigint AS discount_merchant,
+	   coalesce(u.discount - u.by_merchant, 0)::bigint AS discount_platform,
+	   coalesce(y.n, 0) AS payments,
+	   coalesce(y.gross, 0)::bigint AS payments_gross,
+	   coalesce(f.n, 0) AS refunds,
+	   coalesce(f.amount, 0)::bigint AS refunds_amount
+  FROM keys k
+  LEFT JOIN issued i USING (merchant_id, day)
+  LEFT JOIN used u USING (merchant_id, day)
+  LEFT JOIN paid y USING (merchant_id, day)
+  LEFT JOIN refunded f USING (merchant_id, day)
+ WHERE coupon.sees_merchant(k.merchant_id);
+COMMENT ON VIEW coupon.merchant_stats IS 'Per merchant and day (session time zone): coupons of its policies issued, coupons spent at it and the discounts given there by who funds them, payments completed and refunds. A session with a merchant_id claim sees only its merchant''s rows.';
+COMMENT ON COLUMN coupon.merchant_stats.merchant_id IS 'The merchant.';
+COMMENT ON COLUMN coupon.merchant_stats.day IS 'The day, in the session''s time zone.';
+COMMENT ON COLUMN coupon.merchant_stats.coupons_issued IS 'Coupons of the merchant''s policies issued (or claimed by code) that day.';
+COMMENT ON COLUMN coupon.merchant_stats.coupons_used IS 'Coupons spent at the merchant that day (confirmed holds).';
+COMMENT ON COLUMN coupon.merchant_stats.discount_merchant IS 'Discount of those coupons the merchant funds (its share of its own policies'' coupons).';
+COMMENT ON COLUMN coupon.merchant_stats.discount_platform IS 'Discount of those coupons the platform funds.';
+COMMENT ON COLUMN coupon.merchant_stats.payments IS 'Payments completed that day.';
+COMMENT ON COLUMN coupon.merchant_stats.payments_gross IS 'Their order amounts, before discounts.';
+COMMENT ON COLUMN coupon.merchant_stats.refunds IS 'Refunds recorded that day.';
+COMMENT ON COLUMN coupon.merchant_stats.refunds_amount IS 'Their amounts.';
+
+REVOKE ALL ON FUNCTION coupon.revoke_coupon(bigint, text), coupon.set_merchant_status(bigint, text),
+	coupon.find_payment(bigint, text), coupon.policy_coupons(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.revoke_coupon(bigint, text), coupon.find_payment(bigint, text),
+	coupon.policy_coupons(bigint, text) TO coupon_admin, coupon_app, coupon_merchant;
+GRANT EXECUTE ON FUNCTION coupon.set_merchant_status(bigint, text) TO coupon_admin, coupon_app;
+GRANT SELECT ON coupon.merchant_stats TO coupon_admin, coupon_app, coupon_merchant, coupon_monitor;
+GRANT EXECUTE ON FUNCTION coupon.round_half_up_bp(bigint, integer) TO coupon_merchant, coupon_monitor;
+-- a merchant reads its own statistics (the views filter by sees_merchant())
+GRANT SELECT ON coupon.policy_stats TO coupon_merchant;
+GRANT EXECUTE ON FUNCTION coupon.sees_merchant(bigint) TO coupon_merchant;

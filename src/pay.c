@@ -142,9 +142,9 @@ static SavedPlan state_event_plan = {
 };
 
 /*
- * The payment and its last $2 events; $3 (a customer asks) leaves out what
- * the gateway said and how it was asked: those are for the merchant and
- * the operators.
+ * The payment and its last $2 events; $3 (a web role asks: a customer or a
+ * merchant's session) leaves out what the gateway said and how it was
+ * asked, and last_error: those are for the operators and trusted backends.
  */
 static SavedPlan status_plan = {
 	.sql = "SELECT (to_jsonb(p) - CASE WHEN $3 THEN '{last_error}'::text[] ELSE '{}' END)"
@@ -551,7 +551,7 @@ coupon_payment_status(PG_FUNCTION_ARGS)
 		payment_not_found(payment_id);
 	tenant_check_for(spi_int64(0, 1, NULL), spi_text(0, 2));
 	args[1] = Int32GetDatum(events);
-	args[2] = BoolGetDatum(caller_kind() == CALLER_CUSTOMER);
+	args[2] = BoolGetDatum(caller_kind() != CALLER_TRUSTED);	/* a web role */
 	spi_run(&status_plan, args, NULL, true, 1);
 	result = SPI_datumTransfer(spi_datum(0, 1, &isnull), false, -1);
 	SPI_finish();

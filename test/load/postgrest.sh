@@ -145,6 +145,53 @@ check "an argument wins over the header" \
 check "an empty header is PT400" \
 	"$(rest coupon_merchant "$JWT" '{"idempotency-key": ""}' "SELECT coupon.issue($P, 'rest-u4')")" "ERROR: PT400"
 
+diag "--- the merchant's own reads and administration"
+JWT2="{\"role\": \"coupon_merchant\", \"merchant_id\": $M2}"
+C1=$(query "$DB" "SELECT id FROM coupon.issue($P, 'adm-u1')")
+check "a merchant revokes its own coupon: cancelled" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT status FROM coupon.revoke_coupon($C1, 'sent by mistake')" | head -1)" "cancelled"
+check "validate() then answers coupon_cancelled" \
+	"$(query "$DB" "SELECT reason FROM coupon.validate($C1, 'adm-u1', $M, 5000)")" "coupon_cancelled"
+check "revoking it again answers the same" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT status FROM coupon.revoke_coupon($C1)" | head -1)" "cancelled"
+C2=$(query "$DB" "SELECT id FROM coupon.issue($P, 'adm-u2')")
+query "$DB" "SELECT coupon.confirm((coupon.reserve($C2, 'adm-u2', $M, 'adm-o2', 5000)).id)" >/dev/null
+check "a used coupon cannot be revoked (PT409)" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT status FROM coupon.revoke_coupon($C2)")" "ERROR: PT409"
+C3=$(query "$DB" "SELECT id FROM coupon.issue($P, 'adm-u3')")
+check "another merchant cannot revoke it (PT403)" \
+	"$(rest coupon_merchant "$JWT2" '{}' "SELECT status FROM coupon.revoke_coupon($C3)")" "ERROR: PT403"
+check "a merchant reads its policy's coupons" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT count(*) FROM coupon.policy_coupons($P)" | head -1)" \
+	"$(query "$DB" "SELECT count(*) FROM coupon.coupon WHERE policy_id = $P")"
+check "but not another merchant's (PT403)" \
+	"$(rest coupon_merchant "$JWT2" '{}' "SELECT count(*) FROM coupon.policy_coupons($P)")" "ERROR: PT403"
+check "find_payment: the payment of an order, with its coupons" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT (p ->> 'order_id') || ' ' || jsonb_array_length(p -> 'coupons')
+	                                       FROM coupon.find_payment($M, 'rest-o1') p" | head -1)" "rest-o1 0"
+check "an order without a payment is PT404, another merchant's order PT403" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT coupon.find_payment($M, 'no-such-order')") $(rest coupon_merchant "$JWT2" '{}' "SELECT coupon.find_payment($M, 'rest-o1')")" \
+	"ERROR: PT404 ERROR: PT403"
+check "a merchant's session sees no gateway internals or last_error in payment_status" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT (s ? 'last_error') OR EXISTS (SELECT 1 FROM jsonb_array_elements(s -> 'events') e
+	                                              WHERE e ?| array['error', 'gateway_code', 'http_status', 'idempotency_key'])
+	                                       FROM coupon.payment_status($Y) s" | head -1)" "f"
+check "merchant_stats and policy_stats show a merchant only its own rows" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT (SELECT string_agg(DISTINCT merchant_id::text, ',') FROM coupon.merchant_stats) || ' ' ||
+	                                              (SELECT string_agg(DISTINCT merchant_id::text, ',') FROM coupon.policy_stats)" | head -1)" \
+	"$M $M"
+check "merchant_stats counts the coupon used today and who funds its discount" \
+	"$(query "$DB" "SELECT coupons_used || ' ' || discount_merchant || ' ' || discount_platform FROM coupon.merchant_stats
+	                 WHERE merchant_id = $M AND day = current_date")" "1 500 0"
+check "a merchant cannot suspend merchants" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT * FROM coupon.set_merchant_status($M2, 'suspended')")" "ERROR: 42501"
+check "the platform suspends one: it can take no payment" \
+	"$(query "$DB" "SELECT current_status FROM coupon.set_merchant_status($M2, 'suspended')") $(rest coupon_merchant "$JWT2" '{}' "SELECT coupon.pay($M2, 'adm-u4', 'adm-o4', 5000)")" \
+	"suspended ERROR: PT422"
+check "and resumes it" \
+	"$(query "$DB" "SELECT current_status FROM coupon.set_merchant_status($M2, 'active')") $(rest coupon_merchant "$JWT2" '{}' "SELECT state FROM coupon.pay($M2, 'adm-u4', 'adm-o4', 5000)" | head -1)" \
+	"active pending"
+
 diag "--- roles"
 check "the anonymous role reaches no API function" \
 	"$(rest coupon_anonymous '' '{}' "SELECT coupon.issue($P, 'rest-u5')")" "ERROR: 42501"
