@@ -559,6 +559,44 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION coupon.authenticate_client(text, text) IS
 'Internal: the merchant whose client credentials these are (secrets compared in constant time), or PT401 invalid_credentials; failures per client id are throttled (PT429 too_many_credential_attempts). For pre_request().';
 
+-- requests per minute per client of a merchant (pre_request(), ratelimit.c)
+ALTER TABLE coupon.merchant ADD COLUMN rate_limit_per_minute integer
+	CHECK (rate_limit_per_minute BETWEEN 1 AND 10000000);
+COMMENT ON COLUMN coupon.merchant.rate_limit_per_minute IS 'Requests per minute each client of the merchant may make through PostgREST (a burst of as many, then this rate); NULL: no limit.';
+
+CREATE FUNCTION coupon.take_request_token(merchant_id bigint, client text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'coupon_take_request_token'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION coupon.take_request_token(bigint, text) IS
+'Internal: milliseconds the merchant''s client must wait before this request (0: go on; the request is counted), under rate_limit_per_minute, in a token bucket in shared memory. For pre_request().';
+
+CREATE FUNCTION coupon.set_rate_limit(merchant_id bigint, per_minute integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF set_rate_limit.merchant_id IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'merchant_id must not be null', '{"argument": "merchant_id"}');
+	END IF;
+	IF per_minute NOT BETWEEN 1 AND 10000000 THEN
+		PERFORM coupon.raise_error('invalid_limit', 'per_minute must be between 1 and 10^7, or NULL for no limit',
+								   '{"argument": "per_minute"}');
+	END IF;
+	PERFORM coupon.check_acting_merchant(set_rate_limit.merchant_id);
+	UPDATE coupon.merchant m SET rate_limit_per_minute = per_minute WHERE m.id = set_rate_limit.merchant_id;
+	IF NOT FOUND THEN
+		PERFORM coupon.raise_error('merchant_not_found', format('merchant %s does not exist', set_rate_limit.merchant_id),
+								   jsonb_build_object('merchant_id', set_rate_limit.merchant_id));
+	END IF;
+	RETURN per_minute;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.set_rate_limit(bigint, integer) IS
+'Sets how many requests per minute each client of the merchant may make through PostgREST (NULL: no limit). The platform (coupon_admin, coupon_app).';
+
 CREATE FUNCTION coupon.pre_request()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -569,6 +607,9 @@ DECLARE
 	claims jsonb := coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb, '{}');
 	trace text;
 	merchant bigint;
+	client text;
+	wait_ms bigint;
+	r record;
 BEGIN
 	-- the trace id: X-Trace-Id, else traceparent's trace-id, else a new one
 	trace := CASE WHEN headers ->> 'x-trace-id' ~ '^[A-Za-z0-9._-]{1,64}$' THEN headers ->> 'x-trace-id'
@@ -580,28 +621,52 @@ BEGIN
 	PERFORM set_config('coupon.trace_id', trace, true);
 	PERFORM set_config('response.headers', jsonb_build_array(jsonb_build_object('X-Trace-Id', trace))::text, true);
 
-	-- a merchant's server with client credentials instead of a JWT
 	IF headers ? 'x-client-id' OR headers ? 'x-client-secret' THEN
+		-- a merchant's server with client credentials instead of a JWT
 		IF claims ? 'role' OR claims ? 'merchant_id' OR claims ? 'sub' THEN
 			PERFORM coupon.raise_error('invalid_credentials',
 									   'send either a JWT or client credentials, not both');
 		END IF;
 		merchant := coupon.authenticate_client(headers ->> 'x-client-id', headers ->> 'x-client-secret');
+		client := 'client:' || (headers ->> 'x-client-id');
 		PERFORM set_config('role', 'coupon_merchant', true);
 		PERFORM set_config('request.jwt.claims',
 						   jsonb_build_object('role', 'coupon_merchant', 'merchant_id', merchant,
 											  'client_id', headers ->> 'x-client-id')::text, true);
+	ELSIF claims ->> 'merchant_id' ~ '^[0-9]{1,18}$' THEN
+		-- a merchant's web sessions share one bucket
+		merchant := (claims ->> 'merchant_id')::bigint;
+		client := 'session';
+	END IF;
+
+	-- the merchant's requests per minute, per client: HTTP 429 with Retry-After
+	-- (through PostgREST's own error form, which alone can set a header)
+	wait_ms := coalesce(coupon.take_request_token(merchant, client), 0);
+	IF wait_ms > 0 THEN
+		SELECT * INTO r FROM coupon.reasons() x WHERE x.reason = 'rate_limited';
+		RAISE SQLSTATE 'PGRST'
+			USING MESSAGE = jsonb_build_object('code', r.sqlstate,
+											   'message', 'too many requests from this client',
+											   'details', jsonb_build_object('reason', r.reason)::text,
+											   'hint', r.hint)::text,
+				  DETAIL = jsonb_build_object('status', r.http_status,
+											  'headers', jsonb_build_object('Retry-After', ceil(wait_ms / 1000.0)::text,
+																		   'X-Trace-Id', trace))::text;
 	END IF;
 END
 $fn$;
 COMMENT ON FUNCTION coupon.pre_request() IS
-'PostgREST''s db-pre-request: sets coupon.trace_id (from X-Trace-Id, traceparent, or new) and returns it as the X-Trace-Id response header; with X-Client-Id and X-Client-Secret headers (and no JWT), authenticates the merchant''s server and acts as coupon_merchant for that merchant (PT401 invalid_credentials otherwise).';
+'PostgREST''s db-pre-request: sets coupon.trace_id (from X-Trace-Id, traceparent, or new) and returns it as the X-Trace-Id response header; with X-Client-Id and X-Client-Secret headers (and no JWT), authenticates the merchant''s server and acts as coupon_merchant for that merchant (PT401 invalid_credentials otherwise); then counts the request against the merchant''s rate_limit_per_minute for that client (its web sessions share one count), answering HTTP 429 rate_limited with Retry-After when it is spent.';
 
 REVOKE ALL ON FUNCTION coupon.merchant_credentials(bigint, interval), coupon.revoke_merchant_credentials(bigint),
 	coupon.authenticate_client(text, text), coupon.pre_request() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION coupon.merchant_credentials(bigint, interval), coupon.revoke_merchant_credentials(bigint)
 	TO coupon_admin, coupon_app, coupon_merchant;
 GRANT EXECUTE ON FUNCTION coupon.authenticate_client(text, text) TO coupon_admin, coupon_anonymous;
+REVOKE ALL ON FUNCTION coupon.take_request_token(bigint, text), coupon.set_rate_limit(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.take_request_token(bigint, text)
+	TO coupon_admin, coupon_app, coupon_merchant, coupon_customer, coupon_anonymous;
+GRANT EXECUTE ON FUNCTION coupon.set_rate_limit(bigint, integer) TO coupon_admin, coupon_app;
 GRANT EXECUTE ON FUNCTION coupon.pre_request(), coupon.raise_error(text, text, jsonb)
 	TO coupon_admin, coupon_app, coupon_merchant, coupon_customer, coupon_anonymous;
 

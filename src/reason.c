@@ -89,6 +89,7 @@ static const ReasonInfo reason_table[REASON_COUNT] = {
 	[REASON_QUANTITY_EXCEEDED] = {"quantity_exceeded", 422, "The policy's total_quantity caps how many codes exist."},
 	[REASON_TOO_MANY_CODE_ATTEMPTS] = {"too_many_code_attempts", 429, "Wait a few minutes before trying another code."},
 	[REASON_TOO_MANY_CREDENTIAL_ATTEMPTS] = {"too_many_credential_attempts", 429, "Wait a few minutes before trying this client id again."},
+	[REASON_RATE_LIMITED] = {"rate_limited", 429, "Send fewer requests: wait the seconds Retry-After says."},
 };
 
 /* the snake_case name callers switch on */

@@ -88,6 +88,7 @@ typedef enum CouponReason
 	/* PT429: throttled */
 	REASON_TOO_MANY_CODE_ATTEMPTS,
 	REASON_TOO_MANY_CREDENTIAL_ATTEMPTS,
+	REASON_RATE_LIMITED,
 	REASON_COUNT					/* must be last */
 } CouponReason;
 

@@ -15,6 +15,7 @@
 #include "payment.h"
 
 #define THROTTLE_SLOTS		8192
+#define RATE_SLOTS			8192
 #define THROTTLE_PROBE		8
 
 /* failed code attempts of one user (by hash) in the current window */
@@ -51,10 +52,19 @@ typedef struct SagaWorkerSlot
 	uint64		errors;
 } SagaWorkerSlot;
 
+/* a client's token bucket (ratelimit.c) */
+typedef struct RateSlot
+{
+	uint64		key;			/* hash of merchant and client; 0 = free */
+	double		tokens;			/* requests it may make now */
+	TimestampTz at;				/* when tokens was last brought up to date */
+} RateSlot;
+
 typedef struct CouponShared
 {
-	LWLock	   *throttle_lock;
+	LWLock	   *throttle_lock;	/* also guards rate */
 	ThrottleSlot throttle[THROTTLE_SLOTS];
+	RateSlot	rate[RATE_SLOTS];
 
 	/* the saga: worker slots and the gateway's circuit breaker */
 	slock_t		saga_mutex;

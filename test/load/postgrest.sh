@@ -192,6 +192,33 @@ check "and resumes it" \
 	"$(query "$DB" "SELECT current_status FROM coupon.set_merchant_status($M2, 'active')") $(rest coupon_merchant "$JWT2" '{}' "SELECT state FROM coupon.pay($M2, 'adm-u4', 'adm-o4', 5000)" | head -1)" \
 	"active pending"
 
+diag "--- requests per minute"
+M3=$(query "$DB" "SELECT id FROM coupon.create_merchant('limited shop')")
+JWT3="{\"role\": \"coupon_merchant\", \"merchant_id\": $M3}"
+query "$DB" "SELECT coupon.set_rate_limit($M3, 2)" >/dev/null
+IFS='|' read -r CID6 SECRET6 _ <<<"$(query "$DB" "SELECT * FROM coupon.merchant_credentials($M3)")"
+H6="{\"x-client-id\": \"$CID6\", \"x-client-secret\": \"$SECRET6\"}"
+# (2 a minute: a burst of 2, then one every 30 s; the test takes far less)
+check "a client of a merchant limited to 2 a minute makes 2 requests at once" \
+	"$(rest coupon_anonymous '' "$H6" "SELECT 'in'" | head -1) $(rest coupon_anonymous '' "$H6" "SELECT 'in'" | head -1)" "in in"
+RAISED=$(as_pg psql -X -q -At -U "$AUTH" -d "$DB" -v ON_ERROR_STOP=1 -v headers="$H6" 2>&1 <<'SQL' || true
+\set VERBOSITY verbose
+BEGIN;
+SELECT FROM set_config('role', 'coupon_anonymous', true) a, set_config('request.headers', :'headers', true) b;
+SELECT coupon.pre_request();
+SQL
+)
+check_match "the third is refused the way PostgREST turns into HTTP 429 rate_limited with Retry-After" \
+	"$(echo $RAISED)" 'PGRST: \{"code": "PT429".*rate_limited.*DETAIL: \{"status": 429, "headers": \{"X-Trace-Id": "[0-9a-f]{32}", "Retry-After": "([1-2][0-9]|30)"\}\}'
+check "another client of the same merchant (its web sessions) has a bucket of its own" \
+	"$(rest coupon_merchant "$JWT3" '{}' "SELECT 'in'" | head -1)" "in"
+check "a merchant without a limit is not counted" \
+	"$(for i in 1 2 3 4; do rest coupon_merchant "$JWT" '{}' "SELECT 'in'" | head -1; done | sort -u)" "in"
+check "nobody draws on another merchant's buckets" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT coupon.take_request_token($M3, 'client:$CID6')")" "ERROR: PT403"
+check "only the platform sets limits" \
+	"$(rest coupon_merchant "$JWT3" '{}' "SELECT coupon.set_rate_limit($M3, NULL)")" "ERROR: 42501"
+
 diag "--- roles"
 check "the anonymous role reaches no API function" \
 	"$(rest coupon_anonymous '' '{}' "SELECT coupon.issue($P, 'rest-u5')")" "ERROR: 42501"
