@@ -881,3 +881,79 @@ GRANT EXECUTE ON FUNCTION coupon.round_half_up_bp(bigint, integer) TO coupon_mer
 -- a merchant reads its own statistics (the views filter by sees_merchant())
 GRANT SELECT ON coupon.policy_stats TO coupon_merchant;
 GRANT EXECUTE ON FUNCTION coupon.sees_merchant(bigint) TO coupon_merchant;
+
+CREATE FUNCTION coupon.update_policy(policy_id bigint, name text DEFAULT NULL,
+									 issue_ends_at timestamptz DEFAULT NULL,
+									 total_quantity bigint DEFAULT NULL, budget bigint DEFAULT NULL,
+									 status text DEFAULT NULL)
+RETURNS coupon.policy
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	p coupon.policy;
+	added bigint;
+	shards bigint;
+BEGIN
+	IF update_policy.policy_id IS NULL THEN
+		PERFORM coupon.raise_error('missing_argument', 'policy_id must not be null', '{"argument": "policy_id"}');
+	END IF;
+	-- the policy first, as everywhere (lock order: policy, then its stock)
+	SELECT * INTO p FROM coupon.policy x WHERE x.id = update_policy.policy_id FOR NO KEY UPDATE;
+	IF NOT FOUND THEN
+		PERFORM coupon.raise_error('policy_not_found', format('policy %s does not exist', update_policy.policy_id),
+								   jsonb_build_object('policy_id', update_policy.policy_id));
+	END IF;
+	PERFORM coupon.check_acting_merchant(p.merchant_id);
+
+	-- every change is checked before the first is made
+	IF length(update_policy.name) NOT BETWEEN 1 AND 200 THEN
+		PERFORM coupon.raise_error('invalid_name', 'name must be 1 to 200 characters', '{"argument": "name"}');
+	END IF;
+	IF update_policy.issue_ends_at <= p.issue_starts_at OR update_policy.issue_ends_at > p.valid_until THEN
+		PERFORM coupon.raise_error('invalid_window',
+								   'issue_ends_at must be after issue_starts_at and not after valid_until',
+								   '{"argument": "issue_ends_at"}');
+	END IF;
+	IF update_policy.total_quantity IS NOT NULL AND (p.total_quantity IS NULL
+			OR update_policy.total_quantity < p.total_quantity OR update_policy.total_quantity > 1000000000) THEN
+		PERFORM coupon.raise_error('invalid_quantity',
+								   'total_quantity may only grow, up to 10^9, on a policy that has one',
+								   '{"argument": "total_quantity"}');
+	END IF;
+	IF update_policy.budget IS NOT NULL AND (p.budget IS NULL
+			OR update_policy.budget < p.budget_used OR update_policy.budget > 1000000000000000) THEN
+		PERFORM coupon.raise_error('invalid_amount',
+								   'budget may change, on a policy that has one, to no less than what it has given and at most 10^15',
+								   '{"argument": "budget"}');
+	END IF;
+	IF update_policy.status IS NOT NULL THEN
+		-- its own rules (and errors) decide the status
+		PERFORM coupon.set_policy_status(update_policy.policy_id, update_policy.status);
+	END IF;
+
+	-- more stock: the units added are spread over the shards as at creation
+	added := update_policy.total_quantity - p.total_quantity;
+	IF added > 0 THEN
+		SELECT count(*) INTO shards FROM coupon.policy_stock s WHERE s.policy_id = update_policy.policy_id;
+		IF shards > 0 THEN
+			UPDATE coupon.policy_stock s
+			   SET remaining = s.remaining + added / shards + (s.shard < added % shards)::int
+			 WHERE s.policy_id = update_policy.policy_id;
+		END IF;
+	END IF;
+	UPDATE coupon.policy x
+	   SET name = coalesce(update_policy.name, x.name),
+		   issue_ends_at = coalesce(update_policy.issue_ends_at, x.issue_ends_at),
+		   total_quantity = coalesce(update_policy.total_quantity, x.total_quantity),
+		   budget = coalesce(update_policy.budget, x.budget)
+	 WHERE x.id = update_policy.policy_id
+	RETURNING * INTO p;
+	RETURN p;
+END
+$fn$;
+COMMENT ON FUNCTION coupon.update_policy(bigint, text, timestamptz, bigint, bigint, text) IS
+'Changes what can safely change in a policy; a NULL argument leaves its field as it is. name (1 to 200 characters); issue_ends_at (after issue_starts_at, not after valid_until); total_quantity, which may only grow (the new units join the stock at once); budget, on a policy that has one, to no less than budget_used; status, by set_policy_status()''s rules. Every change is checked before any is made. The issuing merchant, or the platform.';
+REVOKE ALL ON FUNCTION coupon.update_policy(bigint, text, timestamptz, bigint, bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.update_policy(bigint, text, timestamptz, bigint, bigint, text)
+	TO coupon_admin, coupon_app, coupon_merchant;

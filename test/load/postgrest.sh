@@ -183,6 +183,20 @@ check "merchant_stats and policy_stats show a merchant only its own rows" \
 check "merchant_stats counts the coupon used today and who funds its discount" \
 	"$(query "$DB" "SELECT coupons_used || ' ' || discount_merchant || ' ' || discount_platform FROM coupon.merchant_stats
 	                 WHERE merchant_id = $M AND day = current_date")" "1 500 0"
+F=$(query "$DB" "SELECT id FROM coupon.create_policy($M, 'two left', 'fixed', 100, issue_method => 'fcfs',
+                                                     total_quantity => 2, per_user_limit => NULL)")
+query "$DB" "SELECT coupon.issue($F, 'fc-' || g) FROM generate_series(1, 2) g" >/dev/null
+check "update_policy: a merchant renames its sold-out fcfs policy and gives it 3 more units" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT name || ' ' || total_quantity FROM coupon.update_policy($F, name => 'five in all', total_quantity => 5)" | head -1)" \
+	"five in all 5"
+check "the 3 new units are issued, then it is sold out again" \
+	"$(query "$DB" "SELECT count(*) FROM (SELECT coupon.issue($F, 'fc-more-' || g) FROM generate_series(1, 3) g) z") $(rest coupon_merchant "$JWT" '{}' "SELECT coupon.issue($F, 'fc-late')")" \
+	"3 ERROR: PT409"
+check "a quantity may not shrink, and a bad change changes nothing (PT400)" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT coupon.update_policy($F, name => 'renamed', total_quantity => 4)") $(query "$DB" "SELECT name FROM coupon.policy WHERE id = $F")" \
+	"ERROR: PT400 five in all"
+check "another merchant cannot change it (PT403)" \
+	"$(rest coupon_merchant "$JWT2" '{}' "SELECT coupon.update_policy($F, name => 'mine')")" "ERROR: PT403"
 check "a merchant cannot suspend merchants" \
 	"$(rest coupon_merchant "$JWT" '{}' "SELECT * FROM coupon.set_merchant_status($M2, 'suspended')")" "ERROR: 42501"
 check "the platform suspends one: it can take no payment" \
