@@ -290,7 +290,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 			result = spi_result_row(fcinfo);
 			call_end(CALL_VOLATILE);
 			hiding_statement = false;
-			PG_RETURN_DATUM(result);
+			PG_RETURN_DATUM(tenant_coupon_shown(result));
 		}
 	}
 
@@ -302,7 +302,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 		result = spi_result_row(fcinfo);
 		call_end(CALL_VOLATILE);
 		hiding_statement = false;
-		PG_RETURN_DATUM(result);
+		PG_RETURN_DATUM(tenant_coupon_shown(result));
 	}
 
 	policy_check_issuable(&policy);
@@ -316,5 +316,5 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 		idem_finish(&idem, result);
 	call_end(CALL_VOLATILE);
 	hiding_statement = false;
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(tenant_coupon_shown(result));
 }

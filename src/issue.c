@@ -220,7 +220,7 @@ coupon_issue(PG_FUNCTION_ARGS)
 			spi_run(&replay_plan, &replay, NULL, true, 1);
 			result = spi_result_row(fcinfo);
 			call_end(CALL_VOLATILE);
-			PG_RETURN_DATUM(result);
+			PG_RETURN_DATUM(tenant_coupon_shown(result));
 		}
 	}
 
@@ -238,5 +238,5 @@ coupon_issue(PG_FUNCTION_ARGS)
 		idem_finish(&idem, result);
 	result = SPI_datumTransfer(result, false, -1);
 	call_end(CALL_VOLATILE);
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(tenant_coupon_shown(result));
 }

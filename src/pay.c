@@ -347,7 +347,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 			spi_run(&replay_plan, &replay, NULL, true, 1);
 			result = spi_result_row(fcinfo);
 			call_end(CALL_VOLATILE);
-			PG_RETURN_DATUM(result);
+			PG_RETURN_DATUM(tenant_payment_shown(result));
 		}
 	}
 
@@ -396,7 +396,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 	call_end(CALL_VOLATILE);
 
 	saga_wake_at_commit();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(tenant_payment_shown(result));
 }
 
 /* lock a payment for a state change and check the caller may touch it */
@@ -456,7 +456,7 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 			spi_run(&replay_plan, &replay, NULL, true, 1);
 			result = spi_result_row(fcinfo);
 			call_end(CALL_VOLATILE);
-			PG_RETURN_DATUM(result);
+			PG_RETURN_DATUM(tenant_payment_shown(result));
 		}
 		lock_payment(payment_id);	/* idem_begin ran its own statements */
 	}
@@ -530,7 +530,7 @@ coupon_cancel_payment(PG_FUNCTION_ARGS)
 	}
 	call_end(CALL_VOLATILE);
 	saga_wake_at_commit();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(tenant_payment_shown(result));
 }
 
 /* coupon.payment_status(payment_id, events) */
@@ -583,7 +583,7 @@ coupon_retry_payment(PG_FUNCTION_ARGS)
 		spi_run(&get_plan, args, NULL, true, 1);
 		result = spi_result_row(fcinfo);
 		call_end(CALL_VOLATILE);
-		PG_RETURN_DATUM(result);
+		PG_RETURN_DATUM(tenant_payment_shown(result));
 	}
 	args[0] = Int64GetDatum(payment_id);
 	spi_run(&retry_plan, args, NULL, false, 1);
@@ -595,7 +595,7 @@ coupon_retry_payment(PG_FUNCTION_ARGS)
 	spi_run(&state_event_plan, args, NULL, false, 0);
 	call_end(CALL_VOLATILE);
 	saga_wake_at_commit();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(tenant_payment_shown(result));
 }
 
 /*

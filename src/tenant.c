@@ -14,7 +14,11 @@
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "access/htup_details.h"
+#include "executor/spi.h"
+#include "funcapi.h"
 #include "utils/array.h"
+#include "utils/typcache.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -266,4 +270,60 @@ tenant_actor(void)
 	if (caller_kind() == CALLER_CUSTOMER && (sub = claim_text(claim("sub"))) != NULL)
 		return psprintf("user:%s", sub);
 	return "";
+}
+
+/*
+ * A row returned to the caller, with the columns `names` (internal ones:
+ * a code's HMAC, the gateway's error text) set NULL when the caller is a
+ * web role (a customer or a merchant's session); as it is otherwise.
+ */
+static Datum
+hide_internal(Datum row, int n, const char *const *names)
+{
+	HeapTupleHeader th;
+	TupleDesc	desc;
+	HeapTupleData tuple;
+	Datum	   *values;
+	bool	   *nulls;
+	HeapTuple	shown;
+
+	if (caller_kind() == CALLER_TRUSTED)
+		return row;
+	th = DatumGetHeapTupleHeader(row);
+	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(th), HeapTupleHeaderGetTypMod(th));
+	tuple.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = th;
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(&tuple, desc, values, nulls);
+	for (int i = 0; i < n; i++)
+	{
+		int			attnum = SPI_fnumber(desc, names[i]);
+
+		if (attnum > 0)
+			nulls[attnum - 1] = true;
+	}
+	shown = heap_form_tuple(desc, values, nulls);
+	ReleaseTupleDesc(desc);
+	return HeapTupleGetDatum(shown);
+}
+
+/* a coupon as returned: a web role does not see the code's HMAC */
+Datum
+tenant_coupon_shown(Datum row)
+{
+	static const char *const internal[] = {"code_hash"};
+
+	return hide_internal(row, lengthof(internal), internal);
+}
+
+/* a payment as returned: a web role does not see the gateway's error text */
+Datum
+tenant_payment_shown(Datum row)
+{
+	static const char *const internal[] = {"last_error"};
+
+	return hide_internal(row, lengthof(internal), internal);
 }

@@ -35,4 +35,8 @@ extern bool tenant_is_platform(void);
 /* who acts within a merchant, for idempotency keys (see tenant.c) */
 extern char *tenant_actor(void);
 
+/* a returned coupon or payment without its internal columns, for a web role */
+extern Datum tenant_coupon_shown(Datum row);
+extern Datum tenant_payment_shown(Datum row);
+
 #endif							/* COUPON_TENANT_H */

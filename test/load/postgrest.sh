@@ -197,6 +197,18 @@ check "a quantity may not shrink, and a bad change changes nothing (PT400)" \
 	"ERROR: PT400 five in all"
 check "another merchant cannot change it (PT403)" \
 	"$(rest coupon_merchant "$JWT2" '{}' "SELECT coupon.update_policy($F, name => 'mine')")" "ERROR: PT403"
+PC=$(query "$DB" "SELECT id FROM coupon.create_policy($M, 'by code', 'fixed', 100, issue_method => 'code', per_user_limit => NULL)")
+CODE=$(query "$DB" "SELECT coupon.generate_codes($PC, 1)")
+check "a customer who redeems a code gets its coupon without the code's HMAC" \
+	"$(rest coupon_customer '{"role": "coupon_customer", "sub": "adm-u9"}' '{}' "SELECT status || ' ' || (code_hash IS NULL) FROM coupon.redeem_code('$CODE', 'adm-u9')" | head -1)" \
+	"issued true"
+check "the platform sees it" \
+	"$(query "$DB" "SELECT code_hash IS NOT NULL FROM coupon.coupon WHERE user_id = 'adm-u9'")" "t"
+YE=$(query "$DB" "SELECT id FROM coupon.pay($M, 'adm-u10', 'adm-o10', 5000)")
+query "$DB" "UPDATE coupon.payment SET last_error = 'PROVIDER_ERROR: upstream said something' WHERE id = $YE" >/dev/null
+check "a merchant's session gets payments back without the gateway's error text" \
+	"$(rest coupon_merchant "$JWT" '{}' "SELECT last_error IS NULL FROM coupon.cancel_payment($YE, 'no')" | head -1) $(query "$DB" "SELECT last_error IS NOT NULL FROM coupon.payment WHERE id = $YE")" \
+	"t t"
 check "a merchant cannot suspend merchants" \
 	"$(rest coupon_merchant "$JWT" '{}' "SELECT * FROM coupon.set_merchant_status($M2, 'suspended')")" "ERROR: 42501"
 check "the platform suspends one: it can take no payment" \
