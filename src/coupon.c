@@ -5,6 +5,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 
@@ -219,6 +220,30 @@ coupon_guc_init(void)
 							NULL, NULL, NULL);
 	coupon_saga_guc_init();
 	MarkGUCPrefixReserved("coupon");
+}
+
+/*
+ * `prefix` followed by `nbytes` (at most 64) bytes from the strong random
+ * source in hex: generated payment keys, trace ids, client credentials.
+ */
+char *
+coupon_random_hex(const char *prefix, int nbytes)
+{
+	uint8		bits[64];
+	StringInfoData s;
+
+	if (nbytes > (int) sizeof(bits))
+		elog(ERROR, "coupon_random_hex: at most %d bytes", (int) sizeof(bits));
+	if (!pg_strong_random(bits, nbytes))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes")));
+	initStringInfo(&s);
+	appendStringInfoString(&s, prefix);
+	for (int i = 0; i < nbytes; i++)
+		appendStringInfo(&s, "%02x", bits[i]);
+	explicit_bzero(bits, sizeof(bits));
+	return s.data;
 }
 
 /* module entry point: each part's init, nothing else */

@@ -45,6 +45,9 @@ extern int	coupon_circuit_failures;
 extern int	coupon_circuit_cooldown_ms;
 extern int	coupon_reconcile_page_size;
 
+/* prefix and nbytes strong random bytes in hex (coupon.c) */
+extern char *coupon_random_hex(const char *prefix, int nbytes);
+
 /* per-part initialisation, called from _PG_init */
 extern void coupon_shmem_init(void);
 extern void coupon_code_init(void);

@@ -71,26 +71,6 @@ static SavedPlan client_plan = {
 	.argtypes = {TEXTOID}
 };
 
-/* `prefix` followed by `nbytes` random bytes in hex */
-static char *
-random_token(const char *prefix, int nbytes)
-{
-	uint8		bits[SECRET_BYTES];
-	StringInfoData s;
-
-	Assert(nbytes <= SECRET_BYTES);
-	if (!pg_strong_random(bits, nbytes))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random credentials")));
-	initStringInfo(&s);
-	appendStringInfoString(&s, prefix);
-	for (int i = 0; i < nbytes; i++)
-		appendStringInfo(&s, "%02x", bits[i]);
-	explicit_bzero(bits, sizeof(bits));
-	return s.data;
-}
-
 /* the SHA-256 of a secret, in hex (64 characters) */
 static char *
 secret_hash(const char *secret)
@@ -159,8 +139,8 @@ coupon_merchant_credentials(PG_FUNCTION_ARGS)
 					 "merchant %lld does not exist", (long long) merchant_id);
 	client_id = spi_text(0, 1);
 	if (client_id == NULL)
-		client_id = random_token("ci_", CLIENT_ID_BYTES);
-	secret = random_token("cs_", SECRET_BYTES);
+		client_id = coupon_random_hex("ci_", CLIENT_ID_BYTES);
+	secret = coupon_random_hex("cs_", SECRET_BYTES);
 	args[1] = CStringGetTextDatum(client_id);
 	args[2] = CStringGetTextDatum(secret_hash(secret));
 	args[3] = IntervalPGetDatum(grace);

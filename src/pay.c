@@ -222,34 +222,7 @@ coupon_ids_arg(FunctionCallInfo fcinfo, int argno, int64 **ids)
 static char *
 generated_payment_key(void)
 {
-	uint8		bits[16];
-	char	   *key = palloc(strlen(GENERATED_KEY_PREFIX) + 2 * sizeof(bits) + 1);
-	char	   *p = key;
-
-	if (!pg_strong_random(bits, sizeof(bits)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random payment key")));
-	p += sprintf(p, "%s", GENERATED_KEY_PREFIX);
-	for (size_t i = 0; i < sizeof(bits); i++)
-		p += sprintf(p, "%02x", bits[i]);
-	return key;
-}
-
-/* a trace id for a payment made without one: 128 random bits in hex */
-static char *
-random_trace_id(void)
-{
-	uint8		bits[16];
-	char	   *id = palloc(2 * sizeof(bits) + 1);
-
-	if (!pg_strong_random(bits, sizeof(bits)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random trace id")));
-	for (size_t i = 0; i < sizeof(bits); i++)
-		sprintf(id + 2 * i, "%02x", bits[i]);
-	return id;
+	return coupon_random_hex(GENERATED_KEY_PREFIX, 16);
 }
 
 /*
@@ -384,7 +357,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[7] = CStringGetTextDatum(payment_key ? payment_key : generated_payment_key());
 	args[8] = CStringGetTextDatum(state);
-	args[9] = CStringGetTextDatum(coupon_trace_id[0] != '\0' ? coupon_trace_id : random_trace_id());
+	args[9] = CStringGetTextDatum(coupon_trace_id[0] != '\0' ? coupon_trace_id : coupon_random_hex("", 16));
 	spi_run(&insert_plan, args, nulls, false, 1);
 	result = spi_result_row(fcinfo);
 	if (key != NULL)
