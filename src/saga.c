@@ -261,7 +261,7 @@ build_request(SagaCall *sc, const PaymentRow *row)
 
 	initStringInfo(&body);
 	call->idempotency_key = step_key(row, sc->step);
-	call->trace_id = row->trace_id;
+	call->trace_id = row->trace_id ? pstrdup(row->trace_id) : NULL;
 	switch (sc->step)
 	{
 		case STEP_CONFIRM:
