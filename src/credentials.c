@@ -20,6 +20,7 @@
 #include "common/sha2.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "callctx.h"
@@ -122,6 +123,7 @@ coupon_merchant_credentials(PG_FUNCTION_ARGS)
 	bool		nulls[3] = {false, false, false};
 	TupleDesc	desc;
 	HeapTuple	tuple;
+	MemoryContext caller = CurrentMemoryContext;
 
 	grace = PG_ARGISNULL(1) ? &default_grace : PG_GETARG_INTERVAL_P(1);
 	if (grace->month != 0 || grace->day < 0 || grace->time < 0 ||
@@ -145,12 +147,15 @@ coupon_merchant_credentials(PG_FUNCTION_ARGS)
 	args[2] = CStringGetTextDatum(secret_hash(secret));
 	args[3] = IntervalPGetDatum(grace);
 	spi_run(&rotate_plan, args, NULL, false, 1);
+	/* the answer outlives SPI's memory, which call_end frees */
+	client_id = MemoryContextStrdup(caller, client_id);
+	secret = MemoryContextStrdup(caller, secret);
+	values[2] = spi_datum(0, 1, &nulls[2]);	/* a timestamptz: by value */
+	call_end(CALL_VOLATILE);
+
 	values[0] = CStringGetTextDatum(client_id);
 	values[1] = CStringGetTextDatum(secret);
-	values[2] = spi_datum(0, 1, &nulls[2]);
-	desc = BlessTupleDesc(desc);
-	tuple = heap_form_tuple(desc, values, nulls);
-	call_end(CALL_VOLATILE);
+	tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
 	PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
 }
 
