@@ -34,7 +34,9 @@ BEGIN
 	-- the gateway first, before any row is touched: no locks are held while
 	-- it answers; its list, summed per order, goes to a temporary table (a
 	-- second call in one transaction replaces the first one's)
-	DROP TABLE IF EXISTS pg_temp.coupon_reconcile_gateway;
+	IF to_regclass('pg_temp.coupon_reconcile_gateway') IS NOT NULL THEN
+		DROP TABLE pg_temp.coupon_reconcile_gateway;
+	END IF;
 	CREATE TEMPORARY TABLE coupon_reconcile_gateway ON COMMIT DROP AS
 	SELECT t.order_id,
 		   sum(t.amount) FILTER (WHERE t.type = 'APPROVE') AS approved,
