@@ -959,3 +959,7 @@ COMMENT ON FUNCTION coupon.update_policy(bigint, text, timestamptz, bigint, bigi
 REVOKE ALL ON FUNCTION coupon.update_policy(bigint, text, timestamptz, bigint, bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION coupon.update_policy(bigint, text, timestamptz, bigint, bigint, text)
 	TO coupon_admin, coupon_app, coupon_merchant;
+
+-- comments cite the repository's own documentation
+COMMENT ON TABLE coupon.settlement IS 'One settlement batch per merchant and run: what the merchant is paid out (docs/settlement.md).';
+COMMENT ON TABLE coupon.settlement_item IS 'One row per sale, refund or adjustment, with every figure of the settlement formulas (docs/settlement.md); each payment''s sale and each refund is settled exactly once.';
