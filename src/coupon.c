@@ -4,6 +4,8 @@
  */
 #include "postgres.h"
 
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -43,10 +45,20 @@ int			coupon_reconcile_page_size = 1000;
 void		_PG_init(void);
 
 /*
- * coupon.trace_id is empty or 1 to 64 letters, digits, '.', '_' and '-':
- * it is stored with payments and sent to the gateway as a header, so a
- * caller's value can carry nothing else.
+ * Is this a trace id: 1 to 64 letters, digits, '.', '_' and '-'?  Trace
+ * ids are stored with payments and sent to the gateway as a header, so
+ * they can carry nothing else.
  */
+bool
+coupon_trace_id_ok(const char *id)
+{
+	size_t		len = strlen(id);
+
+	return len >= 1 && len <= 64 &&
+		strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+}
+
+/* coupon.trace_id is empty or a trace id */
 static bool
 check_trace_id(char **newval, void **extra, GucSource source)
 {
@@ -54,7 +66,7 @@ check_trace_id(char **newval, void **extra, GucSource source)
 
 	if (id == NULL || id[0] == '\0')
 		return true;
-	if (strlen(id) > 64 || strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(id))
+	if (!coupon_trace_id_ok(id))
 	{
 		GUC_check_errdetail("A trace id is 1 to 64 letters, digits, '.', '_' or '-'.");
 		return false;
@@ -244,6 +256,19 @@ coupon_random_hex(const char *prefix, int nbytes)
 		appendStringInfo(&s, "%02x", bits[i]);
 	explicit_bzero(bits, sizeof(bits));
 	return s.data;
+}
+
+/* the SHA-256 of `len` bytes: idempotency signatures, client secrets */
+void
+coupon_sha256(const void *data, size_t len, uint8 *digest)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) data, len) < 0 ||
+		pg_cryptohash_final(ctx, digest, PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
 }
 
 /* module entry point: each part's init, nothing else */

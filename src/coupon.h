@@ -45,8 +45,14 @@ extern int	coupon_circuit_failures;
 extern int	coupon_circuit_cooldown_ms;
 extern int	coupon_reconcile_page_size;
 
+/* is this a trace id (1..64 of letters, digits, '.', '_', '-')? (coupon.c) */
+extern bool coupon_trace_id_ok(const char *id);
+
 /* prefix and nbytes strong random bytes in hex (coupon.c) */
 extern char *coupon_random_hex(const char *prefix, int nbytes);
+
+/* the SHA-256 of len bytes into digest (PG_SHA256_DIGEST_LENGTH bytes; coupon.c) */
+extern void coupon_sha256(const void *data, size_t len, uint8 *digest);
 
 /* per-part initialisation, called from _PG_init */
 extern void coupon_shmem_init(void);

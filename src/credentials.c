@@ -16,7 +16,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -76,15 +75,10 @@ static SavedPlan client_plan = {
 static char *
 secret_hash(const char *secret)
 {
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 	uint8		digest[PG_SHA256_DIGEST_LENGTH];
 	char	   *hex = palloc(2 * PG_SHA256_DIGEST_LENGTH + 1);
 
-	if (pg_cryptohash_init(ctx) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) secret, strlen(secret)) < 0 ||
-		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
-		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
-	pg_cryptohash_free(ctx);
+	coupon_sha256(secret, strlen(secret), digest);
 	for (int i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
 		sprintf(hex + 2 * i, "%02x", digest[i]);
 	return hex;

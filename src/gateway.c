@@ -708,10 +708,8 @@ gateway_start(Gateway *gw, GatewayCall *call)
 		}
 		key_header = psprintf("Idempotency-Key: %s", call->idempotency_key);
 	}
-	/* (coupon.trace_id's check let only letters, digits, '.', '_' and '-' in) */
-	if (call->trace_id && call->trace_id[0] != '\0' &&
-		strspn(call->trace_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
-		strlen(call->trace_id))
+	/* (a payment's row may have been written by hand: check it again) */
+	if (call->trace_id && coupon_trace_id_ok(call->trace_id))
 		trace_header = psprintf("X-Trace-Id: %s", call->trace_id);
 	url = psprintf("%s%s", gw->base_url, call->path);
 

@@ -10,13 +10,11 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "common/cryptohash.h"
 #include "common/hashfn.h"
 #include "common/sha2.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
-#include "utils/guc.h"
 #include "utils/jsonb.h"
 
 #include "callctx.h"
@@ -67,16 +65,8 @@ checked_key(text *key)
 text *
 idem_key_header(void)
 {
-	const char *headers = GetConfigOption("request.headers", true, false);
-	Jsonb	   *jb;
-	JsonbValue *v;
+	JsonbValue *v = request_setting_member("request.headers", "idempotency-key");
 
-	if (headers == NULL || headers[0] == '\0')
-		return NULL;
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(headers)));
-	if (!JB_ROOT_IS_OBJECT(jb))
-		return NULL;
-	v = getKeyJsonValueFromContainer(&jb->root, "idempotency-key", strlen("idempotency-key"), NULL);
 	if (v == NULL || v->type != jbvString)
 		return NULL;
 	return checked_key(cstring_to_text_with_len(v->val.string.val, v->val.string.len));
@@ -95,14 +85,9 @@ idem_key_arg(FunctionCallInfo fcinfo, int argno)
 static bytea *
 signature_hash(const char *signature)
 {
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 	bytea	   *result = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
 
-	if (pg_cryptohash_init(ctx) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) signature, strlen(signature)) < 0 ||
-		pg_cryptohash_final(ctx, (uint8 *) VARDATA(result), PG_SHA256_DIGEST_LENGTH) < 0)
-		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
-	pg_cryptohash_free(ctx);
+	coupon_sha256(signature, strlen(signature), (uint8 *) VARDATA(result));
 	SET_VARSIZE(result, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
 	return result;
 }

@@ -15,30 +15,21 @@
 
 #include <math.h>
 
-#include "catalog/pg_type.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "callctx.h"
 #include "coupon.h"
+#include "fetch.h"
 #include "shmem.h"
-#include "spi_util.h"
 #include "tenant.h"
 
 PG_FUNCTION_INFO_V1(coupon_take_request_token);
 
 #define RATE_PROBE 8
-
-static SavedPlan rate_plan = {
-	.sql = "SELECT rate_limit_per_minute FROM coupon.merchant WHERE id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
 
 /* the slot of `key`, or the one to reuse for it; caller holds the lock */
 static RateSlot *
@@ -109,11 +100,11 @@ take_token(const char *client, int per_minute)
 Datum
 coupon_take_request_token(PG_FUNCTION_ARGS)
 {
+	static const char *const cols[] = {"rate_limit_per_minute"};
 	int64		merchant_id;
 	char	   *client;
-	Datum		arg;
+	Datum		per_minute;
 	bool		isnull = true;
-	int32		per_minute = 0;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_INT64(0);
@@ -122,12 +113,8 @@ coupon_take_request_token(PG_FUNCTION_ARGS)
 	tenant_check(merchant_id);
 	client = psprintf("%u:" INT64_FORMAT ":%s", MyDatabaseId, merchant_id,
 					  text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	call_begin(CALL_VOLATILE);
-	arg = Int64GetDatum(merchant_id);
-	if (spi_run(&rate_plan, &arg, NULL, true, 1) > 0)
-		per_minute = spi_int32(0, 1, &isnull);
-	call_end(CALL_VOLATILE);
-	if (isnull || per_minute <= 0)
+	/* one primary-key probe under the request's snapshot, as validate() reads */
+	if (!fetch_columns(FETCH_MERCHANT, merchant_id, 1, cols, &per_minute, &isnull) || isnull)
 		PG_RETURN_INT64(0);
-	PG_RETURN_INT64(take_token(client, per_minute));
+	PG_RETURN_INT64(take_token(client, DatumGetInt32(per_minute)));
 }

@@ -55,23 +55,34 @@ caller_kind(void)
 	return CALLER_TRUSTED;
 }
 
-/* the claim `key` of request.jwt.claims, or NULL (no claims, no such key) */
-static JsonbValue *
-claim(const char *key)
+/*
+ * The member `key` of a JSON object that PostgREST puts in a setting
+ * (request.jwt.claims, request.headers), or NULL: no such setting, not an
+ * object, no such member, or JSON null.
+ */
+JsonbValue *
+request_setting_member(const char *setting, const char *key)
 {
-	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+	const char *json = GetConfigOption(setting, true, false);
 	Jsonb	   *jb;
 	JsonbValue *v;
 
-	if (claims == NULL || claims[0] == '\0')
+	if (json == NULL || json[0] == '\0')
 		return NULL;
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims)));
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 	if (!JB_ROOT_IS_OBJECT(jb))
 		return NULL;
 	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
 	if (v == NULL || v->type == jbvNull)
 		return NULL;
 	return v;
+}
+
+/* the claim `key` of request.jwt.claims, or NULL (no claims, no such key) */
+static JsonbValue *
+claim(const char *key)
+{
+	return request_setting_member("request.jwt.claims", key);
 }
 
 /* a claim's text (a string, or a number's canonical form), or NULL */
@@ -238,12 +249,12 @@ coupon_sees_coupon(PG_FUNCTION_ARGS)
 
 	if (kind == CALLER_CUSTOMER)
 		PG_RETURN_BOOL(true);
-	acting = claimed_merchant();
-	if (acting < 0)
-		PG_RETURN_BOOL(kind == CALLER_TRUSTED);
-	if (!PG_ARGISNULL(0) && PG_GETARG_INT64(0) == acting)
+	/* what the session may see of the issuer's rows, it may see of its coupons */
+	if (!PG_ARGISNULL(0) && tenant_sees(PG_GETARG_INT64(0)))
 		PG_RETURN_BOOL(true);
-	if (PG_ARGISNULL(1))
+	/* and a session bound to a merchant, the coupons its merchant can take */
+	acting = claimed_merchant();
+	if (acting < 0 || PG_ARGISNULL(1))
 		PG_RETURN_BOOL(false);
 	allowed = PG_GETARG_ARRAYTYPE_P(1);
 	deconstruct_array(allowed, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &enulls, &n);

@@ -32,6 +32,9 @@ extern bool tenant_sees(int64 merchant_id);
 /* is the caller the platform (trusted, not bound to one merchant)? */
 extern bool tenant_is_platform(void);
 
+/* a member of PostgREST's JSON settings (request.jwt.claims, request.headers) */
+extern struct JsonbValue *request_setting_member(const char *setting, const char *key);
+
 /* who acts within a merchant, for idempotency keys (see tenant.c) */
 extern char *tenant_actor(void);
 
