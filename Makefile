@@ -1,7 +1,7 @@
 # coupon: PGXS build, tests and the mock gateway.
 
 EXTENSION = coupon
-EXTVERSION = 0.8
+EXTVERSION = 0.9
 MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
@@ -11,7 +11,7 @@ OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 # each released version's install script, and the upgrades between them;
 # the newest version's script is the 0.1 script plus every upgrade since
 DATA = coupon--0.1.sql coupon--0.1--0.2.sql coupon--0.2--0.3.sql coupon--0.3--0.4.sql coupon--0.4--0.5.sql \
-	coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql
+	coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql
 DATA_built = coupon--$(EXTVERSION).sql
 SHLIB_LINK = -lcurl
 PGFILEDESC = "coupon - coupon and payment platform"
@@ -35,7 +35,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 coupon--$(EXTVERSION).sql: coupon--0.1.sql coupon--0.1--0.2.sql coupon--0.2--0.3.sql coupon--0.3--0.4.sql coupon--0.4--0.5.sql \
-		coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql
+		coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql
 	cat $^ > $@
 
 # PGXS tracks no header dependencies: rebuild every object when a header changes
