@@ -22,6 +22,7 @@
 #include "coupon.h"
 #include "factcache.h"
 #include "fetch.h"
+#include "outbox.h"
 #include "rowwrite.h"
 
 /*
@@ -64,6 +65,7 @@ cacheinval_relcache_callback(Datum arg, Oid relid)
 	fetch_reset();
 	rowwrite_reset();
 	factcache_reset();
+	outbox_reset();
 }
 
 /* register the callback */

@@ -15,6 +15,8 @@
 #include "coupon.h"
 #include "factcache.h"
 #include "fetch.h"
+#include "outbox.h"
+#include "relay.h"
 #include "rowwrite.h"
 #include "saga.h"
 #include "shmem.h"
@@ -41,6 +43,12 @@ int			coupon_naptime_ms = 1000;
 int			coupon_circuit_failures = 5;
 int			coupon_circuit_cooldown_ms = 5000;
 int			coupon_reconcile_page_size = 1000;
+bool		coupon_relay_enabled = true;
+char	   *coupon_redis_url = NULL;
+char	   *coupon_redis_prefix = NULL;
+int			coupon_redis_stream_maxlen = 1000000;
+int			coupon_redis_timeout_ms = 2000;
+int			coupon_outbox_retention = 7 * 86400;
 
 void		_PG_init(void);
 
@@ -178,6 +186,68 @@ coupon_saga_guc_init(void)
 							NULL, NULL, NULL);
 }
 
+/* coupon.redis_url is empty or a URL the relay's Redis client can use */
+static bool
+check_redis_url(char **newval, void **extra, GucSource source)
+{
+	const char *why;
+
+	if (*newval == NULL || (*newval)[0] == '\0' || redis_url_ok(*newval, &why))
+		return true;
+	GUC_check_errdetail("%s", why);
+	return false;
+}
+
+/* coupon.redis_prefix: 1 to 64 printable characters without spaces */
+static bool
+check_redis_prefix(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+	size_t		len = p ? strlen(p) : 0;
+
+	if (len < 1 || len > 64)
+	{
+		GUC_check_errdetail("The Redis key prefix is 1 to 64 characters.");
+		return false;
+	}
+	for (; *p; p++)
+		if ((unsigned char) *p <= ' ' || *p == 0x7f)
+		{
+			GUC_check_errdetail("The Redis key prefix must not contain spaces or control characters.");
+			return false;
+		}
+	return true;
+}
+
+/* The outbox and relay worker's settings (docs/events.md). */
+static void
+coupon_relay_guc_init(void)
+{
+	DefineCustomBoolVariable("coupon.relay",
+							 "Start the relay worker, which publishes the outbox (Redis stream or NOTIFY).",
+							 NULL, &coupon_relay_enabled, true,
+							 process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("coupon.redis_url",
+							   "Redis the relay publishes to: redis://[:password@]host[:port][/db] or unix:///socket/path; empty: NOTIFY coupon_events.",
+							   NULL, &coupon_redis_url, "", PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_redis_url, NULL, NULL);
+	DefineCustomStringVariable("coupon.redis_prefix",
+							   "Prefix of the relay's Redis keys: <prefix>:events, <prefix>:policy:<id>, <prefix>:balance:<id>.",
+							   NULL, &coupon_redis_prefix, "coupon", PGC_SIGHUP, 0,
+							   check_redis_prefix, NULL, NULL);
+	define_saga_int("coupon.redis_stream_maxlen",
+					"Approximate length the relay trims the event stream to (XADD MAXLEN ~; 0 = never trim).",
+					&coupon_redis_stream_maxlen, 1000000, 0, INT_MAX, 0);
+	define_saga_int("coupon.redis_timeout_ms",
+					"Longest the relay waits to connect to Redis or for a reply.",
+					&coupon_redis_timeout_ms, 2000, 10, 600000, GUC_UNIT_MS);
+	define_saga_int("coupon.outbox_retention",
+					"How long published events stay in the outbox (the audit trail) before the relay purges them.",
+					&coupon_outbox_retention, 7 * 86400, 60, INT_MAX, GUC_UNIT_S);
+}
+
 /* declare the coupon.* settings and reserve the prefix */
 static void
 coupon_guc_init(void)
@@ -231,6 +301,7 @@ coupon_guc_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 	coupon_saga_guc_init();
+	coupon_relay_guc_init();
 	MarkGUCPrefixReserved("coupon");
 }
 
@@ -282,4 +353,6 @@ _PG_init(void)
 	coupon_cacheinval_init();
 	coupon_saga_init();
 	coupon_saga_worker_init();
+	coupon_outbox_init();
+	coupon_relay_worker_init();
 }

@@ -45,6 +45,14 @@ extern int	coupon_circuit_failures;
 extern int	coupon_circuit_cooldown_ms;
 extern int	coupon_reconcile_page_size;
 
+/* the outbox relay's settings (coupon.c) */
+extern bool coupon_relay_enabled;
+extern char *coupon_redis_url;
+extern char *coupon_redis_prefix;
+extern int	coupon_redis_stream_maxlen;
+extern int	coupon_redis_timeout_ms;
+extern int	coupon_outbox_retention;
+
 /* is this a trace id (1..64 of letters, digits, '.', '_', '-')? (coupon.c) */
 extern bool coupon_trace_id_ok(const char *id);
 
@@ -58,6 +66,7 @@ extern void coupon_sha256(const void *data, size_t len, uint8 *digest);
 extern void coupon_shmem_init(void);
 extern void coupon_code_init(void);
 extern void coupon_cacheinval_init(void);
+extern void coupon_relay_worker_init(void);
 
 /* a backend cache was built from relid (cacheinval.c) */
 extern void cacheinval_watch(Oid relid);

@@ -72,6 +72,7 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	/* walked by fetch_walk(): every visible row of a key */
 	[FETCH_ORDER_RESERVATIONS] = {"reservation", "reservation_order_idx"},
 	[FETCH_USER_COUPONS] = {"coupon", "coupon_policy_user_idx"},
+	[FETCH_OUTBOX] = {"outbox", "outbox_pkey"},
 };
 
 /* forget every cached id and column map (cacheinval.c) */

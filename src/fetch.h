@@ -23,6 +23,7 @@ typedef enum FetchTable
 	FETCH_HELD_RESERVATION,		/* a coupon's live hold, by coupon_id */
 	FETCH_ORDER_RESERVATIONS,	/* an order's reservations: fetch_order_has_other() */
 	FETCH_USER_COUPONS,			/* a user's coupons of a policy: fetch_user_coupons() */
+	FETCH_OUTBOX,				/* written only (outbox.c) */
 	FETCH_TABLE_COUNT
 } FetchTable;
 

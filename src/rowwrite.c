@@ -173,10 +173,11 @@ write_begin(RowWrite *w, FetchTable table)
 
 /*
  * Fire queued AFTER ROW triggers, free the executor objects, keep the lock,
- * and end the call's statement: what follows sees the write.
+ * and, unless the row is one nobody reads back (row_append), end the call's
+ * statement: what follows sees the write.
  */
 static void
-write_end(RowWrite *w)
+write_end(RowWrite *w, bool next_statement)
 {
 	AfterTriggerEndQuery(w->estate);
 	ExecCloseResultRelations(w->estate);
@@ -185,7 +186,8 @@ write_end(RowWrite *w)
 	FreeExecutorState(w->estate);
 	call_restore_user(&w->user);
 	table_close(w->rel, NoLock);
-	call_next_statement();
+	if (next_statement)
+		call_next_statement();
 }
 
 /* put one column's value in the slot, checked against its domain */
@@ -231,10 +233,10 @@ slot_row(RowWrite *w, TupleTableSlot *slot)
 	return row;
 }
 
-/* insert one row; see rowwrite.h */
-Datum
-row_insert(FetchTable table, int ncols, const char *const *names,
-		   const Datum *values, const bool *nulls)
+/* insert one row, returning it unless it is appended (see rowwrite.h) */
+static Datum
+insert_row(FetchTable table, int ncols, const char *const *names,
+		   const Datum *values, const bool *nulls, bool append)
 {
 	RowWrite	w;
 	TupleDesc	desc;
@@ -271,9 +273,25 @@ row_insert(FetchTable table, int ncols, const char *const *names,
 
 	ExecSimpleRelationInsert(w.rri, w.estate, slot);
 	check_written(&w, slot);
-	row = slot_row(&w, slot);
-	write_end(&w);
+	row = append ? (Datum) 0 : slot_row(&w, slot);
+	write_end(&w, !append);
 	return row;
+}
+
+/* insert one row; see rowwrite.h */
+Datum
+row_insert(FetchTable table, int ncols, const char *const *names,
+		   const Datum *values, const bool *nulls)
+{
+	return insert_row(table, ncols, names, values, nulls, false);
+}
+
+/* insert a row no one reads back in this call; see rowwrite.h */
+void
+row_append(FetchTable table, int ncols, const char *const *names,
+		   const Datum *values, const bool *nulls)
+{
+	(void) insert_row(table, ncols, names, values, nulls, true);
 }
 
 /* update one locked row version; see rowwrite.h */
@@ -312,6 +330,6 @@ row_update(FetchTable table, ItemPointer tid, int ncols, const char *const *name
 	EvalPlanQualEnd(&epq);
 	if (want_row)
 		row = slot_row(&w, newslot);
-	write_end(&w);
+	write_end(&w, true);
 	return row;
 }

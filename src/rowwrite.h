@@ -20,6 +20,14 @@ extern Datum row_insert(FetchTable table, int ncols, const char *const *names,
 						const Datum *values, const bool *nulls);
 
 /*
+ * row_insert() of a row that nothing in the current call reads back (an
+ * outbox event): no row is returned and the call's statement goes on, so
+ * it may be written from a trigger, inside or outside a call context.
+ */
+extern void row_append(FetchTable table, int ncols, const char *const *names,
+					   const Datum *values, const bool *nulls);
+
+/*
  * Update columns `names` of the row version at `tid`, which the caller
  * holds locked (fetch_row with FETCH_LOCK) and has not changed since.
  * Returns the new version as a composite Datum, or 0 if want_row is false.

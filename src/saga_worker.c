@@ -83,40 +83,6 @@ release_slot(int code, Datum arg)
 	SpinLockRelease(&sh->saga_mutex);
 }
 
-/* open a transaction with SPI and a snapshot, as the loop's steps need */
-static void
-begin_step(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	call_begin(CALL_VOLATILE);
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-/* commit what begin_step opened */
-static void
-end_step(void)
-{
-	call_end(CALL_VOLATILE);
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(loop_cxt);
-}
-
-/* is the extension installed in this database?  (in a transaction) */
-static bool
-extension_present(void)
-{
-	bool		present;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	present = OidIsValid(get_extension_oid("coupon", true));
-	CommitTransactionCommand();
-	return present;
-}
-
 /* (re)open the gateway client when its settings changed */
 static Gateway *
 refresh_gateway(Gateway *gw, char **url, char **secret, int *timeout)
@@ -197,7 +163,7 @@ coupon_saga_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(loop_cxt);
 
 		/* checked until found; a DROP EXTENSION later makes the claim fail and the worker restart */
-		if (!have_extension && !(have_extension = extension_present()))
+		if (!have_extension && !(have_extension = worker_extension_present()))
 		{
 			set_state(WORKER_NO_EXTENSION, 0, &runner);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -217,12 +183,12 @@ coupon_saga_worker_main(Datum main_arg)
 		 * move payments on), then claim what is due.  Without a gateway only
 		 * local steps run (coupons a payment no longer needs to charge).
 		 */
-		begin_step("recording answers and claiming due payments");
+		worker_step_begin("recording answers and claiming due payments");
 		if (gw != NULL && gateway_has_done(gw))
 			saga_record(&runner);
 		room = (gw == NULL) ? coupon_max_inflight : coupon_max_inflight - gateway_in_flight(gw);
 		claimed = (room > 0) ? saga_claim(&runner, room, &next_due) : 0;
-		end_step();
+		worker_step_end(loop_cxt);
 		saga_start_queued(&runner);
 
 		if ((gw != NULL && gateway_has_done(gw)) || (room > 0 && claimed == room))
@@ -234,9 +200,9 @@ coupon_saga_worker_main(Datum main_arg)
 
 		if (GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(last_sweep, coupon_naptime_ms))
 		{
-			begin_step("expiring lapsed reservations");
+			worker_step_begin("expiring lapsed reservations");
 			spi_run(&sweep_plan, NULL, NULL, false, 0);
-			end_step();
+			worker_step_end(loop_cxt);
 			last_sweep = GetCurrentTimestamp();
 		}
 

@@ -42,6 +42,7 @@ coupon_shmem_startup(void)
 		memset(shared, 0, sizeof(CouponShared));
 		shared->throttle_lock = &(GetNamedLWLockTranche("coupon"))->lock;
 		SpinLockInit(&shared->saga_mutex);
+		SpinLockInit(&shared->relay.mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -60,6 +60,33 @@ typedef struct RateSlot
 	TimestampTz at;				/* when tokens was last brought up to date */
 } RateSlot;
 
+/* what the relay worker is doing (relay_status.state) */
+typedef enum RelayWorkerState
+{
+	RELAY_STOPPED = 0,
+	RELAY_STARTING,
+	RELAY_IDLE,
+	RELAY_PUBLISHING,
+	RELAY_REDIS_DOWN,
+	RELAY_NO_EXTENSION
+} RelayWorkerState;
+
+#define RELAY_ERROR_LEN 256
+
+/* the relay worker's live state; written by that worker, under mutex */
+typedef struct RelayShared
+{
+	slock_t		mutex;
+	pid_t		pid;
+	Latch	   *latch;
+	RelayWorkerState state;
+	bool		redis_mode;		/* coupon.redis_url set: Redis, else NOTIFY */
+	bool		connected;
+	uint64		reconnects;
+	TimestampTz last_round_at;
+	char		last_error[RELAY_ERROR_LEN];	/* "" = none */
+} RelayShared;
+
 typedef struct CouponShared
 {
 	LWLock	   *throttle_lock;	/* also guards rate */
@@ -70,6 +97,8 @@ typedef struct CouponShared
 	slock_t		saga_mutex;
 	Breaker		breaker;
 	SagaWorkerSlot workers[SAGA_MAX_WORKERS];
+
+	RelayShared relay;
 } CouponShared;
 
 /* the shared state, or NULL when not preloaded */

@@ -1,0 +1,474 @@
+/*
+ * outbox.c
+ *		The outbox: one row per business event, written by row triggers in
+ *		the transaction of the change, and the relay worker's wake-up at
+ *		commit (docs/events.md).
+ *
+ * The triggers sit on the tables rather than in each function that writes
+ * them, so that every path to a change (the C checkout, the PL/pgSQL
+ * functions, the saga worker, an operator's own UPDATE) leaves its event.
+ * The checkout's writes go through rowwrite.c, which fires row triggers as
+ * a statement would; the event row itself is appended the same way,
+ * without planning a statement.
+ *
+ * What an event says is decided here from the row's old and new values;
+ * which changes are events at all is decided by the triggers' WHEN
+ * clauses, which cost nothing when they say no.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "coupon.h"
+#include "fetch.h"
+#include "outbox.h"
+#include "rowwrite.h"
+#include "shmem.h"
+#include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(coupon_outbox_capture);
+PG_FUNCTION_INFO_V1(coupon_wake_relay);
+
+/* one event, before it is written */
+typedef struct Event
+{
+	const char *type;			/* points into a constant or the payload's context */
+	const char *aggregate;
+	int64		aggregate_id;
+	int64		merchant_id;
+	bool		merchant_null;
+	const char *user_id;		/* NULL: none */
+	const char *trace_id;		/* NULL: none */
+	StringInfoData payload;
+} Event;
+
+/* the row a trigger describes: its new version and, for an update, the old */
+typedef struct RowPair
+{
+	TupleDesc	desc;
+	HeapTuple	new;
+	HeapTuple	old;			/* NULL for an insert */
+} RowPair;
+
+static bool relay_wake_pending = false;
+
+/* a policy's merchant, which never changes: asked once per policy */
+#define MERCHANT_SLOTS 256
+typedef struct PolicyMerchant
+{
+	int64		policy_id;		/* 0 = empty */
+	int64		merchant_id;
+} PolicyMerchant;
+static PolicyMerchant policy_merchants[MERCHANT_SLOTS];
+
+/* forget the policies' merchants (cacheinval.c: the tables changed) */
+void
+outbox_reset(void)
+{
+	memset(policy_merchants, 0, sizeof(policy_merchants));
+}
+
+/* a column's value by name, or isnull */
+static Datum
+column(const RowPair *r, HeapTuple tuple, const char *name, bool *isnull)
+{
+	int			attnum = SPI_fnumber(r->desc, name);
+
+	if (attnum <= 0)
+		elog(ERROR, "coupon.outbox_capture: the row has no column \"%s\"", name);
+	return heap_getattr(tuple, attnum, r->desc, isnull);
+}
+
+/* a text column of the new row as a C string, or NULL */
+static char *
+new_text(const RowPair *r, const char *name)
+{
+	bool		isnull;
+	Datum		d = column(r, r->new, name, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* the same of the old row */
+static char *
+old_text(const RowPair *r, const char *name)
+{
+	bool		isnull;
+	Datum		d = column(r, r->old, name, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* a bigint column of a row version; *isnull says whether it is NULL */
+static int64
+row_int64(const RowPair *r, HeapTuple tuple, const char *name, bool *isnull)
+{
+	Datum		d = column(r, tuple, name, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+/* a bigint column of the new row, which must not be NULL */
+static int64
+new_id(const RowPair *r, const char *name)
+{
+	bool		isnull;
+	int64		v = row_int64(r, r->new, name, &isnull);
+
+	if (isnull)
+		elog(ERROR, "coupon.outbox_capture: column \"%s\" is NULL", name);
+	return v;
+}
+
+/* append "key": value (a bigint, or null) to the payload */
+static void
+add_int64(Event *ev, const char *key, int64 value, bool isnull)
+{
+	appendStringInfo(&ev->payload, "%s\"%s\":", ev->payload.len > 1 ? "," : "", key);
+	if (isnull)
+		appendStringInfoString(&ev->payload, "null");
+	else
+		appendStringInfo(&ev->payload, INT64_FORMAT, value);
+}
+
+/* append "key": a bigint column of the new row */
+static void
+add_column_int64(Event *ev, const RowPair *r, const char *key)
+{
+	bool		isnull;
+	int64		v = row_int64(r, r->new, key, &isnull);
+
+	add_int64(ev, key, v, isnull);
+}
+
+/* append "key": "value" (escaped), or null */
+static void
+add_text(Event *ev, const char *key, const char *value)
+{
+	appendStringInfo(&ev->payload, "%s\"%s\":", ev->payload.len > 1 ? "," : "", key);
+	if (value == NULL)
+		appendStringInfoString(&ev->payload, "null");
+	else
+		escape_json(&ev->payload, value);
+}
+
+/* the merchant that owns a policy, from the table once per policy */
+static int64
+policy_merchant(int64 policy_id)
+{
+	static const char *const cols[] = {"merchant_id"};
+	PolicyMerchant *slot = &policy_merchants[(uint64) policy_id % MERCHANT_SLOTS];
+	Datum		value;
+	bool		isnull;
+
+	if (slot->policy_id == policy_id)
+		return slot->merchant_id;
+	if (!fetch_columns(FETCH_POLICY, policy_id, 1, cols, &value, &isnull))
+		elog(ERROR, "coupon.outbox_capture: policy " INT64_FORMAT " is missing", policy_id);
+	slot->policy_id = policy_id;
+	slot->merchant_id = DatumGetInt64(value);
+	return slot->merchant_id;
+}
+
+/*
+ * A coupon's own change.  The hold steps (issued <-> reserved with the
+ * balance unchanged) never reach here: the triggers' WHEN leaves them to
+ * the reservation's events.
+ */
+static void
+describe_coupon(const RowPair *r, Event *ev)
+{
+	char	   *status = new_text(r, "status");
+	bool		bal_null;
+	int64		balance = row_int64(r, r->new, "balance", &bal_null);
+	int64		policy_id = new_id(r, "policy_id");
+
+	ev->aggregate = "coupon";
+	ev->aggregate_id = new_id(r, "id");
+	ev->merchant_id = policy_merchant(policy_id);
+	ev->user_id = new_text(r, "user_id");
+	if (r->old == NULL)
+		ev->type = "coupon.issued";
+	else
+	{
+		char	   *was = old_text(r, "status");
+		bool		was_null;
+		int64		was_balance = row_int64(r, r->old, "balance", &was_null);
+
+		if (strcmp(was, "unclaimed") == 0 && strcmp(status, "issued") == 0)
+			ev->type = "coupon.redeemed";
+		else if (strcmp(status, "expired") == 0)
+			ev->type = "coupon.expired";
+		else if (strcmp(status, "cancelled") == 0)
+			ev->type = "coupon.revoked";
+		else if (strcmp(status, "used") == 0)
+			ev->type = "coupon.used";
+		else if (strcmp(was, "used") == 0 ||
+				 (!bal_null && !was_null && balance > was_balance))
+			ev->type = "coupon.restored";
+		else if (!bal_null && !was_null && balance < was_balance)
+			ev->type = "coupon.used";	/* part of a balance spent */
+		else
+			ev->type = "coupon.changed";
+	}
+	add_int64(ev, "policy_id", policy_id, false);
+	add_text(ev, "status", status);
+	add_int64(ev, "balance", balance, bal_null);
+}
+
+/* a hold on a coupon: its events belong to the coupon */
+static void
+describe_reservation(const RowPair *r, Event *ev)
+{
+	char	   *status = new_text(r, "status");
+
+	ev->aggregate = "coupon";
+	ev->aggregate_id = new_id(r, "coupon_id");
+	ev->merchant_id = new_id(r, "merchant_id");
+	ev->user_id = new_text(r, "user_id");
+	if (r->old == NULL || strcmp(status, "held") == 0)
+		ev->type = "coupon.reserved";
+	else if (strcmp(status, "confirmed") == 0)
+		ev->type = "coupon.confirmed";
+	else if (strcmp(status, "released") == 0)
+		ev->type = "coupon.released";
+	else
+		ev->type = "coupon.hold_expired";
+	add_int64(ev, "reservation_id", new_id(r, "id"), false);
+	add_text(ev, "order_id", new_text(r, "order_id"));
+	add_column_int64(ev, r, "order_amount");
+	add_column_int64(ev, r, "discount");
+	add_column_int64(ev, r, "payment_id");
+}
+
+/* a policy created, paused or changed */
+static void
+describe_policy(const RowPair *r, Event *ev)
+{
+	char	   *status = new_text(r, "status");
+
+	ev->aggregate = "policy";
+	ev->aggregate_id = new_id(r, "id");
+	ev->merchant_id = new_id(r, "merchant_id");
+	if (r->old == NULL)
+		ev->type = "policy.created";
+	else if (strcmp(status, "paused") == 0 && strcmp(old_text(r, "status"), "paused") != 0)
+		ev->type = "policy.paused";
+	else
+		ev->type = "policy.changed";
+	add_text(ev, "name", new_text(r, "name"));
+	add_text(ev, "status", status);
+	add_text(ev, "issue_method", new_text(r, "issue_method"));
+	add_column_int64(ev, r, "total_quantity");
+	add_column_int64(ev, r, "budget");
+}
+
+/* a payment entering a state */
+static void
+describe_payment(const RowPair *r, Event *ev)
+{
+	char	   *state = new_text(r, "state");
+
+	ev->aggregate = "payment";
+	ev->aggregate_id = new_id(r, "id");
+	ev->merchant_id = new_id(r, "merchant_id");
+	ev->user_id = new_text(r, "user_id");
+	ev->trace_id = new_text(r, "trace_id");
+	ev->type = psprintf("payment.%s", state);
+	add_text(ev, "state", state);
+	add_text(ev, "order_id", new_text(r, "order_id"));
+	add_column_int64(ev, r, "amount");
+	add_column_int64(ev, r, "discount");
+	add_column_int64(ev, r, "approved_amount");
+	add_column_int64(ev, r, "refunded_amount");
+}
+
+/* a refund is rare: its payment's merchant and customer by a statement */
+static SavedPlan refund_payment_plan = {
+	.sql = "SELECT merchant_id, user_id, trace_id FROM coupon.payment WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+/* a refund that went through: an event of its payment */
+static void
+describe_refund(const RowPair *r, Event *ev)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		payment_id;
+	bool		isnull;
+
+	ev->aggregate = "payment";
+	ev->aggregate_id = new_id(r, "payment_id");
+	ev->type = "payment.refunded";
+	payment_id = Int64GetDatum(ev->aggregate_id);
+	SPI_connect();
+	if (spi_run(&refund_payment_plan, &payment_id, NULL, true, 1) == 1)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		ev->merchant_id = spi_int64(0, 1, &ev->merchant_null);
+		ev->user_id = spi_text(0, 2);
+		ev->trace_id = spi_text(0, 3);
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	add_int64(ev, "refund_id", new_id(r, "id"), false);
+	add_column_int64(ev, r, "amount");
+	appendStringInfo(&ev->payload, ",\"full_refund\":%s",
+					 DatumGetBool(column(r, r->new, "full_refund", &isnull)) ? "true" : "false");
+}
+
+/* a settlement batch */
+static void
+describe_settlement(const RowPair *r, Event *ev)
+{
+	bool		isnull;
+	Datum		period_end = column(r, r->new, "period_end", &isnull);
+
+	ev->aggregate = "settlement";
+	ev->aggregate_id = new_id(r, "id");
+	ev->merchant_id = new_id(r, "merchant_id");
+	ev->type = "settlement.created";
+	add_text(ev, "period_end", isnull ? NULL : timestamptz_to_str(DatumGetTimestampTz(period_end)));
+	add_column_int64(ev, r, "payout");
+	add_column_int64(ev, r, "carry_out");
+	add_text(ev, "status", new_text(r, "status"));
+}
+
+/* write the event's row */
+static void
+write_event(Event *ev)
+{
+	static const char *const cols[] = {
+		"xid", "occurred_at", "event_type", "aggregate", "aggregate_id",
+		"merchant_id", "user_id", "actor", "trace_id", "payload"
+	};
+	Datum		values[lengthof(cols)];
+	bool		nulls[lengthof(cols)] = {0};
+	const char *trace_id = ev->trace_id;
+
+	if (trace_id == NULL && coupon_trace_id != NULL && coupon_trace_id[0] != '\0')
+		trace_id = coupon_trace_id;
+	appendStringInfoChar(&ev->payload, '}');
+
+	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[2] = CStringGetTextDatum(ev->type);
+	values[3] = CStringGetTextDatum(ev->aggregate);
+	values[4] = Int64GetDatum(ev->aggregate_id);
+	values[5] = Int64GetDatum(ev->merchant_id);
+	nulls[5] = ev->merchant_null;
+	nulls[6] = (ev->user_id == NULL);
+	values[6] = nulls[6] ? (Datum) 0 : CStringGetTextDatum(ev->user_id);
+	values[7] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	nulls[8] = (trace_id == NULL);
+	values[8] = nulls[8] ? (Datum) 0 : CStringGetTextDatum(trace_id);
+	values[9] = CStringGetTextDatum(ev->payload.data);
+	row_append(FETCH_OUTBOX, lengthof(cols), cols, values, nulls);
+}
+
+/*
+ * coupon.outbox_capture(table): AFTER ROW trigger of the tables whose
+ * changes are events; its argument names the table.
+ */
+Datum
+coupon_outbox_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	RowPair		r;
+	Event		ev;
+	const char *table;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || td->tg_trigger->tgnargs != 1 ||
+		TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		elog(ERROR, "coupon.outbox_capture() must be an AFTER INSERT or UPDATE row trigger with one argument");
+	table = td->tg_trigger->tgargs[0];
+	r.desc = RelationGetDescr(td->tg_relation);
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		r.new = td->tg_newtuple;
+		r.old = td->tg_trigtuple;
+	}
+	else
+	{
+		r.new = td->tg_trigtuple;
+		r.old = NULL;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.merchant_null = false;
+	initStringInfo(&ev.payload);
+	appendStringInfoChar(&ev.payload, '{');
+
+	if (strcmp(table, "coupon") == 0)
+		describe_coupon(&r, &ev);
+	else if (strcmp(table, "reservation") == 0)
+		describe_reservation(&r, &ev);
+	else if (strcmp(table, "policy") == 0)
+		describe_policy(&r, &ev);
+	else if (strcmp(table, "payment") == 0)
+		describe_payment(&r, &ev);
+	else if (strcmp(table, "payment_refund") == 0)
+		describe_refund(&r, &ev);
+	else if (strcmp(table, "settlement") == 0)
+		describe_settlement(&r, &ev);
+	else
+		elog(ERROR, "coupon.outbox_capture: no events for table \"%s\"", table);
+
+	write_event(&ev);
+	relay_wake_pending = true;
+	return PointerGetDatum(NULL);
+}
+
+/* coupon.wake_relay(): wake the relay worker when this transaction commits */
+Datum
+coupon_wake_relay(PG_FUNCTION_ARGS)
+{
+	relay_wake_pending = true;
+	PG_RETURN_VOID();
+}
+
+/* at commit, set the relay worker's latch if this transaction wrote events */
+static void
+outbox_xact_callback(XactEvent event, void *arg)
+{
+	CouponShared *sh;
+	Latch	   *latch;
+
+	if (!relay_wake_pending)
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		relay_wake_pending = false;
+		return;
+	}
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+		return;
+	relay_wake_pending = false;
+	if ((sh = coupon_shared()) == NULL)
+		return;
+	SpinLockAcquire(&sh->relay.mutex);
+	latch = sh->relay.latch;
+	SpinLockRelease(&sh->relay.mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* register the commit-time wake-up */
+void
+coupon_outbox_init(void)
+{
+	RegisterXactCallback(outbox_xact_callback, NULL);
+}

@@ -1,0 +1,711 @@
+/*
+ * relay_worker.c
+ *		The relay background worker: publishes the outbox to a Redis stream
+ *		(or as NOTIFY coupon_events), keeps the Redis read caches, purges
+ *		old events; and the relay_status view (docs/events.md).
+ *
+ * Order without a shared counter.  An event row carries its transaction's
+ * id.  The relay remembers a snapshot, published_through: the events of
+ * every transaction visible in it are out.  A round takes a newer snapshot
+ * (target) and publishes the events of the transactions that became
+ * visible in between, in event_id order, then makes target the new
+ * published_through.  A transaction becomes visible in exactly one such
+ * window, so each event goes out once per window walk; two changes of one
+ * aggregate are serialised by its row lock, so the later commit has the
+ * later event_id, or falls in a later window.
+ *
+ * At least once.  A batch is sent, its replies read, and only then is the
+ * position in relay_state committed; a crash or a Redis failure between
+ * the two sends the batch again.  In NOTIFY mode the notifications and the
+ * position commit together.
+ *
+ * The checkout never waits for any of this: it writes its outbox row and
+ * sets the worker's latch at commit.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "callctx.h"
+#include "coupon.h"
+#include "relay.h"
+#include "shmem.h"
+#include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(coupon_relay_status_row);
+PGDLLEXPORT void coupon_relay_worker_main(Datum main_arg);
+
+/* events sent in one pipeline and committed as one position */
+#define RELAY_BATCH			1000
+/* event ids of a window read at once */
+#define RELAY_WINDOW_CHUNK	1000000
+/* caches refilled per statement by a rebuild */
+#define REBUILD_CHUNK		5000
+/* the longest wait before reconnecting to Redis */
+#define RELAY_BACKOFF_MAX_MS 10000
+/* how often published events older than the retention are purged */
+#define PURGE_INTERVAL_MS	60000
+
+#define PG_SNAPSHOT_OID		5038	/* pg_snapshot (pg_type.dat) */
+
+static SavedPlan state_plan = {
+	.sql = "SELECT published_through, target, last_event_id, skip_through,"
+	" rebuild_requested_at > coalesce(rebuilt_at, '-infinity')"
+	" FROM coupon.relay_state FOR UPDATE",
+	.nargs = 0
+};
+
+static SavedPlan target_plan = {
+	.sql = "UPDATE coupon.relay_state SET target = pg_current_snapshot() RETURNING target",
+	.nargs = 0
+};
+
+static SavedPlan window_plan = {
+	.sql = "SELECT event_id FROM coupon.outbox"
+	" WHERE xid >= pg_snapshot_xmin($1) AND xid < pg_snapshot_xmax($2)"
+	"   AND pg_visible_in_snapshot(xid, $2) AND NOT pg_visible_in_snapshot(xid, $1)"
+	"   AND event_id > $3 AND event_id > $4"
+	" ORDER BY event_id LIMIT $5",
+	.nargs = 5,
+	.argtypes = {PG_SNAPSHOT_OID, PG_SNAPSHOT_OID, INT8OID, INT8OID, INT8OID}
+};
+
+static SavedPlan batch_plan = {
+	.sql = "SELECT event_id, event_type, aggregate, aggregate_id, merchant_id, user_id, actor, trace_id,"
+	" to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), payload::text,"
+	" CASE aggregate WHEN 'policy' THEN aggregate_id"
+	"   WHEN 'coupon' THEN (payload->>'policy_id')::bigint END,"
+	" CASE WHEN aggregate = 'coupon' AND payload->>'balance' IS NOT NULL THEN aggregate_id END"
+	" FROM coupon.outbox WHERE event_id = ANY($1) ORDER BY event_id",
+	.nargs = 1,
+	.argtypes = {INT8ARRAYOID}
+};
+
+static SavedPlan notify_plan = {
+	.sql = "SELECT count(pg_notify('coupon_events', json_build_object('event_id', event_id,"
+	" 'type', event_type, 'aggregate', aggregate, 'aggregate_id', aggregate_id)::text))"
+	" FROM (SELECT * FROM coupon.outbox WHERE event_id = ANY($1) ORDER BY event_id) e",
+	.nargs = 1,
+	.argtypes = {INT8ARRAYOID}
+};
+
+static SavedPlan advance_plan = {
+	.sql = "UPDATE coupon.relay_state SET"
+	" last_event_id = CASE WHEN $3 THEN 0 ELSE $1 END,"
+	" published = published + $2,"
+	" last_published_at = CASE WHEN $2 > 0 THEN clock_timestamp() ELSE last_published_at END,"
+	" published_through = CASE WHEN $3 THEN target ELSE published_through END,"
+	" target = CASE WHEN $3 THEN NULL ELSE target END",
+	.nargs = 3,
+	.argtypes = {INT8OID, INT8OID, BOOLOID}
+};
+
+static SavedPlan policy_cache_plan = {
+	.sql = "SELECT p.id, p.status, p.total_quantity,"
+	" (SELECT sum(s.remaining) FROM coupon.policy_stock s WHERE s.policy_id = p.id)::bigint"
+	" FROM coupon.policy p WHERE p.id = ANY($1)",
+	.nargs = 1,
+	.argtypes = {INT8ARRAYOID}
+};
+
+static SavedPlan balance_cache_plan = {
+	.sql = "SELECT id, balance, status FROM coupon.coupon WHERE id = ANY($1) AND balance IS NOT NULL",
+	.nargs = 1,
+	.argtypes = {INT8ARRAYOID}
+};
+
+static SavedPlan all_policies_plan = {
+	.sql = "SELECT p.id, p.status, p.total_quantity,"
+	" (SELECT sum(s.remaining) FROM coupon.policy_stock s WHERE s.policy_id = p.id)::bigint"
+	" FROM coupon.policy p WHERE p.id > $1 ORDER BY p.id LIMIT $2",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID}
+};
+
+static SavedPlan all_balances_plan = {
+	.sql = "SELECT id, balance, status FROM coupon.coupon"
+	" WHERE id > $1 AND balance IS NOT NULL ORDER BY id LIMIT $2",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID}
+};
+
+static SavedPlan rebuilt_plan = {
+	.sql = "UPDATE coupon.relay_state SET rebuilt_at = rebuild_requested_at",
+	.nargs = 0
+};
+
+static SavedPlan purge_plan = {
+	.sql = "SELECT coupon.purge_outbox(NULL, 10000)",
+	.nargs = 0
+};
+
+/*
+ * The event ids of the window being published, read once per window (a
+ * window of a million events would otherwise be read again for each
+ * batch).  Valid while relay_state still says what it said when read.
+ */
+typedef struct WindowIds
+{
+	char	   *key;			/* published_through and target, as text */
+	int64	   *ids;
+	int			n;
+	int			pos;			/* next to publish */
+	bool		more;			/* the read stopped at RELAY_WINDOW_CHUNK */
+} WindowIds;
+
+/* what one round found in relay_state */
+typedef struct RelayPosition
+{
+	Datum		published_through;
+	Datum		target;
+	int64		last_event_id;
+	int64		skip_through;
+	bool		rebuild;
+} RelayPosition;
+
+/* the Redis side of the worker */
+typedef struct RedisSide
+{
+	RedisLink  *link;
+	char	   *url;			/* what link was opened with */
+	int			failures;		/* in a row, for the back-off */
+	TimestampTz retry_at;
+} RedisSide;
+
+static MemoryContext loop_cxt = NULL;
+static MemoryContext window_cxt = NULL;
+static WindowIds window;
+
+/* publish the worker's state; error NULL leaves the last error as it is */
+static void
+set_state(RelayWorkerState state, bool connected, const char *error)
+{
+	RelayShared *rs = &coupon_shared()->relay;
+
+	SpinLockAcquire(&rs->mutex);
+	rs->state = state;
+	rs->connected = connected;
+	rs->redis_mode = (coupon_redis_url[0] != '\0');
+	rs->last_round_at = GetCurrentTimestamp();
+	if (error != NULL)
+		strlcpy(rs->last_error, error, RELAY_ERROR_LEN);
+	SpinLockRelease(&rs->mutex);
+}
+
+/* leave the slot empty when the worker exits, however it exits */
+static void
+release_relay(int code, Datum arg)
+{
+	RelayShared *rs = &coupon_shared()->relay;
+
+	SpinLockAcquire(&rs->mutex);
+	rs->pid = 0;
+	rs->latch = NULL;
+	rs->state = RELAY_STOPPED;
+	rs->connected = false;
+	SpinLockRelease(&rs->mutex);
+}
+
+/* a Redis key: the configured prefix, ':' and the rest */
+static char *
+redis_key(const char *fmt,...) pg_attribute_printf(1, 2);
+
+static char *
+redis_key(const char *fmt,...)
+{
+	StringInfoData key;
+	va_list		args;
+
+	initStringInfo(&key);
+	appendStringInfo(&key, "%s:", coupon_redis_prefix);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&key, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&key, needed);
+	}
+	return key.data;
+}
+
+/* a bigint array Datum of ids[0..n) */
+static Datum
+id_array(const int64 *ids, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* read relay_state, locking it, and set a target if there is none */
+static void
+read_position(RelayPosition *pos)
+{
+	bool		isnull;
+
+	if (spi_run(&state_plan, NULL, NULL, false, 1) != 1)
+		elog(ERROR, "coupon.relay_state has no row");
+	pos->published_through = datumCopy(spi_datum(0, 1, &isnull), false, -1);
+	pos->last_event_id = spi_int64(0, 3, NULL);
+	pos->skip_through = spi_int64(0, 4, NULL);
+	pos->rebuild = !spi_isnull(0, 5) && spi_bool(0, 5);
+	if (!spi_isnull(0, 2))
+		pos->target = datumCopy(spi_datum(0, 2, &isnull), false, -1);
+	else
+	{
+		spi_run(&target_plan, NULL, NULL, false, 1);
+		pos->target = datumCopy(spi_datum(0, 1, &isnull), false, -1);
+	}
+}
+
+/* the window's key: both snapshots as text */
+static char *
+window_key(const RelayPosition *pos)
+{
+	Oid			out;
+	bool		varlena;
+
+	getTypeOutputInfo(PG_SNAPSHOT_OID, &out, &varlena);
+	return psprintf("%s/%s", OidOutputFunctionCall(out, pos->published_through),
+					OidOutputFunctionCall(out, pos->target));
+}
+
+/* (re)read the window's event ids after pos->last_event_id, if not in hand */
+static void
+load_window(const RelayPosition *pos)
+{
+	char	   *key = window_key(pos);
+	Datum		args[5];
+	uint64		n;
+	int64		last = (window.pos > 0) ? window.ids[window.pos - 1] : 0;
+
+	if (window.key != NULL && strcmp(window.key, key) == 0 &&
+		last == pos->last_event_id && (window.pos < window.n || !window.more))
+		return;
+	MemoryContextReset(window_cxt);
+	memset(&window, 0, sizeof(window));
+	args[0] = pos->published_through;
+	args[1] = pos->target;
+	args[2] = Int64GetDatum(pos->last_event_id);
+	args[3] = Int64GetDatum(pos->skip_through);
+	args[4] = Int64GetDatum(RELAY_WINDOW_CHUNK);
+	n = spi_run(&window_plan, args, NULL, true, 0);
+	window.key = MemoryContextStrdup(window_cxt, key);
+	window.ids = MemoryContextAlloc(window_cxt, sizeof(int64) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+		window.ids[i] = spi_int64(i, 1, NULL);
+	window.n = (int) n;
+	window.more = (n == RELAY_WINDOW_CHUNK);
+}
+
+/* queue an HSET of a policy's cache from row `row` of the current result */
+static void
+append_policy_cache(RedisLink *link, int row)
+{
+	char	   *key = redis_key("policy:" INT64_FORMAT, spi_int64(row, 1, NULL));
+	char	   *total = spi_isnull(row, 3) ? "" : psprintf(INT64_FORMAT, spi_int64(row, 3, NULL));
+	char	   *left = spi_isnull(row, 4) ? "" : psprintf(INT64_FORMAT, spi_int64(row, 4, NULL));
+	const char *argv[] = {"HSET", key, "status", spi_text(row, 2), "total", total, "remaining", left};
+
+	redis_append(link, lengthof(argv), argv, NULL);
+}
+
+/* queue an HSET of a balance coupon's cache from row `row` */
+static void
+append_balance_cache(RedisLink *link, int row)
+{
+	char	   *key = redis_key("balance:" INT64_FORMAT, spi_int64(row, 1, NULL));
+	char	   *balance = psprintf(INT64_FORMAT, spi_int64(row, 2, NULL));
+	const char *argv[] = {"HSET", key, "balance", balance, "status", spi_text(row, 3)};
+
+	redis_append(link, lengthof(argv), argv, NULL);
+}
+
+/* queue the cache refreshes of what a batch touched */
+static void
+append_cache_refresh(RedisLink *link, int64 *policies, int npolicies, int64 *coupons, int ncoupons)
+{
+	Datum		arg;
+	uint64		n;
+
+	if (npolicies > 0)
+	{
+		arg = id_array(policies, npolicies);
+		n = spi_run(&policy_cache_plan, &arg, NULL, true, 0);
+		for (uint64 i = 0; i < n; i++)
+			append_policy_cache(link, (int) i);
+	}
+	if (ncoupons > 0)
+	{
+		arg = id_array(coupons, ncoupons);
+		n = spi_run(&balance_cache_plan, &arg, NULL, true, 0);
+		for (uint64 i = 0; i < n; i++)
+			append_balance_cache(link, (int) i);
+	}
+}
+
+/* add id to a small set kept as an array (batches are small) */
+static void
+note_id(int64 *set, int *n, int64 id)
+{
+	for (int i = 0; i < *n; i++)
+		if (set[i] == id)
+			return;
+	set[(*n)++] = id;
+}
+
+/* queue one XADD per event of the batch, then the caches they touched */
+static void
+append_batch(RedisLink *link, Datum ids, int nids)
+{
+	static const char *const fields[] = {
+		"event_id", "type", "aggregate", "aggregate_id", "merchant_id", "user_id",
+		"actor", "trace_id", "occurred_at", "payload"
+	};
+	char	   *stream = redis_key("events");
+	char	   *maxlen = psprintf("%d", coupon_redis_stream_maxlen);
+	int64	   *policies = palloc(sizeof(int64) * nids);
+	int64	   *coupons = palloc(sizeof(int64) * nids);
+	int			npolicies = 0;
+	int			ncoupons = 0;
+	uint64		n = spi_run(&batch_plan, &ids, NULL, true, 0);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		const char *argv[6 + 2 * lengthof(fields)];
+		int			argc = 0;
+
+		argv[argc++] = "XADD";
+		argv[argc++] = stream;
+		if (coupon_redis_stream_maxlen > 0)
+		{
+			argv[argc++] = "MAXLEN";
+			argv[argc++] = "~";
+			argv[argc++] = maxlen;
+		}
+		argv[argc++] = "*";
+		for (int f = 0; f < (int) lengthof(fields); f++)
+		{
+			if (spi_isnull(i, f + 1))
+				continue;
+			argv[argc++] = fields[f];
+			argv[argc++] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, f + 1);
+		}
+		redis_append(link, argc, argv, NULL);
+		if (!spi_isnull(i, 11))
+			note_id(policies, &npolicies, spi_int64(i, 11, NULL));
+		if (!spi_isnull(i, 12))
+			note_id(coupons, &ncoupons, spi_int64(i, 12, NULL));
+	}
+	append_cache_refresh(link, policies, npolicies, coupons, ncoupons);
+}
+
+/* empty the caches and refill them from the tables */
+static bool
+rebuild_caches(RedisLink *link, char *err, size_t errlen)
+{
+	Datum		args[2] = {Int64GetDatum(0), Int64GetDatum(REBUILD_CHUNK)};
+	uint64		n;
+
+	if (!redis_delete_matching(link, redis_key("policy:*"), err, errlen) ||
+		!redis_delete_matching(link, redis_key("balance:*"), err, errlen))
+		return false;
+	do
+	{
+		n = spi_run(&all_policies_plan, args, NULL, true, 0);
+		for (uint64 i = 0; i < n; i++)
+			append_policy_cache(link, (int) i);
+		if (n > 0)
+			args[0] = Int64GetDatum(spi_int64(n - 1, 1, NULL));
+		if (!redis_flush(link, err, errlen))
+			return false;
+	} while (n == REBUILD_CHUNK);
+	args[0] = Int64GetDatum(0);
+	do
+	{
+		n = spi_run(&all_balances_plan, args, NULL, true, 0);
+		for (uint64 i = 0; i < n; i++)
+			append_balance_cache(link, (int) i);
+		if (n > 0)
+			args[0] = Int64GetDatum(spi_int64(n - 1, 1, NULL));
+		if (!redis_flush(link, err, errlen))
+			return false;
+	} while (n == REBUILD_CHUNK);
+	spi_run(&rebuilt_plan, NULL, NULL, false, 0);
+	return true;
+}
+
+/*
+ * One round in one transaction: the next batch of the window, published
+ * to Redis (link) or as notifications (link NULL), and the new position.
+ * Returns how many events went out, or -1 after a Redis failure (err says
+ * why; the transaction is then rolled back and nothing has moved).
+ */
+static int
+relay_round(RedisLink *link, char *err, size_t errlen)
+{
+	RelayPosition pos;
+	int			nbatch;
+	int64		last;
+	bool		window_done;
+	Datum		args[3];
+
+	worker_step_begin("publishing events");
+	read_position(&pos);
+	load_window(&pos);
+	nbatch = Min(RELAY_BATCH, window.n - window.pos);
+	if (nbatch > 0)
+	{
+		Datum		ids = id_array(window.ids + window.pos, nbatch);
+
+		if (link == NULL)
+			spi_run(&notify_plan, &ids, NULL, true, 0);
+		else
+			append_batch(link, ids, nbatch);
+	}
+	if (link != NULL && (!redis_flush(link, err, errlen) ||
+						 (pos.rebuild && !rebuild_caches(link, err, errlen))))
+		nbatch = -1;
+	if (nbatch < 0)
+	{
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(loop_cxt);
+		pfree(window.key);		/* read it again after the reconnect */
+		window.key = NULL;
+		return -1;
+	}
+	window.pos += nbatch;
+	last = (window.pos > 0) ? window.ids[window.pos - 1] : pos.last_event_id;
+	window_done = (window.pos == window.n && !window.more);
+	args[0] = Int64GetDatum(last);
+	args[1] = Int64GetDatum(nbatch);
+	args[2] = BoolGetDatum(window_done);
+	spi_run(&advance_plan, args, NULL, false, 0);
+	worker_step_end(loop_cxt);
+	if (window_done)
+	{
+		MemoryContextReset(window_cxt);
+		memset(&window, 0, sizeof(window));
+	}
+	return nbatch;
+}
+
+/*
+ * After a failure: drop the link, log the first failure of an outage
+ * (one line, however long it lasts), wait longer before each next try.
+ */
+static void
+redis_failed(RedisSide *rs, const char *err)
+{
+	redis_close(rs->link);
+	rs->link = NULL;
+	if (rs->failures++ == 0)
+		ereport(LOG, (errmsg("coupon relay: Redis is unavailable, events wait in the outbox: %s", err)));
+	rs->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   Min(RELAY_BACKOFF_MAX_MS, 100 << Min(rs->failures, 10)));
+	set_state(RELAY_REDIS_DOWN, false, err);
+}
+
+/* connect to Redis if the settings ask for it and the back-off allows */
+static void
+redis_connect(RedisSide *rs)
+{
+	char		err[RELAY_ERROR_LEN];
+
+	if (rs->link != NULL && strcmp(rs->url, coupon_redis_url) == 0)
+		return;
+	redis_close(rs->link);
+	rs->link = NULL;
+	if (rs->url)
+		pfree(rs->url);
+	rs->url = MemoryContextStrdup(TopMemoryContext, coupon_redis_url);
+	if (GetCurrentTimestamp() < rs->retry_at)
+		return;
+	rs->link = redis_open(coupon_redis_url, coupon_redis_timeout_ms, err, sizeof(err));
+	if (rs->link == NULL)
+	{
+		redis_failed(rs, err);
+		return;
+	}
+	rs->failures = 0;
+	SpinLockAcquire(&coupon_shared()->relay.mutex);
+	coupon_shared()->relay.reconnects++;
+	SpinLockRelease(&coupon_shared()->relay.mutex);
+	ereport(LOG, (errmsg("coupon relay: publishing to Redis")));
+}
+
+/* purge published events past the retention, at most once a minute */
+static void
+maybe_purge(TimestampTz *last_purge)
+{
+	if (GetCurrentTimestamp() < TimestampTzPlusMilliseconds(*last_purge, PURGE_INTERVAL_MS))
+		return;
+	worker_step_begin("purging published events");
+	spi_run(&purge_plan, NULL, NULL, false, 0);
+	worker_step_end(loop_cxt);
+	*last_purge = GetCurrentTimestamp();
+}
+
+/* the worker's entry point */
+void
+coupon_relay_worker_main(Datum main_arg)
+{
+	RelayShared *shared = &coupon_shared()->relay;
+	RedisSide	redis = {0};
+	TimestampTz last_purge = 0;
+	bool		have_extension = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	SpinLockAcquire(&shared->mutex);
+	shared->pid = MyProcPid;
+	shared->latch = MyLatch;
+	shared->state = RELAY_STARTING;
+	shared->reconnects = 0;
+	shared->last_error[0] = '\0';
+	SpinLockRelease(&shared->mutex);
+	before_shmem_exit(release_relay, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(coupon_database, NULL, 0);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname("coupon relay worker");
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "coupon relay loop", ALLOCSET_DEFAULT_SIZES);
+	window_cxt = AllocSetContextCreate(TopMemoryContext, "coupon relay window", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		long		timeout = coupon_naptime_ms;
+		int			sent;
+		char		err[RELAY_ERROR_LEN];
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
+
+		if (!have_extension && !(have_extension = worker_extension_present()))
+			set_state(RELAY_NO_EXTENSION, false, NULL);
+		else if (coupon_redis_url[0] != '\0' && (redis_connect(&redis), redis.link == NULL))
+			timeout = Max(1, (long) ((redis.retry_at - GetCurrentTimestamp()) / 1000));
+		else
+		{
+			if (coupon_redis_url[0] == '\0' && redis.link != NULL)
+			{
+				redis_close(redis.link);
+				redis.link = NULL;
+			}
+			set_state(RELAY_PUBLISHING, redis.link != NULL, NULL);
+			sent = relay_round(redis.link, err, sizeof(err));
+			if (sent < 0)
+			{
+				redis_failed(&redis, err);
+				timeout = Max(1, (long) ((redis.retry_at - GetCurrentTimestamp()) / 1000));
+			}
+			else
+			{
+				set_state(RELAY_IDLE, redis.link != NULL, NULL);
+				maybe_purge(&last_purge);
+				if (sent == RELAY_BATCH || window.n > 0)
+					continue;	/* more to send: no sleep, no latch reset */
+			}
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * Register the relay worker when coupon.relay is on; only while the
+ * library is being preloaded and not under pg_upgrade, and it starts once
+ * recovery has finished, like the saga's workers.
+ */
+void
+coupon_relay_worker_init(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade || !coupon_relay_enabled)
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 2;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "coupon");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "coupon_relay_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "coupon relay worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "coupon relay worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* coupon.relay_status_row(): the relay worker's live state */
+Datum
+coupon_relay_status_row(PG_FUNCTION_ARGS)
+{
+	static const char *const state_names[] = {
+		[RELAY_STOPPED] = "stopped",
+		[RELAY_STARTING] = "starting",
+		[RELAY_IDLE] = "idle",
+		[RELAY_PUBLISHING] = "publishing",
+		[RELAY_REDIS_DOWN] = "redis_down",
+		[RELAY_NO_EXTENSION] = "no_extension",
+	};
+	CouponShared *sh = coupon_shared();
+	RelayShared rs;
+	TupleDesc	desc;
+	Datum		values[7];
+	bool		nulls[7] = {0};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "coupon.relay_status_row must return a row");
+	memset(&rs, 0, sizeof(rs));
+	if (sh != NULL)
+	{
+		SpinLockAcquire(&sh->relay.mutex);
+		rs = sh->relay;
+		SpinLockRelease(&sh->relay.mutex);
+	}
+	values[0] = Int32GetDatum(rs.pid);
+	nulls[0] = (rs.pid == 0);
+	values[1] = CStringGetTextDatum(rs.pid == 0 && RecoveryInProgress() ? "standby" : state_names[rs.state]);
+	values[2] = CStringGetTextDatum(coupon_redis_url[0] != '\0' ? "redis" : "notify");
+	values[3] = BoolGetDatum(rs.connected);
+	values[4] = Int64GetDatum((int64) rs.reconnects);
+	values[5] = CStringGetTextDatum(rs.last_error);
+	nulls[5] = (rs.last_error[0] == '\0');
+	values[6] = TimestampTzGetDatum(rs.last_round_at);
+	nulls[6] = (rs.last_round_at == 0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
