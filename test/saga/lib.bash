@@ -21,6 +21,8 @@ SAGA_FINISHED=0
 SAGA_TERMINAL="'completed', 'failed', 'refunded', 'partially_refunded', 'needs_attention'"
 MOCKPG_PID=
 MOCKPG_URL=
+REDIS_PID=
+REDIS_PORT=
 MOCKPG_PORT=
 
 [ "$(id -u)" = 0 ] || { echo "Bail out! run as root (clusters run as the postgres user)"; exit 2; }
@@ -220,6 +222,72 @@ noon_timezone() {
 	else
 		echo "Etc/GMT"
 	fi
+}
+
+# ------------------------------------------------------------ Redis
+# start a real redis-server on 127.0.0.1 (free port, or REDIS_PORT again),
+# its append-only file fsynced before each reply: a write Redis has
+# acknowledged survives its kill -9
+redis_start() {
+	mkdir -p "$SAGA_DIR/redis"
+	[ -n "$REDIS_PORT" ] || REDIS_PORT=$(free_port)
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$SAGA_DIR/redis" \
+		--appendonly yes --appendfsync always --save '' --daemonize no \
+		--logfile "$SAGA_DIR/redis/redis.log" &
+	REDIS_PID=$!
+	for _ in $(seq 1 100); do
+		[ "$(redis-cli -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ] && return 0
+		sleep 0.1
+	done
+	tail -5 "$SAGA_DIR/redis/redis.log" >&2
+	return 1
+}
+
+# kill -9 Redis (what it acknowledged is in its fsynced append-only file)
+redis_kill() {
+	kill -KILL "$REDIS_PID"
+	{ wait "$REDIS_PID"; } 2>/dev/null || true
+	REDIS_PID=
+}
+
+# stop Redis if it runs
+redis_stop() {
+	[ -n "$REDIS_PID" ] || return 0
+	kill "$REDIS_PID" 2>/dev/null || true
+	{ wait "$REDIS_PID"; } 2>/dev/null || true
+	REDIS_PID=
+}
+
+# the event stream, one line per entry (test/saga/redis_stream.py), into FILE
+stream_dump() {
+	python3 "$COUPON_ROOT/test/saga/redis_stream.py" "$REDIS_PORT" stream coupon:events >"$1"
+}
+
+# STREAM (stream_dump) against OUTBOX (outbox_ids): "missing duplicated
+# unknown": outbox events not in the stream, stream entries that repeat an
+# event, and entries of events the outbox does not have
+stream_vs_outbox() {
+	python3 - "$1" "$2" <<'PY'
+import collections, sys
+sent = collections.Counter(line.split()[1] for line in open(sys.argv[1]))
+want = set(line.strip() for line in open(sys.argv[2]) if line.strip())
+print(len(want - set(sent)), sum(n - 1 for n in sent.values()), len(set(sent) - want))
+PY
+}
+
+# wait until the relay has published every committed event
+wait_relay_drained() {
+	if ! wait_for "${2:-the relay publishes every committed event}" "$1" \
+		"SELECT backlog = 0 FROM coupon.relay_status"; then
+		diag "  relay: $(q_quiet "SELECT format('state %s mode %s backlog %s published %s error %s',
+			state, mode, backlog, published, last_error) FROM coupon.relay_status")"
+		return 1
+	fi
+}
+
+# the outbox's event ids since FROM (exclusive), sorted, into FILE
+outbox_ids() {
+	q "SELECT event_id FROM coupon.outbox WHERE event_id > ${2:-0} ORDER BY event_id" >"$1"
 }
 
 # ------------------------------------------------------------ the cluster
@@ -441,6 +509,7 @@ saga_cleanup() {
 		kill "$pid" 2>/dev/null || true
 	done
 	mockpg_stop
+	redis_stop
 	cluster_stop "$SAGA_DIR"
 	if [ $rc -ne 0 ] || [ "$TAP_FAILED" -ne 0 ]; then
 		diag "server log (last 30 lines):"
