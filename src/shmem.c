@@ -42,6 +42,8 @@ coupon_shmem_startup(void)
 		memset(shared, 0, sizeof(CouponShared));
 		shared->throttle_lock = &(GetNamedLWLockTranche("coupon"))->lock;
 		SpinLockInit(&shared->saga_mutex);
+		for (int k = 0; k < THROTTLE_KINDS; k++)
+			pg_atomic_init_u64(&shared->throttle_blocked[k], 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
