@@ -8,15 +8,58 @@ COUPON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEBIAN_PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15
 	postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
 	postgresql-contrib libcurl4-openssl-dev libhiredis-dev libmicrohttpd-dev
-	libjansson-dev curl redis-server wrk valgrind procps python3"
+	libjansson-dev curl redis-server wrk valgrind procps python3
+	prometheus-postgres-exporter"
+
+# packaged services the tests start by themselves (on ports of their own)
+# and that must never run as system services: installing them starts none,
+# and they stay disabled at boot (see apt_install)
+QUIET_SERVICES="prometheus-postgres-exporter"
 
 # every program a script, test or benchmark of this repository runs that a
 # minimal Debian 12 (debootstrap minbase) lacks or may lack; checked after
 # the install, so a missing one stops the run at once with its name
 REQUIRED_PROGRAMS="make cc pkg-config pg_config curl python3 ps pgrep wrk valgrind
-	redis-server pg_prove runuser timeout awk sed diff xargs dd base64 mktemp"
+	redis-server pg_prove runuser timeout awk sed diff xargs dd base64 mktemp
+	prometheus-postgres-exporter"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# apt-get install the packages given, none of QUIET_SERVICES started: while
+# the machine has no policy-rc.d (a fresh root), one of ours, asked by
+# invoke-rc.d and deb-systemd-invoke, refuses to start them (any other
+# service starts as before); those just installed are then disabled at boot
+# and stopped if a policy of the machine's own let them start
+apt_install() {
+	local policy=/usr/sbin/policy-rc.d ours=0 rc=0 s
+	if [ ! -e "$policy" ]; then
+		{
+			echo '#!/bin/sh'
+			echo '# written by coupon scripts/lib.sh for the length of one apt-get install'
+			echo 'case "$1" in'
+			for s in $QUIET_SERVICES; do
+				echo "$s|$s.service) exit 101 ;;"
+			done
+			echo 'esac'
+			echo 'exit 0'
+		} >"$policy"
+		chmod 755 "$policy"
+		ours=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+	[ "$ours" = 0 ] || rm -f "$policy"
+	for s in $QUIET_SERVICES; do
+		case " $* " in *" $s "*) ;; *) continue ;; esac
+		if [ -d /run/systemd/system ]; then
+			systemctl disable --now "$s.service" >/dev/null 2>&1 || true
+		else
+			[ ! -x "/etc/init.d/$s" ] || "/etc/init.d/$s" stop >/dev/null 2>&1 || true
+			update-rc.d "$s" disable >/dev/null 2>&1 || true
+			deb-systemd-helper disable "$s.service" >/dev/null 2>&1 || true
+		fi
+	done
+	return $rc
+}
 
 # install the Debian packages that are missing (apt-get update first)
 install_deps() {
@@ -27,7 +70,7 @@ install_deps() {
 	if [ ${#missing[@]} -gt 0 ]; then
 		log "installing ${missing[*]}"
 		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+		apt_install "${missing[@]}"
 	fi
 	local absent=()
 	for prog in $REQUIRED_PROGRAMS; do

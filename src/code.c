@@ -260,7 +260,7 @@ coupon_redeem_code(PG_FUNCTION_ARGS)
 	if (!code_normalize(VARDATA_ANY(typed), VARSIZE_ANY_EXHDR(typed), canonical))
 		coupon_error(REASON_INVALID_CODE, NULL, "this is not a valid coupon code");
 	/* counted as a failure at once, in one step with the check (a guess) */
-	if (!throttle_begin_attempt(user_id))
+	if (!throttle_begin_attempt(user_id, THROTTLE_CODE))
 		coupon_error(REASON_TOO_MANY_CODE_ATTEMPTS, NULL,
 					 "too many wrong codes were entered for this user");
 

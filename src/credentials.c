@@ -197,7 +197,7 @@ coupon_authenticate_client(PG_FUNCTION_ARGS)
 		coupon_error(REASON_INVALID_CREDENTIALS, NULL,
 					 "a client id and a client secret are both required");
 	throttle_key = psprintf("client:%s", client_id);
-	if (!throttle_begin_attempt(throttle_key))
+	if (!throttle_begin_attempt(throttle_key, THROTTLE_CLIENT))
 		coupon_error(REASON_TOO_MANY_CREDENTIAL_ATTEMPTS, NULL,
 					 "too many failed attempts for this client id");
 

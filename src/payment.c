@@ -327,17 +327,23 @@ breaker_allow(Breaker *b, int64_t now, int64_t cooldown_us)
 	return true;
 }
 
-/* count a call's result; enough failures in a row open the circuit */
-void
+/*
+ * Count a call's result; enough failures in a row open the circuit.  The
+ * answer names the edge crossed, so the caller can log an outage's start
+ * and end exactly once without looking at the state itself.
+ */
+BreakerEdge
 breaker_record(Breaker *b, bool success, int64_t now, int threshold, int64_t cooldown_us)
 {
+	BreakerState before = b->state;
+
 	if (success)
 	{
 		b->state = BREAKER_CLOSED;
 		b->failures = 0;
 		b->probing = false;
 		b->open_until = 0;
-		return;
+		return before == BREAKER_CLOSED ? BREAKER_EDGE_NONE : BREAKER_EDGE_CLOSED;
 	}
 	b->failures++;
 	if (b->state == BREAKER_HALF_OPEN || b->failures >= threshold)
@@ -345,7 +351,13 @@ breaker_record(Breaker *b, bool success, int64_t now, int threshold, int64_t coo
 		b->state = BREAKER_OPEN;
 		b->open_until = now + cooldown_us;
 		b->probing = false;
+		if (before == BREAKER_CLOSED)
+		{
+			b->opened_at = now;
+			return BREAKER_EDGE_OPENED;
+		}
 	}
+	return BREAKER_EDGE_NONE;
 }
 
 /* name shown in worker_status */

@@ -87,7 +87,20 @@ typedef struct Breaker
 	int			failures;		/* consecutive */
 	int64_t		open_until;		/* open: until when; half open: probe deadline (us) */
 	bool		probing;		/* half open: the one probe is out */
+	int64_t		opened_at;		/* when it last opened from closed (us) */
 } Breaker;
+
+/*
+ * What a recorded result did to the breaker, for the one log line per
+ * change: an outage opens it once (closed -> open) and closes it once
+ * (open or half open -> closed); a failed probe only reopens it.
+ */
+typedef enum BreakerEdge
+{
+	BREAKER_EDGE_NONE,
+	BREAKER_EDGE_OPENED,
+	BREAKER_EDGE_CLOSED
+} BreakerEdge;
 
 /* names of the SQL state values; parse returns false for an unknown name */
 extern const char *pay_state_name(PayState state);
@@ -133,9 +146,9 @@ extern int64_t pay_backoff_ms(int attempt, int base_ms, int max_ms, uint32_t ran
 /* circuit breaker: may a call go out now?  (takes the half-open probe) */
 extern bool breaker_allow(Breaker *b, int64_t now, int64_t cooldown_us);
 
-/* circuit breaker: record a call's result */
-extern void breaker_record(Breaker *b, bool success, int64_t now,
-						   int threshold, int64_t cooldown_us);
+/* circuit breaker: record a call's result; says whether it opened or closed */
+extern BreakerEdge breaker_record(Breaker *b, bool success, int64_t now,
+								  int threshold, int64_t cooldown_us);
 
 extern const char *breaker_state_name(BreakerState state);
 

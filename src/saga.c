@@ -218,6 +218,30 @@ breaker_unlock(void)
 		SpinLockRelease(&sh->saga_mutex);
 }
 
+/*
+ * One LOG line when the circuit opens and one when it closes, whoever
+ * records the call that moved it (the edge is taken under the lock, so
+ * exactly one process sees it); outside the lock, since ereport may not
+ * run under a spinlock.
+ */
+static void
+log_breaker_edge(BreakerEdge edge, const Breaker *seen, TimestampTz now)
+{
+	if (edge == BREAKER_EDGE_OPENED)
+		ereport(LOG,
+				(errmsg("coupon: gateway circuit opened after %d failed calls in a row",
+						seen->failures),
+				 errdetail("Gateway calls stop; one probe call goes out every %d ms until one is answered.",
+						   coupon_circuit_cooldown_ms),
+				 errhidestmt(true)));
+	else if (edge == BREAKER_EDGE_CLOSED)
+		ereport(LOG,
+				(errmsg("coupon: gateway circuit closed after %.1f s open",
+						(double) (now - seen->opened_at) / USECS_PER_SEC),
+				 errdetail("The gateway answered again; gateway calls flow."),
+				 errhidestmt(true)));
+}
+
 /* a copy of the breaker's state, for worker_status and the worker's wait */
 BreakerState
 saga_breaker_state(Breaker *copy)
@@ -644,6 +668,9 @@ record_one(SagaRunner *runner, SagaCall *sc)
 	bool		transport_failure;
 	Datum		arg = Int64GetDatum(sc->payment_id);
 	Breaker    *b;
+	Breaker		seen;
+	BreakerEdge edge = BREAKER_EDGE_NONE;
+	TimestampTz now;
 
 	if (spi_run(&lock_plan, &arg, NULL, false, 1) != 1)
 		elog(ERROR, "payment %lld vanished", (long long) sc->payment_id);
@@ -698,11 +725,14 @@ record_one(SagaRunner *runner, SagaCall *sc)
 	 * answered lookup says nothing about confirms, so it does not count.
 	 */
 	transport_failure = (call->http_status == 0 || call->http_status >= 500);
+	now = GetCurrentTimestamp();
 	b = breaker_lock(runner);
 	if (transport_failure || sc->step != STEP_LOOKUP || b->state == BREAKER_HALF_OPEN)
-		breaker_record(b, !transport_failure, GetCurrentTimestamp(),
-					   coupon_circuit_failures, (int64) coupon_circuit_cooldown_ms * 1000);
+		edge = breaker_record(b, !transport_failure, now,
+							  coupon_circuit_failures, (int64) coupon_circuit_cooldown_ms * 1000);
+	seen = *b;
 	breaker_unlock();
+	log_breaker_edge(edge, &seen, now);
 	if (outcome == OUTCOME_UNKNOWN)
 		runner->errors++;
 

@@ -13,6 +13,7 @@
 #include "utils/timestamp.h"
 
 #include "payment.h"
+#include "throttle.h"
 
 #define THROTTLE_SLOTS		8192
 #define RATE_SLOTS			8192
@@ -91,6 +92,7 @@ typedef struct CouponShared
 {
 	LWLock	   *throttle_lock;	/* also guards rate */
 	ThrottleSlot throttle[THROTTLE_SLOTS];
+	pg_atomic_uint64 throttle_blocked[THROTTLE_KINDS];	/* attempts refused, per kind */
 	RateSlot	rate[RATE_SLOTS];
 
 	/* the saga: worker slots and the gateway's circuit breaker */

@@ -6,11 +6,15 @@
  * A fixed table of slots keyed by a 64-bit hash of the user id, probed
  * linearly; when every probed slot is busy the one whose window started
  * earliest is reused.  Without shared memory (not preloaded) nothing is
- * throttled and a warning says so once per backend.
+ * throttled and a warning says so once per backend.  The attempts refused
+ * are counted per kind (codes, client ids) for throttle_status().
  */
 #include "postgres.h"
 
 #include "common/hashfn.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "coupon.h"
@@ -88,7 +92,7 @@ window_open(const ThrottleSlot *slot, TimestampTz now)
  * (throttle_forgive); one whose transaction fails later stays counted.
  */
 bool
-throttle_begin_attempt(const char *user_id)
+throttle_begin_attempt(const char *user_id, ThrottleKind kind)
 {
 	CouponShared *s = throttle_table();
 	TimestampTz now = GetCurrentTimestamp();
@@ -113,6 +117,8 @@ throttle_begin_attempt(const char *user_id)
 	else
 		slot->failures++;
 	LWLockRelease(s->throttle_lock);
+	if (!allowed)
+		pg_atomic_fetch_add_u64(&s->throttle_blocked[kind], 1);
 	return allowed;
 }
 
@@ -133,4 +139,37 @@ throttle_forgive(const char *user_id)
 	if (found && slot->failures > 0)
 		slot->failures--;
 	LWLockRelease(s->throttle_lock);
+}
+
+PG_FUNCTION_INFO_V1(coupon_throttle_status);
+
+/*
+ * coupon.throttle_status(): attempts refused by the throttle since the
+ * server started, per kind, for monitoring; no rows when not preloaded
+ * (nothing is throttled then).  Atomic reads: it never waits for the lock
+ * that redeem_code() takes.
+ */
+Datum
+coupon_throttle_status(PG_FUNCTION_ARGS)
+{
+	static const char *const kind_names[THROTTLE_KINDS] = {
+		[THROTTLE_CODE] = "code",
+		[THROTTLE_CLIENT] = "client",
+	};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CouponShared *s = coupon_shared();
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (s == NULL)
+		return (Datum) 0;
+	for (int k = 0; k < THROTTLE_KINDS; k++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = CStringGetTextDatum(kind_names[k]);
+		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&s->throttle_blocked[k]));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -8,7 +8,7 @@
 -- function.  Parts of the contract this version does not ship yet are TODO
 -- tests: they are reported but do not fail the suite.
 BEGIN;
-SELECT plan(223);
+SELECT plan(228);
 
 -- the API of this version: name, argument types, argument names
 CREATE TEMP TABLE api (fn text, args text[], argnames text[], volatility text) ON COMMIT DROP;
@@ -231,7 +231,16 @@ SELECT has_function('coupon', f, 'coupon.' || f || ' exists')
   FROM unnest('{merchant_credentials,pre_request}'::text[]) f;
 -- 222: the merchant's statistics (0.8)
 SELECT has_view('coupon', 'merchant_stats', 'view coupon.merchant_stats exists');
--- 223: what the design adds beyond this version (TODO)
+-- 223-227: metrics (0.9): what the exporter's role (a coupon_monitor member) reads, and no table
+SELECT has_view('coupon', 'payment_backlog', 'view coupon.payment_backlog exists');
+SELECT has_function('coupon', 'throttle_status', '{}'::name[], 'coupon.throttle_status() exists');
+SELECT function_privs_are('coupon', 'throttle_status', '{}'::name[], 'coupon_monitor', '{EXECUTE}',
+						  'coupon_monitor may execute coupon.throttle_status()');
+SELECT table_privs_are('coupon', 'payment_backlog', 'coupon_monitor', '{SELECT}',
+					   'coupon_monitor may read coupon.payment_backlog');
+SELECT table_privs_are('coupon', 'payment', 'coupon_monitor', '{}',
+					   'coupon_monitor may not read coupon.payment itself');
+-- 228: what the design adds beyond this version (TODO)
 SELECT todo('the outbox is not in this version yet', 1);
 SELECT has_table('coupon', 'outbox', 'table coupon.outbox exists');
 

@@ -443,7 +443,7 @@ test_saga_transitions(void)
 static void
 test_saga_backoff_breaker(void)
 {
-	Breaker		b = {BREAKER_CLOSED, 0, 0, false};
+	Breaker		b = {BREAKER_CLOSED, 0, 0, false, 0};
 	int			mono = 1;
 	int64_t		prev = 0;
 
@@ -480,6 +480,57 @@ test_saga_backoff_breaker(void)
 	breaker_record(&b, false, 17000, 5, 5000);
 	breaker_record(&b, true, 17001, 5, 5000);
 	check(b.failures == 0, "a success resets the failure count");
+}
+
+/* the edges breaker_record reports: one open and one close per outage */
+static void
+test_breaker_edges(void)
+{
+	Breaker		b = {BREAKER_CLOSED, 0, 0, false, 0};
+	int			opened = 0;
+	int			closed = 0;
+	BreakerEdge e;
+
+	check(breaker_record(&b, true, 100, 3, 5000) == BREAKER_EDGE_NONE,
+		  "a success while closed crosses no edge");
+	check(breaker_record(&b, false, 200, 3, 5000) == BREAKER_EDGE_NONE &&
+		  breaker_record(&b, false, 300, 3, 5000) == BREAKER_EDGE_NONE,
+		  "failures below the threshold cross no edge");
+	e = breaker_record(&b, false, 400, 3, 5000);
+	check(e == BREAKER_EDGE_OPENED && b.opened_at == 400,
+		  "the failure that opens it reports OPENED and when");
+	check(breaker_record(&b, false, 500, 3, 5000) == BREAKER_EDGE_NONE && b.opened_at == 400,
+		  "more failures while open (calls already in flight) report nothing");
+	check(breaker_allow(&b, 5500, 5000) && breaker_record(&b, false, 5600, 3, 5000) == BREAKER_EDGE_NONE &&
+		  b.state == BREAKER_OPEN && b.opened_at == 400,
+		  "a failed probe reopens it without a new OPENED");
+	check(breaker_allow(&b, 10600, 5000) && breaker_record(&b, true, 10700, 3, 5000) == BREAKER_EDGE_CLOSED,
+		  "a good probe reports CLOSED");
+	check(b.opened_at == 400, "opened_at still says when the outage began (for the close line)");
+	check(breaker_record(&b, true, 10800, 3, 5000) == BREAKER_EDGE_NONE,
+		  "a success after closing reports nothing");
+
+	/* a long outage with many callers: one edge each way */
+	memset(&b, 0, sizeof(b));
+	for (int64_t t = 1000; t < 100000; t += 10)
+	{
+		bool		up = (t >= 90000);
+
+		if (!breaker_allow(&b, t, 5000))
+			continue;
+		e = breaker_record(&b, up, t, 5, 5000);
+		opened += (e == BREAKER_EDGE_OPENED);
+		closed += (e == BREAKER_EDGE_CLOSED);
+		/* calls already in flight fail after it opened */
+		if (!up)
+		{
+			e = breaker_record(&b, false, t + 1, 5, 5000);
+			opened += (e == BREAKER_EDGE_OPENED);
+			closed += (e == BREAKER_EDGE_CLOSED);
+		}
+	}
+	check(opened == 1 && closed == 1 && b.state == BREAKER_CLOSED,
+		  "an outage with probes and late failures: exactly one OPENED and one CLOSED");
 }
 
 /* gateway text: bounded, sanitised, whole UTF-8 characters, credentials redacted */
@@ -522,6 +573,7 @@ main(void)
 	test_saga_classify();
 	test_saga_transitions();
 	test_saga_backoff_breaker();
+	test_breaker_edges();
 	test_excerpt();
 	printf("1..%d\n", tests);
 	return failures == 0 ? 0 : 1;
