@@ -3,17 +3,26 @@
  *		The relay worker's Redis client, on hiredis (docs/events.md).
  *
  * The worker publishes a batch of events as one pipeline: every command is
- * queued, then written in one go and every reply read.  Nothing here
- * raises a PostgreSQL error or allocates in a memory context: hiredis
- * allocates with malloc, so each function frees what it made before it
- * returns, and failures come back as false and a message.  The caller
- * then closes the link and reconnects later.
+ * queued, then written in one go and every reply read.  Once connected,
+ * the socket is non-blocking and every wait for it is a WaitLatchOrSocket,
+ * so a worker waiting on a slow Redis still answers a shutdown and dies
+ * with the postmaster.  Nothing here allocates in a memory context:
+ * hiredis allocates with malloc, so each function frees what it made
+ * before it returns, and failures come back as false and a message (the
+ * caller then closes the link and reconnects later).  The only error
+ * raised is an interrupt's (a shutdown), which ends the process.
  */
 #include "postgres.h"
 
+#include <fcntl.h>
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
 
 #include "relay.h"
 
@@ -24,6 +33,7 @@ struct RedisLink
 {
 	redisContext *ctx;
 	int			queued;			/* commands appended, replies not yet read */
+	int			timeout_ms;		/* longest wait for the socket */
 };
 
 /* the parts of a Redis URL */
@@ -193,15 +203,18 @@ redis_open(const char *url, int timeout_ms, char *err, size_t errlen)
 			return NULL;
 		}
 	}
-	link = malloc(sizeof(RedisLink));
-	if (link == NULL)
+	/* from here on every wait is a latch wait (wait_socket) */
+	if (fcntl(ctx->fd, F_SETFL, fcntl(ctx->fd, F_GETFL) | O_NONBLOCK) != 0 ||
+		(link = malloc(sizeof(RedisLink))) == NULL)
 	{
-		strlcpy(err, "out of memory", errlen);
+		strlcpy(err, "could not set up the Redis connection", errlen);
 		redisFree(ctx);
 		return NULL;
 	}
+	ctx->flags &= ~REDIS_BLOCK;
 	link->ctx = ctx;
 	link->queued = 0;
+	link->timeout_ms = timeout_ms;
 	return link;
 }
 
@@ -215,33 +228,112 @@ redis_close(RedisLink *link)
 	free(link);
 }
 
+/* format one command into the output buffer; false only out of memory */
+static bool
+append_command(RedisLink *link, int argc, const char **argv, const size_t *argvlen)
+{
+	return redisAppendCommandArgv(link->ctx, argc, argv, argvlen) == REDIS_OK;
+}
+
 /* see relay.h */
 void
 redis_append(RedisLink *link, int argc, const char **argv, const size_t *argvlen)
 {
-	/* only fails out of memory; the flush then reports the context's error */
-	if (redisAppendCommandArgv(link->ctx, argc, argv, argvlen) == REDIS_OK)
+	/* out of memory, the command is missing: the flush reads one reply too few */
+	if (append_command(link, argc, argv, argvlen))
 		link->queued++;
+}
+
+/*
+ * Wait until the socket is ready for `events` (or the latch is set, which
+ * is only a reason to look again); false once `deadline` has passed.
+ */
+static bool
+wait_socket(RedisLink *link, int events, TimestampTz deadline)
+{
+	long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+	int			rc;
+
+	if (left <= 0)
+		return false;
+	rc = WaitLatchOrSocket(MyLatch, events | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   link->ctx->fd, left, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
+}
+
+/* write out what is queued; false with err on failure */
+static bool
+write_all(RedisLink *link, TimestampTz deadline, char *err, size_t errlen)
+{
+	int			done = 0;
+
+	for (;;)
+	{
+		if (redisBufferWrite(link->ctx, &done) != REDIS_OK)
+		{
+			snprintf(err, errlen, "Redis connection lost: %s", link->ctx->errstr);
+			return false;
+		}
+		if (done)
+			return true;
+		if (!wait_socket(link, WL_SOCKET_WRITEABLE, deadline))
+		{
+			strlcpy(err, "Redis did not take the commands in time", errlen);
+			return false;
+		}
+	}
+}
+
+/* the next reply, read as it arrives; NULL with err on failure */
+static redisReply *
+next_reply(RedisLink *link, TimestampTz deadline, char *err, size_t errlen)
+{
+	for (;;)
+	{
+		void	   *reply = NULL;
+
+		if (redisGetReplyFromReader(link->ctx, &reply) != REDIS_OK)
+		{
+			snprintf(err, errlen, "Redis sent what is not a reply: %s", link->ctx->errstr);
+			return NULL;
+		}
+		if (reply != NULL)
+			return reply;
+		if (!wait_socket(link, WL_SOCKET_READABLE, deadline))
+		{
+			strlcpy(err, "Redis did not answer in time", errlen);
+			return NULL;
+		}
+		if (redisBufferRead(link->ctx) != REDIS_OK)
+		{
+			snprintf(err, errlen, "Redis connection lost: %s",
+					 link->ctx->errstr[0] ? link->ctx->errstr : "closed");
+			return NULL;
+		}
+	}
 }
 
 /* see relay.h */
 bool
 redis_flush(RedisLink *link, char *err, size_t errlen)
 {
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), link->timeout_ms);
 	bool		ok = true;
 
 	err[0] = '\0';
+	if (!write_all(link, deadline, err, errlen))
+		return false;
 	while (link->queued > 0)
 	{
-		redisReply *reply = NULL;
+		redisReply *reply = next_reply(link, deadline, err, errlen);
 
-		if (redisGetReply(link->ctx, (void **) &reply) != REDIS_OK || reply == NULL)
-		{
-			snprintf(err, errlen, "Redis connection lost: %s",
-					 link->ctx->errstr[0] ? link->ctx->errstr : "no reply");
-			link->queued = 0;
+		if (reply == NULL)
 			return false;
-		}
 		link->queued--;
 		if (reply->type == REDIS_REPLY_ERROR && ok)
 		{
@@ -250,11 +342,34 @@ redis_flush(RedisLink *link, char *err, size_t errlen)
 		}
 		freeReplyObject(reply);
 	}
-	if (ok && link->ctx->err)
+	return ok;
+}
+
+/* UNLINK the keys of one SCAN page; false with err on failure */
+static bool
+unlink_keys(RedisLink *link, const redisReply *keys, char *err, size_t errlen)
+{
+	size_t		n = keys->elements;
+	const char **argv = malloc(sizeof(char *) * (n + 1));
+	size_t	   *argvlen = malloc(sizeof(size_t) * (n + 1));
+	bool		ok = (argv != NULL && argvlen != NULL);
+
+	if (ok)
 	{
-		snprintf(err, errlen, "Redis connection lost: %s", link->ctx->errstr);
-		ok = false;
+		argv[0] = "UNLINK";
+		argvlen[0] = 6;
+		for (size_t i = 0; i < n; i++)
+		{
+			argv[i + 1] = keys->element[i]->str;
+			argvlen[i + 1] = keys->element[i]->len;
+		}
+		redis_append(link, (int) n + 1, argv, argvlen);
+		ok = redis_flush(link, err, errlen);
 	}
+	else
+		strlcpy(err, "out of memory", errlen);
+	free(argv);
+	free(argvlen);
 	return ok;
 }
 
@@ -268,44 +383,32 @@ redis_delete_matching(RedisLink *link, const char *pattern, char *err, size_t er
 	do
 	{
 		const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-		redisReply *reply = redisCommandArgv(link->ctx, 6, argv, NULL);
+		TimestampTz deadline;
+		redisReply *reply;
 		bool		ok;
 
-		ok = (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+		if (!append_command(link, lengthof(argv), argv, NULL))
+		{
+			strlcpy(err, "out of memory", errlen);
+			return false;
+		}
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), link->timeout_ms);
+		if (!write_all(link, deadline, err, errlen) ||
+			(reply = next_reply(link, deadline, err, errlen)) == NULL)
+			return false;
+		ok = (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
 			  reply->element[0]->type == REDIS_REPLY_STRING &&
 			  reply->element[1]->type == REDIS_REPLY_ARRAY);
-		if (ok && reply->element[1]->elements > 0)
-		{
-			redisReply *keys = reply->element[1];
-			size_t		n = keys->elements;
-			const char **kargv = malloc(sizeof(char *) * (n + 1));
-			size_t	   *klen = malloc(sizeof(size_t) * (n + 1));
-
-			if (kargv == NULL || klen == NULL)
-				ok = false;
-			else
-			{
-				kargv[0] = "UNLINK";
-				klen[0] = 6;
-				for (size_t i = 0; i < n; i++)
-				{
-					kargv[i + 1] = keys->element[i]->str;
-					klen[i + 1] = keys->element[i]->len;
-				}
-				redis_append(link, (int) n + 1, kargv, klen);
-				ok = redis_flush(link, err, errlen);
-			}
-			free(kargv);
-			free(klen);
-		}
-		if (ok)
-			strlcpy(cursor, reply->element[0]->str, sizeof(cursor));
-		else if (err[0] == '\0' || reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+		if (!ok)
 			snprintf(err, errlen, "SCAN failed: %s",
-					 reply && reply->type == REDIS_REPLY_ERROR ? reply->str :
-					 (link->ctx->errstr[0] ? link->ctx->errstr : "unexpected reply"));
-		if (reply)
-			freeReplyObject(reply);
+					 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+		else
+		{
+			strlcpy(cursor, reply->element[0]->str, sizeof(cursor));
+			if (reply->element[1]->elements > 0)
+				ok = unlink_keys(link, reply->element[1], err, errlen);
+		}
+		freeReplyObject(reply);
 		if (!ok)
 			return false;
 	} while (strcmp(cursor, "0") != 0);

@@ -8,8 +8,9 @@
 #     append-only file.  Every event must arrive at least once; duplicates
 #     (the batch in flight at the kill) are told apart by event_id.
 # (b) With Redis down, 20,000 more events wait in the outbox.  The test
-#     holds the relay's position row (SELECT ... FOR UPDATE), so that with
-#     Redis back exactly one batch goes out (1,000 events); then Redis
+#     locks the relay's position table (LOCK ... IN EXCLUSIVE MODE: a
+#     queue, first come first served), so that with Redis back exactly one
+#     batch goes out (1,000 events) between two such sessions; then Redis
 #     pauses writes (CLIENT PAUSE), the relay sends its next batch and
 #     waits for the replies, and the postmaster is killed.  After the
 #     restart the relay must go on from the batch it committed: every event
@@ -73,10 +74,10 @@ wait "$OTHER"
 check "(b) 20,000 events wait in the outbox" "$(q "SELECT backlog FROM coupon.relay_status")" 20000
 BEFORE=$(wc -l <"$SAGA_DIR/stream-a.txt")
 
-# hold_position NAME: a session that takes the relay's row and keeps it
+# hold_position NAME: a session that locks the relay's position and keeps it
 hold_position() {
 	as_pg env PGAPPNAME="$1" psql -X -q -d "$SAGA_DB" \
-		-c "BEGIN; SELECT 1 FROM coupon.relay_state FOR UPDATE; SELECT pg_sleep(600)" >/dev/null 2>&1 &
+		-c "BEGIN; LOCK TABLE coupon.relay_state IN EXCLUSIVE MODE; SELECT pg_sleep(600)" >/dev/null 2>&1 &
 	SAGA_BG_PIDS+=("$!")
 }
 relay_waits_on() {

@@ -14,25 +14,19 @@ import sys
 class Redis:
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", int(port)), timeout=30)
-        self.buf = b""
+        self.f = self.sock.makefile("rb")
 
     def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise SystemExit("redis closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise SystemExit("redis closed the connection")
+        return line[:-2]
 
     def _exact(self, n):
-        while len(self.buf) < n + 2:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise SystemExit("redis closed the connection")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
+        data = self.f.read(n + 2)
+        if len(data) != n + 2:
+            raise SystemExit("redis closed the connection")
+        return data[:n]
 
     def _reply(self):
         line = self._line()
