@@ -60,6 +60,7 @@ LANGUAGE C
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION coupon.outbox_capture() IS 'Trigger: writes the outbox row of a change of a coupon, hold, policy, payment, refund or settlement batch (its first argument names the table).';
 REVOKE ALL ON FUNCTION coupon.outbox_capture() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.outbox_capture() TO coupon_admin;
 
 /*
  * Which changes are events.  A hold's coupon goes issued -> reserved ->
@@ -152,12 +153,13 @@ REVOKE ALL ON FUNCTION coupon.relay_status_row() FROM PUBLIC;
 CREATE FUNCTION coupon.outbox_backlog(OUT backlog bigint, OUT oldest_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $fn$
 	SELECT count(*), min(o.occurred_at)
-	  FROM coupon.outbox o, coupon.relay_state r
-	 WHERE o.xid >= pg_snapshot_xmin(r.published_through)
-	   AND NOT pg_visible_in_snapshot(o.xid, r.published_through)
-	   AND o.event_id > r.skip_through
+	  FROM coupon.outbox o
+	 WHERE o.xid >= (SELECT pg_snapshot_xmin(published_through) FROM coupon.relay_state)
+	   AND NOT pg_visible_in_snapshot(o.xid, (SELECT published_through FROM coupon.relay_state))
+	   AND o.event_id > (SELECT skip_through FROM coupon.relay_state)
 	   AND pg_visible_in_snapshot(o.xid, pg_current_snapshot())
 $fn$;
 COMMENT ON FUNCTION coupon.outbox_backlog() IS 'Internal: committed events not yet published, and when the oldest of them happened (reads the outbox from the oldest unpublished transaction on, by the xid index).';
@@ -211,6 +213,7 @@ AS 'MODULE_PATHNAME', 'coupon_wake_relay'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION coupon.wake_relay() IS 'Internal: wakes the relay worker when this transaction commits.';
 REVOKE ALL ON FUNCTION coupon.wake_relay() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION coupon.wake_relay() TO coupon_admin;
 
 CREATE FUNCTION coupon.relay_skip(through_event_id bigint DEFAULT NULL)
 RETURNS bigint

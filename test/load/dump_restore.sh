@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 SRC=load_dump
 DST=load_dump_restored
-TABLES="merchant policy policy_stock coupon reservation idempotency_key payment payment_event"
+TABLES="merchant policy policy_stock coupon reservation idempotency_key payment payment_event outbox"
 
 create_db "$SRC"
 # the restore target gets no CREATE EXTENSION: the dump carries it

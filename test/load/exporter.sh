@@ -148,7 +148,8 @@ for name in coupon_saga_workers_count coupon_saga_worker_in_flight coupon_saga_w
 	coupon_gateway_circuit_half_open coupon_gateway_circuit_open coupon_gateway_circuit_consecutive_failures \
 	coupon_payment_backlog_payments coupon_payment_backlog_oldest_age_seconds coupon_stuck_payments_count \
 	coupon_stuck_payments_needs_attention coupon_stuck_payments_max_stuck_seconds \
-	coupon_policy_stock_remaining coupon_policy_stock_total coupon_throttle_blocked; do
+	coupon_policy_stock_remaining coupon_policy_stock_total coupon_throttle_blocked \
+	coupon_relay_backlog coupon_relay_lag_seconds coupon_relay_published coupon_relay_reconnects; do
 	check_match "metric $name is scraped" "$(grep -c "^$name[{ ]" "$SCRAPE" || true)" '^[1-9][0-9]*$'
 done
 
@@ -213,6 +214,14 @@ check "stock taken: 10 - 3 and 5 - 1 left" \
 check "coupon_throttle_blocked{kind=code} and {kind=client} = throttle_status()" \
 	"$(metric coupon_throttle_blocked 'kind="code"') $(metric coupon_throttle_blocked 'kind="client"')" \
 	"$((before_code + EXTRA)) $((before_client + EXTRA))"
+
+# the relay: its backlog and count as relay_status says (this database's
+# events wait: the cluster's relay serves another database)
+read -r rstate rmode rbacklog rpublished <<<"$(query "$DB" "SELECT state, mode, backlog, published FROM coupon.relay_status" | tr '|' ' ')"
+check "coupon_relay_backlog and _published = relay_status (state $rstate, mode $rmode)" \
+	"$(metric coupon_relay_backlog "mode=\"$rmode\",state=\"$rstate\"") $(metric coupon_relay_published "mode=\"$rmode\",state=\"$rstate\"")" \
+	"$rbacklog $rpublished"
+check "... and this test's events are in that backlog" "$((rbacklog > 0))" 1
 
 # the role reads nothing else: the tables stay closed to it
 check "the exporter's role may not read coupon.payment itself" \
