@@ -54,57 +54,39 @@ CREATE POLICY admin_all ON coupon.outbox TO coupon_admin USING (true);
 COMMENT ON POLICY admin_all ON coupon.outbox IS 'The platform''s operators read every event.';
 GRANT SELECT ON coupon.outbox TO coupon_admin;
 
+/*
+ * No SET search_path here, unlike every other trigger function: this one
+ * is C, resolves no name through the path (it reads and writes below SQL;
+ * its one statement names its operator's schema), and it runs for every
+ * change of a coupon, so the clause's cost (a setting saved and restored
+ * per row) would fall on every checkout.  Nor WHEN clauses on the
+ * triggers: the single-row writes of a checkout (rowwrite.c) would parse
+ * them again for each row; the function decides in C which changes are
+ * events and returns at once for the others.
+ */
 CREATE FUNCTION coupon.outbox_capture() RETURNS trigger
 AS 'MODULE_PATHNAME', 'coupon_outbox_capture'
-LANGUAGE C
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION coupon.outbox_capture() IS 'Trigger: writes the outbox row of a change of a coupon, hold, policy, payment, refund or settlement batch (its first argument names the table).';
+LANGUAGE C;
+COMMENT ON FUNCTION coupon.outbox_capture() IS 'Trigger: writes the outbox row of a change of a coupon, hold, policy, payment, refund or settlement batch that is an event (its first argument names the table; docs/events.md says which changes are events). Does nothing under COPY.';
 REVOKE ALL ON FUNCTION coupon.outbox_capture() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION coupon.outbox_capture() TO coupon_admin;
 
-/*
- * Which changes are events.  A hold's coupon goes issued -> reserved ->
- * issued or used: the hold's own rows say that (coupon.reserved,
- * .released, .confirmed), so the coupon's trigger skips those two steps
- * unless a balance changed; a code not yet redeemed is not an event.
- */
-CREATE TRIGGER coupon_outbox AFTER INSERT ON coupon.coupon
-	FOR EACH ROW WHEN (NEW.status <> 'unclaimed') EXECUTE FUNCTION coupon.outbox_capture('coupon');
-CREATE TRIGGER coupon_outbox_change AFTER UPDATE ON coupon.coupon
-	FOR EACH ROW WHEN ((OLD.status IS DISTINCT FROM NEW.status OR OLD.balance IS DISTINCT FROM NEW.balance)
-		AND NOT (OLD.status IN ('issued', 'reserved') AND NEW.status IN ('issued', 'reserved')
-				 AND OLD.balance IS NOT DISTINCT FROM NEW.balance))
-	EXECUTE FUNCTION coupon.outbox_capture('coupon');
-CREATE TRIGGER reservation_outbox AFTER INSERT ON coupon.reservation
+CREATE TRIGGER coupon_outbox AFTER INSERT OR UPDATE ON coupon.coupon
+	FOR EACH ROW EXECUTE FUNCTION coupon.outbox_capture('coupon');
+CREATE TRIGGER reservation_outbox AFTER INSERT OR UPDATE ON coupon.reservation
 	FOR EACH ROW EXECUTE FUNCTION coupon.outbox_capture('reservation');
-CREATE TRIGGER reservation_outbox_change AFTER UPDATE ON coupon.reservation
-	FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION coupon.outbox_capture('reservation');
-CREATE TRIGGER policy_outbox AFTER INSERT ON coupon.policy
+CREATE TRIGGER policy_outbox AFTER INSERT OR UPDATE ON coupon.policy
 	FOR EACH ROW EXECUTE FUNCTION coupon.outbox_capture('policy');
-CREATE TRIGGER policy_outbox_change AFTER UPDATE ON coupon.policy
-	FOR EACH ROW WHEN ((OLD.name, OLD.status, OLD.total_quantity, OLD.per_user_limit, OLD.budget,
-						OLD.issue_starts_at, OLD.issue_ends_at, OLD.valid_from, OLD.valid_until,
-						OLD.valid_days, OLD.allowed_merchants, OLD.merchant_share_bp, OLD.stackable)
-		IS DISTINCT FROM (NEW.name, NEW.status, NEW.total_quantity, NEW.per_user_limit, NEW.budget,
-						  NEW.issue_starts_at, NEW.issue_ends_at, NEW.valid_from, NEW.valid_until,
-						  NEW.valid_days, NEW.allowed_merchants, NEW.merchant_share_bp, NEW.stackable))
-	EXECUTE FUNCTION coupon.outbox_capture('policy');
-CREATE TRIGGER payment_outbox AFTER INSERT ON coupon.payment
+CREATE TRIGGER payment_outbox AFTER INSERT OR UPDATE ON coupon.payment
 	FOR EACH ROW EXECUTE FUNCTION coupon.outbox_capture('payment');
-CREATE TRIGGER payment_outbox_change AFTER UPDATE ON coupon.payment
-	FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION coupon.outbox_capture('payment');
 CREATE TRIGGER payment_refund_outbox AFTER INSERT ON coupon.payment_refund
 	FOR EACH ROW EXECUTE FUNCTION coupon.outbox_capture('payment_refund');
 CREATE TRIGGER settlement_outbox AFTER INSERT ON coupon.settlement
 	FOR EACH ROW EXECUTE FUNCTION coupon.outbox_capture('settlement');
-COMMENT ON TRIGGER coupon_outbox ON coupon.coupon IS 'Records coupon.issued (a coupon given to a user) in the outbox.';
-COMMENT ON TRIGGER coupon_outbox_change ON coupon.coupon IS 'Records coupon.redeemed, .used, .restored, .expired and .revoked in the outbox; holds are recorded by the reservation''s triggers.';
-COMMENT ON TRIGGER reservation_outbox ON coupon.reservation IS 'Records coupon.reserved in the outbox.';
-COMMENT ON TRIGGER reservation_outbox_change ON coupon.reservation IS 'Records coupon.confirmed, .released and .hold_expired in the outbox.';
-COMMENT ON TRIGGER policy_outbox ON coupon.policy IS 'Records policy.created in the outbox.';
-COMMENT ON TRIGGER policy_outbox_change ON coupon.policy IS 'Records policy.changed or policy.paused in the outbox when a term or the status changes (not the running budget and code counters).';
-COMMENT ON TRIGGER payment_outbox ON coupon.payment IS 'Records payment.pending in the outbox.';
-COMMENT ON TRIGGER payment_outbox_change ON coupon.payment IS 'Records each state the payment enters (payment.<state>) in the outbox.';
+COMMENT ON TRIGGER coupon_outbox ON coupon.coupon IS 'Records coupon.issued, .redeemed, .used, .restored, .expired and .revoked in the outbox (a hold''s steps are the reservation''s events; a code not yet redeemed is none).';
+COMMENT ON TRIGGER reservation_outbox ON coupon.reservation IS 'Records coupon.reserved, .confirmed, .released and .hold_expired in the outbox.';
+COMMENT ON TRIGGER policy_outbox ON coupon.policy IS 'Records policy.created, and policy.changed or policy.paused when a term or the status changes (not the running budget and code counters), in the outbox.';
+COMMENT ON TRIGGER payment_outbox ON coupon.payment IS 'Records payment.pending and each state the payment enters (payment.<state>) in the outbox.';
 COMMENT ON TRIGGER payment_refund_outbox ON coupon.payment_refund IS 'Records payment.refunded in the outbox.';
 COMMENT ON TRIGGER settlement_outbox ON coupon.settlement IS 'Records settlement.created in the outbox.';
 

@@ -26,6 +26,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -572,6 +573,24 @@ maybe_purge(TimestampTz *last_purge)
 	*last_purge = GetCurrentTimestamp();
 }
 
+/*
+ * Is the extension installed, at 0.9 or later (with its outbox)?  A
+ * database still at an older version is left alone until it is updated.
+ */
+static bool
+outbox_present(void)
+{
+	bool		present = false;
+
+	if (!worker_extension_present())
+		return false;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	present = OidIsValid(get_relname_relid("relay_state", get_namespace_oid("coupon", true)));
+	CommitTransactionCommand();
+	return present;
+}
+
 /* the worker's entry point */
 void
 coupon_relay_worker_main(Datum main_arg)
@@ -617,7 +636,7 @@ coupon_relay_worker_main(Datum main_arg)
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
 
-		if (!have_extension && !(have_extension = worker_extension_present()))
+		if (!have_extension && !(have_extension = outbox_present()))
 			set_state(RELAY_NO_EXTENSION, false, NULL);
 		else if (coupon_redis_url[0] != '\0' && (redis_connect(&redis), redis.link == NULL))
 			timeout = Max(1, (long) ((redis.retry_at - GetCurrentTimestamp()) / 1000));
