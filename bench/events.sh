@@ -85,8 +85,7 @@ MID=$(q bench "SELECT id FROM coupon.create_merchant('bench shop')")
 
 # ---------------------------------------------- 1. the cost of writing events
 
-TRIGGERS="coupon.coupon:coupon_outbox coupon.coupon:coupon_outbox_change
-	coupon.reservation:reservation_outbox coupon.reservation:reservation_outbox_change"
+TRIGGERS="coupon.coupon:coupon_outbox coupon.reservation:reservation_outbox"
 outbox_triggers() {
 	local t
 	for t in $TRIGGERS; do

@@ -52,19 +52,21 @@ $fn$;
 SELECT p.oid::regprocedure AS executable_by_public
   FROM pg_proc p WHERE p.pronamespace = 'coupon'::regnamespace
    AND has_function_privilege('public', p.oid, 'EXECUTE');
--- every SECURITY DEFINER function and every trigger function, in any
--- language, pins its search_path (docs/concepts.md, "One call context")
+-- every SECURITY DEFINER function and every trigger function in SQL or
+-- PL/pgSQL pins its search_path (docs/concepts.md, "One call context")
 SELECT p.oid::regprocedure AS definer_or_trigger_without_search_path
-  FROM pg_proc p
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'coupon'::regnamespace
-   AND (p.prosecdef OR p.prorettype = 'trigger'::regtype)
+   AND (p.prosecdef OR (p.prorettype = 'trigger'::regtype AND l.lanname <> 'c'))
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
--- and the C functions that run as their caller run no SQL that a search
--- path could change (they read below SQL, schema-qualified)
-SELECT p.oid::regprocedure AS c_invoker_function
+-- and the C functions that run as their caller, trigger functions
+-- included, run no SQL that a search path could change (they read below
+-- SQL, schema-qualified); the one without SET search_path is the outbox's
+-- trigger, which runs for every change of a coupon (docs/events.md)
+SELECT p.oid::regprocedure AS c_invoker_function,
+	   coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false) AS pins_search_path
   FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'coupon'::regnamespace AND l.lanname = 'c' AND NOT p.prosecdef
-   AND p.prorettype <> 'trigger'::regtype
  ORDER BY p.oid::regprocedure::text;
 -- nothing is IMMUTABLE (functions read settings); readers are STABLE
 SELECT p.oid::regprocedure AS immutable_function

@@ -198,24 +198,23 @@ check_redis_url(char **newval, void **extra, GucSource source)
 	return false;
 }
 
-/* coupon.redis_prefix: 1 to 64 printable characters without spaces */
+/*
+ * coupon.redis_prefix: 1 to 64 letters, digits, '.', '_', '-' or ':'.  No
+ * glob characters: rebuild_redis_caches() deletes the keys matching
+ * <prefix>:policy:*, which must not reach another tenant's keys.
+ */
 static bool
 check_redis_prefix(char **newval, void **extra, GucSource source)
 {
 	const char *p = *newval;
 	size_t		len = p ? strlen(p) : 0;
 
-	if (len < 1 || len > 64)
+	if (len < 1 || len > 64 ||
+		strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-:") != len)
 	{
-		GUC_check_errdetail("The Redis key prefix is 1 to 64 characters.");
+		GUC_check_errdetail("The Redis key prefix is 1 to 64 letters, digits, '.', '_', '-' or ':'.");
 		return false;
 	}
-	for (; *p; p++)
-		if ((unsigned char) *p <= ' ' || *p == 0x7f)
-		{
-			GUC_check_errdetail("The Redis key prefix must not contain spaces or control characters.");
-			return false;
-		}
 	return true;
 }
 
@@ -234,7 +233,7 @@ coupon_relay_guc_init(void)
 							   GUC_SUPERUSER_ONLY,
 							   check_redis_url, NULL, NULL);
 	DefineCustomStringVariable("coupon.redis_prefix",
-							   "Prefix of the relay's Redis keys: <prefix>:events, <prefix>:policy:<id>, <prefix>:balance:<id>.",
+							   "Prefix of the relay's Redis keys (letters, digits, . _ - :): <prefix>:events, <prefix>:policy:<id>, <prefix>:balance:<id>.",
 							   NULL, &coupon_redis_prefix, "coupon", PGC_SIGHUP, 0,
 							   check_redis_prefix, NULL, NULL);
 	define_saga_int("coupon.redis_stream_maxlen",

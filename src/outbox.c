@@ -27,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 #include "utils/portal.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
@@ -57,9 +58,15 @@ typedef struct Event
 /* the row a trigger describes: its new version and, for an update, the old */
 typedef struct RowPair
 {
+	Oid			relid;
 	TupleDesc	desc;
 	HeapTuple	new;
 	HeapTuple	old;			/* NULL for an insert */
+	/* both versions taken apart once: descriptions read several columns */
+	Datum	   *new_values;
+	bool	   *new_nulls;
+	Datum	   *old_values;
+	bool	   *old_nulls;
 } RowPair;
 
 static bool relay_wake_pending = false;
@@ -73,40 +80,74 @@ typedef struct PolicyMerchant
 } PolicyMerchant;
 static PolicyMerchant policy_merchants[MERCHANT_SLOTS];
 
-/* forget the policies' merchants (cacheinval.c: the tables changed) */
+/* the column numbers the descriptions read, by table and name */
+#define ATTNUM_SLOTS 64
+typedef struct AttnumSlot
+{
+	Oid			relid;
+	const char *name;
+	int			attnum;
+} AttnumSlot;
+static AttnumSlot attnums[ATTNUM_SLOTS];
+static int	nattnums = 0;
+
+/* forget the policies' merchants and the column numbers (cacheinval.c: the tables changed) */
 void
 outbox_reset(void)
 {
 	memset(policy_merchants, 0, sizeof(policy_merchants));
+	nattnums = 0;
+}
+
+/*
+ * A column's number by name, remembered per table and name (the names are
+ * the literals of this file, so their addresses identify them).
+ */
+static int
+attnum_of(const RowPair *r, const char *name)
+{
+	for (int i = 0; i < nattnums; i++)
+		if (attnums[i].name == name && attnums[i].relid == r->relid)
+			return attnums[i].attnum;
+	if (nattnums == ATTNUM_SLOTS)
+		nattnums = 0;			/* more names than this file has: start over */
+	attnums[nattnums].relid = r->relid;
+	attnums[nattnums].name = name;
+	attnums[nattnums].attnum = SPI_fnumber(r->desc, name);
+	if (attnums[nattnums].attnum <= 0)
+		elog(ERROR, "coupon.outbox_capture: the row has no column \"%s\"", name);
+	return attnums[nattnums++].attnum;
 }
 
 /* a column's value by name, or isnull */
 static Datum
 column(const RowPair *r, HeapTuple tuple, const char *name, bool *isnull)
 {
-	int			attnum = SPI_fnumber(r->desc, name);
+	int			i = attnum_of(r, name) - 1;
 
-	if (attnum <= 0)
-		elog(ERROR, "coupon.outbox_capture: the row has no column \"%s\"", name);
-	return heap_getattr(tuple, attnum, r->desc, isnull);
+	if (tuple == r->new)
+	{
+		*isnull = r->new_nulls[i];
+		return r->new_values[i];
+	}
+	*isnull = r->old_nulls[i];
+	return r->old_values[i];
 }
 
 /* did the column change between the old and the new row? */
 static bool
 changed(const RowPair *r, const char *name)
 {
-	int			attnum = SPI_fnumber(r->desc, name);
+	int			attnum = attnum_of(r, name);
 	Form_pg_attribute att;
 	bool		old_null;
 	bool		new_null;
 	Datum		old_value;
 	Datum		new_value;
 
-	if (attnum <= 0)
-		elog(ERROR, "coupon.outbox_capture: the row has no column \"%s\"", name);
 	att = TupleDescAttr(r->desc, attnum - 1);
-	old_value = heap_getattr(r->old, attnum, r->desc, &old_null);
-	new_value = heap_getattr(r->new, attnum, r->desc, &new_null);
+	old_value = column(r, r->old, name, &old_null);
+	new_value = column(r, r->new, name, &new_null);
 	if (old_null || new_null)
 		return old_null != new_null;
 	if (att->attlen == -1)
@@ -162,15 +203,28 @@ new_id(const RowPair *r, const char *name)
 	return v;
 }
 
+/* append the next member's "key": (keys are this file's, with nothing to escape) */
+static void
+add_key(Event *ev, const char *key)
+{
+	if (ev->payload.len > 1)
+		appendStringInfoChar(&ev->payload, ',');
+	appendStringInfoChar(&ev->payload, '"');
+	appendStringInfoString(&ev->payload, key);
+	appendStringInfoString(&ev->payload, "\":");
+}
+
 /* append "key": value (a bigint, or null) to the payload */
 static void
 add_int64(Event *ev, const char *key, int64 value, bool isnull)
 {
-	appendStringInfo(&ev->payload, "%s\"%s\":", ev->payload.len > 1 ? "," : "", key);
+	char		digits[MAXINT8LEN + 1];
+
+	add_key(ev, key);
 	if (isnull)
 		appendStringInfoString(&ev->payload, "null");
 	else
-		appendStringInfo(&ev->payload, INT64_FORMAT, value);
+		appendBinaryStringInfo(&ev->payload, digits, pg_lltoa(value, digits));
 }
 
 /* append "key": a bigint column of the new row */
@@ -187,7 +241,7 @@ add_column_int64(Event *ev, const RowPair *r, const char *key)
 static void
 add_text(Event *ev, const char *key, const char *value)
 {
-	appendStringInfo(&ev->payload, "%s\"%s\":", ev->payload.len > 1 ? "," : "", key);
+	add_key(ev, key);
 	if (value == NULL)
 		appendStringInfoString(&ev->payload, "null");
 	else
@@ -433,36 +487,120 @@ describe_settlement(const RowPair *r, Event *ev)
 	add_text(ev, "status", new_text(r, "status"));
 }
 
-/* write the event's row */
-static void
-write_event(Event *ev)
+/* the outbox's columns, as an event waiting for its commit holds them */
+static const char *const outbox_cols[] = {
+	"xid", "occurred_at", "event_type", "aggregate", "aggregate_id",
+	"merchant_id", "user_id", "actor", "trace_id", "payload"
+};
+#define OUTBOX_COLS lengthof(outbox_cols)
+/* more than this many waiting at the top level are written at once */
+#define OUTBOX_FLUSH_AT 10000
+
+/* an event waiting for its transaction's commit */
+typedef struct PendingEvent
 {
-	static const char *const cols[] = {
-		"xid", "occurred_at", "event_type", "aggregate", "aggregate_id",
-		"merchant_id", "user_id", "actor", "trace_id", "payload"
-	};
-	Datum		values[lengthof(cols)];
-	bool		nulls[lengthof(cols)] = {0};
+	SubTransactionId subid;		/* written by this subtransaction */
+	Datum		values[OUTBOX_COLS];	/* xid is set when written */
+	bool		nulls[OUTBOX_COLS];
+} PendingEvent;
+
+/*
+ * This transaction's events not yet written, in the order they happened,
+ * in a context under TopTransactionContext: written together just before
+ * the commit (or PREPARE), when the outbox is opened once for all of them.
+ */
+static MemoryContext pending_cxt = NULL;
+static PendingEvent *pending = NULL;
+static int	npending = 0;
+static int	pending_size = 0;
+
+/* keep the event until the commit */
+static void
+queue_event(Event *ev)
+{
+	MemoryContext old;
+	PendingEvent *p;
 	const char *trace_id = ev->trace_id;
 
+	if (pending_cxt == NULL)
+		pending_cxt = AllocSetContextCreate(TopTransactionContext, "coupon outbox events",
+											ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(pending_cxt);
+	if (npending == pending_size)
+	{
+		pending_size = pending_size == 0 ? 16 : 2 * pending_size;
+		pending = pending == NULL ? palloc(sizeof(PendingEvent) * pending_size)
+			: repalloc(pending, sizeof(PendingEvent) * pending_size);
+	}
+	p = &pending[npending++];
 	if (trace_id == NULL && coupon_trace_id != NULL && coupon_trace_id[0] != '\0')
 		trace_id = coupon_trace_id;
 	appendStringInfoChar(&ev->payload, '}');
+	memset(p->nulls, false, sizeof(p->nulls));
+	p->subid = GetCurrentSubTransactionId();
+	p->values[0] = (Datum) 0;
+	p->values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	p->values[2] = CStringGetTextDatum(ev->type);
+	p->values[3] = CStringGetTextDatum(ev->aggregate);
+	p->values[4] = Int64GetDatum(ev->aggregate_id);
+	p->values[5] = Int64GetDatum(ev->merchant_id);
+	p->nulls[5] = ev->merchant_null;
+	p->nulls[6] = (ev->user_id == NULL);
+	p->values[6] = p->nulls[6] ? (Datum) 0 : CStringGetTextDatum(ev->user_id);
+	p->values[7] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	p->nulls[8] = (trace_id == NULL);
+	p->values[8] = p->nulls[8] ? (Datum) 0 : CStringGetTextDatum(trace_id);
+	p->values[9] = CStringGetTextDatum(ev->payload.data);
+	MemoryContextSwitchTo(old);
+}
 
-	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	values[2] = CStringGetTextDatum(ev->type);
-	values[3] = CStringGetTextDatum(ev->aggregate);
-	values[4] = Int64GetDatum(ev->aggregate_id);
-	values[5] = Int64GetDatum(ev->merchant_id);
-	nulls[5] = ev->merchant_null;
-	nulls[6] = (ev->user_id == NULL);
-	values[6] = nulls[6] ? (Datum) 0 : CStringGetTextDatum(ev->user_id);
-	values[7] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
-	nulls[8] = (trace_id == NULL);
-	values[8] = nulls[8] ? (Datum) 0 : CStringGetTextDatum(trace_id);
-	values[9] = CStringGetTextDatum(ev->payload.data);
-	row_append(FETCH_OUTBOX, lengthof(cols), cols, values, nulls);
+/* write the waiting events, in the order they happened, and forget them */
+static void
+flush_events(void)
+{
+	Datum	   *values;
+	bool	   *nulls;
+	Datum		xid;
+
+	if (npending == 0)
+		return;
+	xid = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values = MemoryContextAlloc(pending_cxt, sizeof(Datum) * OUTBOX_COLS * npending);
+	nulls = MemoryContextAlloc(pending_cxt, sizeof(bool) * OUTBOX_COLS * npending);
+	for (int i = 0; i < npending; i++)
+	{
+		pending[i].values[0] = xid;
+		memcpy(values + i * OUTBOX_COLS, pending[i].values, sizeof(pending[i].values));
+		memcpy(nulls + i * OUTBOX_COLS, pending[i].nulls, sizeof(pending[i].nulls));
+	}
+	row_append(FETCH_OUTBOX, OUTBOX_COLS, outbox_cols, npending, values, nulls);
+	MemoryContextReset(pending_cxt);
+	pending = NULL;
+	npending = pending_size = 0;
+}
+
+/*
+ * Is this row being loaded into its table by COPY FROM?  Such rows are
+ * not changes but copies: a restore (pg_dump's data is COPY) brings the
+ * outbox's own rows back with the rest.  A COPY of a query's output
+ * (COPY (SELECT coupon.reserve(...)) TO ...) makes real changes: those are
+ * events.
+ */
+static bool
+copying_into(Relation rel)
+{
+	PlannedStmt *ps;
+	CopyStmt   *copy;
+
+	if (ActivePortal == NULL || ActivePortal->commandTag != CMDTAG_COPY ||
+		list_length(ActivePortal->stmts) != 1)
+		return false;
+	ps = linitial_node(PlannedStmt, ActivePortal->stmts);
+	if (ps->utilityStmt == NULL || !IsA(ps->utilityStmt, CopyStmt))
+		return false;
+	copy = (CopyStmt *) ps->utilityStmt;
+	return copy->is_from && copy->relation != NULL &&
+		strcmp(copy->relation->relname, RelationGetRelationName(rel)) == 0;
 }
 
 /*
@@ -481,24 +619,27 @@ coupon_outbox_capture(PG_FUNCTION_ARGS)
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || td->tg_trigger->tgnargs != 1 ||
 		TRIGGER_FIRED_BY_DELETE(td->tg_event))
 		elog(ERROR, "coupon.outbox_capture() must be an AFTER INSERT or UPDATE row trigger with one argument");
-	/*
-	 * Rows loaded by COPY are not changes but copies: a restore (pg_dump's
-	 * data is COPY) brings the outbox's own rows back with the rest.
-	 */
-	if (ActivePortal != NULL && ActivePortal->commandTag == CMDTAG_COPY)
+	if (copying_into(td->tg_relation))
 		return PointerGetDatum(NULL);
 	table = td->tg_trigger->tgargs[0];
+	r.relid = RelationGetRelid(td->tg_relation);
 	r.desc = RelationGetDescr(td->tg_relation);
+	r.new_values = palloc(sizeof(Datum) * r.desc->natts);
+	r.new_nulls = palloc(sizeof(bool) * r.desc->natts);
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
 		r.new = td->tg_newtuple;
 		r.old = td->tg_trigtuple;
+		r.old_values = palloc(sizeof(Datum) * r.desc->natts);
+		r.old_nulls = palloc(sizeof(bool) * r.desc->natts);
+		heap_deform_tuple(r.old, r.desc, r.old_values, r.old_nulls);
 	}
 	else
 	{
 		r.new = td->tg_trigtuple;
 		r.old = NULL;
 	}
+	heap_deform_tuple(r.new, r.desc, r.new_values, r.new_nulls);
 	if (!is_event(table, &r))
 		return PointerGetDatum(NULL);
 	memset(&ev, 0, sizeof(ev));
@@ -521,8 +662,11 @@ coupon_outbox_capture(PG_FUNCTION_ARGS)
 	else
 		elog(ERROR, "coupon.outbox_capture: no events for table \"%s\"", table);
 
-	write_event(&ev);
+	queue_event(&ev);
 	relay_wake_pending = true;
+	/* a transaction of many events writes them as it goes, at its top level */
+	if (npending >= OUTBOX_FLUSH_AT && GetCurrentTransactionNestLevel() == 1)
+		flush_events();
 	return PointerGetDatum(NULL);
 }
 
@@ -534,36 +678,58 @@ coupon_wake_relay(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* at commit, set the relay worker's latch if this transaction wrote events */
+/*
+ * Just before the commit (or PREPARE), write the transaction's events;
+ * at its end, forget them and, after a commit that wrote some, set the
+ * relay worker's latch.
+ */
 static void
 outbox_xact_callback(XactEvent event, void *arg)
 {
 	CouponShared *sh;
 	Latch	   *latch;
 
-	if (!relay_wake_pending)
-		return;
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_PREPARE)
+	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PRE_PREPARE)
 	{
-		relay_wake_pending = false;
+		flush_events();
 		return;
 	}
-	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	/* the context went with TopTransactionContext */
+	pending_cxt = NULL;
+	pending = NULL;
+	npending = pending_size = 0;
+	if (!relay_wake_pending)
 		return;
 	relay_wake_pending = false;
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+		return;
 	if ((sh = coupon_shared()) == NULL)
 		return;
 	SpinLockAcquire(&sh->relay.mutex);
-	latch = sh->relay.latch;
+	latch = sh->relay.resting ? NULL : sh->relay.latch;
 	SpinLockRelease(&sh->relay.mutex);
 	if (latch)
 		SetLatch(latch);
 }
 
-/* register the commit-time wake-up */
+/* a subtransaction rolled back: its events (and its children's) never happened */
+static void
+outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	while (npending > 0 && pending[npending - 1].subid >= mySubid)
+		npending--;
+}
+
+/* register the commit-time writes and wake-up */
 void
 coupon_outbox_init(void)
 {
 	RegisterXactCallback(outbox_xact_callback, NULL);
+	RegisterSubXactCallback(outbox_subxact_callback, NULL);
 }

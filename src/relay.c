@@ -29,6 +29,9 @@
 #define REDIS_DEFAULT_PORT 6379
 #define URL_PART_LEN 256
 
+/* a latch set (a commit) was consumed while waiting on Redis */
+static bool woken = false;
+
 struct RedisLink
 {
 	redisContext *ctx;
@@ -239,7 +242,7 @@ append_command(RedisLink *link, int argc, const char **argv, const size_t *argvl
 void
 redis_append(RedisLink *link, int argc, const char **argv, const size_t *argvlen)
 {
-	/* out of memory, the command is missing: the flush reads one reply too few */
+	/* out of memory hiredis sets the context's error, which the flush reports */
 	if (append_command(link, argc, argv, argvlen))
 		link->queued++;
 }
@@ -261,9 +264,27 @@ wait_socket(RedisLink *link, int events, TimestampTz deadline)
 	if (rc & WL_LATCH_SET)
 	{
 		ResetLatch(MyLatch);
+		woken = true;
 		CHECK_FOR_INTERRUPTS();
 	}
 	return true;
+}
+
+/* see relay.h */
+bool
+redis_woken(void)
+{
+	bool		was = woken;
+
+	woken = false;
+	return was;
+}
+
+/* see relay.h */
+bool
+redis_usable(const RedisLink *link)
+{
+	return link->ctx->err == 0;
 }
 
 /* write out what is queued; false with err on failure */

@@ -29,8 +29,8 @@ extern void redis_append(RedisLink *link, int argc, const char **argv, const siz
 
 /*
  * Send the queued commands and read every reply; false, with the first
- * error in err, if the connection failed or any reply was an error (the
- * link is then unusable: close it).
+ * error in err, if the connection failed (redis_usable() is then false:
+ * close it) or any reply was an error.
  */
 extern bool redis_flush(RedisLink *link, char *err, size_t errlen);
 
@@ -39,5 +39,15 @@ extern bool redis_flush(RedisLink *link, char *err, size_t errlen);
  * an error, as redis_flush.
  */
 extern bool redis_delete_matching(RedisLink *link, const char *pattern, char *err, size_t errlen);
+
+/* is the connection still good?  (false after an I/O error: close it) */
+extern bool redis_usable(const RedisLink *link);
+
+/*
+ * Was the process's latch set (a commit's wake-up) while a call here
+ * waited on Redis?  Asking clears it; the caller then looks for work
+ * instead of sleeping.
+ */
+extern bool redis_woken(void);
 
 #endif							/* COUPON_RELAY_H */

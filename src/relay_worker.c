@@ -64,14 +64,17 @@ PGDLLEXPORT void coupon_relay_worker_main(Datum main_arg);
 #define REBUILD_CHUNK		5000
 /* the longest wait before reconnecting to Redis */
 #define RELAY_BACKOFF_MAX_MS 10000
-/* how often published events older than the retention are purged */
+/* how often published events older than the retention are purged, and how */
 #define PURGE_INTERVAL_MS	60000
+#define PURGE_ROWS			10000
+#define PURGE_CALLS			20
 
 #define PG_SNAPSHOT_OID		5038	/* pg_snapshot (pg_type.dat) */
+#define XID8_OID			5069	/* xid8 */
+#define XID8_ARRAY_OID		271		/* xid8[] */
 
 static SavedPlan state_plan = {
-	.sql = "SELECT published_through, target, last_event_id, skip_through,"
-	" rebuild_requested_at > coalesce(rebuilt_at, '-infinity')"
+	.sql = "SELECT published_through, target, last_event_id, skip_through"
 	" FROM coupon.relay_state FOR UPDATE",
 	.nargs = 0
 };
@@ -81,33 +84,47 @@ static SavedPlan target_plan = {
 	.nargs = 0
 };
 
+/*
+ * The window: events of transactions running at published_through ($1),
+ * or begun after it, that are visible in target ($2).  Only those can be
+ * unpublished, so a transaction that stays open for hours costs one index
+ * probe per round, not a scan of everything written since it began.
+ */
 static SavedPlan window_plan = {
-	.sql = "SELECT event_id FROM coupon.outbox"
-	" WHERE xid >= pg_snapshot_xmin($1) AND xid < pg_snapshot_xmax($2)"
-	"   AND pg_visible_in_snapshot(xid, $2) AND NOT pg_visible_in_snapshot(xid, $1)"
-	"   AND event_id > $3 AND event_id > $4"
+	.sql = "SELECT event_id, xid FROM ("
+	"   SELECT event_id, xid FROM coupon.outbox WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip($1)))"
+	"   UNION ALL"
+	"   SELECT event_id, xid FROM coupon.outbox"
+	"    WHERE xid >= pg_snapshot_xmax($1) AND xid < pg_snapshot_xmax($2)) o"
+	" WHERE pg_visible_in_snapshot(xid, $2) AND event_id > $3 AND event_id > $4"
 	" ORDER BY event_id LIMIT $5",
 	.nargs = 5,
 	.argtypes = {PG_SNAPSHOT_OID, PG_SNAPSHOT_OID, INT8OID, INT8OID, INT8OID}
 };
 
+/*
+ * A batch: a run of the window in event_id order, from $1 to $2, whose
+ * transactions are $3 (the events of those transactions in that range are
+ * exactly the batch).
+ */
 static SavedPlan batch_plan = {
 	.sql = "SELECT event_id, event_type, aggregate, aggregate_id, merchant_id, user_id, actor, trace_id,"
 	" to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), payload::text,"
 	" CASE aggregate WHEN 'policy' THEN aggregate_id"
 	"   WHEN 'coupon' THEN (payload->>'policy_id')::bigint END,"
 	" CASE WHEN aggregate = 'coupon' AND payload->>'balance' IS NOT NULL THEN aggregate_id END"
-	" FROM coupon.outbox WHERE event_id = ANY($1) ORDER BY event_id",
-	.nargs = 1,
-	.argtypes = {INT8ARRAYOID}
+	" FROM coupon.outbox WHERE xid = ANY($3) AND event_id BETWEEN $1 AND $2 ORDER BY event_id",
+	.nargs = 3,
+	.argtypes = {INT8OID, INT8OID, XID8_ARRAY_OID}
 };
 
 static SavedPlan notify_plan = {
 	.sql = "SELECT count(pg_notify('coupon_events', json_build_object('event_id', event_id,"
 	" 'type', event_type, 'aggregate', aggregate, 'aggregate_id', aggregate_id)::text))"
-	" FROM (SELECT * FROM coupon.outbox WHERE event_id = ANY($1) ORDER BY event_id) e",
-	.nargs = 1,
-	.argtypes = {INT8ARRAYOID}
+	" FROM (SELECT * FROM coupon.outbox WHERE xid = ANY($3) AND event_id BETWEEN $1 AND $2"
+	"       ORDER BY event_id) e",
+	.nargs = 3,
+	.argtypes = {INT8OID, INT8OID, XID8_ARRAY_OID}
 };
 
 static SavedPlan advance_plan = {
@@ -150,13 +167,18 @@ static SavedPlan all_balances_plan = {
 	.argtypes = {INT8OID, INT8OID}
 };
 
+static SavedPlan rebuild_asked_plan = {
+	.sql = "SELECT rebuild_requested_at > coalesce(rebuilt_at, '-infinity') FROM coupon.relay_state",
+	.nargs = 0
+};
+
 static SavedPlan rebuilt_plan = {
 	.sql = "UPDATE coupon.relay_state SET rebuilt_at = rebuild_requested_at",
 	.nargs = 0
 };
 
 static SavedPlan purge_plan = {
-	.sql = "SELECT coupon.purge_outbox(NULL, 10000)",
+	.sql = "SELECT coupon.purge_outbox(NULL, 10000)",	/* PURGE_ROWS */
 	.nargs = 0
 };
 
@@ -169,6 +191,7 @@ typedef struct WindowIds
 {
 	char	   *key;			/* published_through and target, as text */
 	int64	   *ids;
+	Datum	   *xids;			/* each event's transaction (xid8) */
 	int			n;
 	int			pos;			/* next to publish */
 	bool		more;			/* the read stopped at RELAY_WINDOW_CHUNK */
@@ -181,7 +204,6 @@ typedef struct RelayPosition
 	Datum		target;
 	int64		last_event_id;
 	int64		skip_through;
-	bool		rebuild;
 } RelayPosition;
 
 /* the Redis side of the worker */
@@ -190,6 +212,7 @@ typedef struct RedisSide
 	RedisLink  *link;
 	char	   *url;			/* what link was opened with */
 	int			failures;		/* in a row, for the back-off */
+	bool		announced;		/* "publishing" has been logged */
 	TimestampTz retry_at;
 } RedisSide;
 
@@ -210,6 +233,21 @@ set_state(RelayWorkerState state, bool connected, const char *error)
 	rs->last_round_at = GetCurrentTimestamp();
 	if (error != NULL)
 		strlcpy(rs->last_error, error, RELAY_ERROR_LEN);
+	SpinLockRelease(&rs->mutex);
+}
+
+/*
+ * While the worker waits out a Redis back-off, committing transactions
+ * leave its latch alone (outbox.c): at thousands of commits a second each
+ * would wake it for nothing.
+ */
+static void
+set_resting(bool resting)
+{
+	RelayShared *rs = &coupon_shared()->relay;
+
+	SpinLockAcquire(&rs->mutex);
+	rs->resting = resting;
 	SpinLockRelease(&rs->mutex);
 }
 
@@ -264,6 +302,32 @@ id_array(const int64 *ids, int n)
 	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/* qsort order of xid8 Datums (passed by value) */
+static int
+xid_cmp(const void *a, const void *b)
+{
+	uint64		x = DatumGetUInt64(*(const Datum *) a);
+	uint64		y = DatumGetUInt64(*(const Datum *) b);
+
+	return (x > y) - (x < y);
+}
+
+/* an xid8 array Datum of the distinct values of xids[0..n) */
+static Datum
+xid_array(const Datum *xids, int n)
+{
+	Datum	   *distinct = palloc(sizeof(Datum) * Max(n, 1));
+	int			ndistinct = 0;
+
+	memcpy(distinct, xids, sizeof(Datum) * n);
+	qsort(distinct, n, sizeof(Datum), xid_cmp);
+	for (int i = 0; i < n; i++)
+		if (ndistinct == 0 || distinct[ndistinct - 1] != distinct[i])
+			distinct[ndistinct++] = distinct[i];
+	return PointerGetDatum(construct_array(distinct, ndistinct, XID8_OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
 /* read relay_state, locking it, and set a target if there is none */
 static void
 read_position(RelayPosition *pos)
@@ -275,7 +339,6 @@ read_position(RelayPosition *pos)
 	pos->published_through = datumCopy(spi_datum(0, 1, &isnull), false, -1);
 	pos->last_event_id = spi_int64(0, 3, NULL);
 	pos->skip_through = spi_int64(0, 4, NULL);
-	pos->rebuild = !spi_isnull(0, 5) && spi_bool(0, 5);
 	if (!spi_isnull(0, 2))
 		pos->target = datumCopy(spi_datum(0, 2, &isnull), false, -1);
 	else
@@ -319,8 +382,14 @@ load_window(const RelayPosition *pos)
 	n = spi_run(&window_plan, args, NULL, true, 0);
 	window.key = MemoryContextStrdup(window_cxt, key);
 	window.ids = MemoryContextAlloc(window_cxt, sizeof(int64) * Max(n, 1));
+	window.xids = MemoryContextAlloc(window_cxt, sizeof(Datum) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
 		window.ids[i] = spi_int64(i, 1, NULL);
+		window.xids[i] = spi_datum(i, 2, &isnull);	/* xid8 is passed by value */
+	}
 	window.n = (int) n;
 	window.more = (n == RELAY_WINDOW_CHUNK);
 }
@@ -381,9 +450,13 @@ note_id(int64 *set, int *n, int64 id)
 	set[(*n)++] = id;
 }
 
-/* queue one XADD per event of the batch, then the caches they touched */
+/*
+ * Queue one XADD per event of the batch; note in *policies and *coupons
+ * (room for nids each) the caches the events touched.
+ */
 static void
-append_batch(RedisLink *link, Datum ids, int nids)
+append_batch(RedisLink *link, Datum *args, int nids, int64 *policies, int *npolicies,
+			 int64 *coupons, int *ncoupons)
 {
 	static const char *const fields[] = {
 		"event_id", "type", "aggregate", "aggregate_id", "merchant_id", "user_id",
@@ -391,11 +464,7 @@ append_batch(RedisLink *link, Datum ids, int nids)
 	};
 	char	   *stream = redis_key("events");
 	char	   *maxlen = psprintf("%d", coupon_redis_stream_maxlen);
-	int64	   *policies = palloc(sizeof(int64) * nids);
-	int64	   *coupons = palloc(sizeof(int64) * nids);
-	int			npolicies = 0;
-	int			ncoupons = 0;
-	uint64		n = spi_run(&batch_plan, &ids, NULL, true, 0);
+	uint64		n = spi_run(&batch_plan, args, NULL, true, 0);
 
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -420,79 +489,151 @@ append_batch(RedisLink *link, Datum ids, int nids)
 		}
 		redis_append(link, argc, argv, NULL);
 		if (!spi_isnull(i, 11))
-			note_id(policies, &npolicies, spi_int64(i, 11, NULL));
+			note_id(policies, npolicies, spi_int64(i, 11, NULL));
 		if (!spi_isnull(i, 12))
-			note_id(coupons, &ncoupons, spi_int64(i, 12, NULL));
+			note_id(coupons, ncoupons, spi_int64(i, 12, NULL));
 	}
-	append_cache_refresh(link, policies, npolicies, coupons, ncoupons);
 }
 
-/* empty the caches and refill them from the tables */
+/* queue the HSETs of one chunk of caches (a result of `plan`); the last id read */
+static int64
+append_cache_chunk(RedisLink *link, SavedPlan *plan, Datum *args, uint64 *n,
+				   void (*append) (RedisLink *, int))
+{
+	int64		last;
+
+	*n = spi_run(plan, args, NULL, true, 0);
+	for (uint64 i = 0; i < *n; i++)
+		append(link, (int) i);
+	last = (*n > 0) ? spi_int64(*n - 1, 1, NULL) : 0;
+	SPI_freetuptable(SPI_tuptable);
+	return last;
+}
+
+/*
+ * Empty the caches and refill them from the tables, a chunk at a time, the
+ * memory of each chunk given back before the next.
+ */
 static bool
 rebuild_caches(RedisLink *link, char *err, size_t errlen)
 {
-	Datum		args[2] = {Int64GetDatum(0), Int64GetDatum(REBUILD_CHUNK)};
-	uint64		n;
+	SavedPlan  *plans[] = {&all_policies_plan, &all_balances_plan};
+	void		(*appends[]) (RedisLink *, int) = {append_policy_cache, append_balance_cache};
+	MemoryContext chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "coupon relay rebuild",
+													ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(chunk_cxt);
+	bool		ok = redis_delete_matching(link, redis_key("policy:*"), err, errlen) &&
+		redis_delete_matching(link, redis_key("balance:*"), err, errlen);
 
-	if (!redis_delete_matching(link, redis_key("policy:*"), err, errlen) ||
-		!redis_delete_matching(link, redis_key("balance:*"), err, errlen))
+	for (int k = 0; k < 2 && ok; k++)
+	{
+		Datum		args[2] = {Int64GetDatum(0), Int64GetDatum(REBUILD_CHUNK)};
+		uint64		n;
+
+		do
+		{
+			args[0] = Int64GetDatum(append_cache_chunk(link, plans[k], args, &n, appends[k]));
+			ok = redis_flush(link, err, errlen);
+			MemoryContextReset(chunk_cxt);
+		} while (ok && n == REBUILD_CHUNK);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(chunk_cxt);
+	return ok;
+}
+
+/*
+ * Refill the caches if rebuild_redis_caches() asked for it since the last
+ * refill: a transaction of its own, apart from the batches.  False after a
+ * Redis failure (err says why; rolled back).
+ */
+static bool
+maybe_rebuild(RedisLink *link, char *err, size_t errlen)
+{
+	bool		asked;
+
+	worker_step_begin("refilling the Redis caches");
+	asked = spi_run(&rebuild_asked_plan, NULL, NULL, true, 1) == 1 && !spi_isnull(0, 1) && spi_bool(0, 1);
+	if (asked && !rebuild_caches(link, err, errlen))
+	{
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(loop_cxt);
 		return false;
-	do
-	{
-		n = spi_run(&all_policies_plan, args, NULL, true, 0);
-		for (uint64 i = 0; i < n; i++)
-			append_policy_cache(link, (int) i);
-		if (n > 0)
-			args[0] = Int64GetDatum(spi_int64(n - 1, 1, NULL));
-		if (!redis_flush(link, err, errlen))
-			return false;
-	} while (n == REBUILD_CHUNK);
-	args[0] = Int64GetDatum(0);
-	do
-	{
-		n = spi_run(&all_balances_plan, args, NULL, true, 0);
-		for (uint64 i = 0; i < n; i++)
-			append_balance_cache(link, (int) i);
-		if (n > 0)
-			args[0] = Int64GetDatum(spi_int64(n - 1, 1, NULL));
-		if (!redis_flush(link, err, errlen))
-			return false;
-	} while (n == REBUILD_CHUNK);
-	spi_run(&rebuilt_plan, NULL, NULL, false, 0);
+	}
+	if (asked)
+		spi_run(&rebuilt_plan, NULL, NULL, false, 0);
+	worker_step_end(loop_cxt);
 	return true;
 }
 
 /*
  * One round in one transaction: the next batch of the window, published
- * to Redis (link) or as notifications (link NULL), and the new position.
- * Returns how many events went out, or -1 after a Redis failure (err says
- * why; the transaction is then rolled back and nothing has moved).
+ * to Redis (link) or as notifications (link NULL), then the caches it
+ * touched, and the new position.  Returns how many events went out, or -1
+ * when Redis failed or refused the events (err says why; the transaction
+ * is rolled back and nothing has moved).  A cache write Redis refuses
+ * (say, a key of another type under the prefix) does not hold the events
+ * back: the caches are never authoritative; it is logged once.
  */
 static int
 relay_round(RedisLink *link, char *err, size_t errlen)
 {
+	static bool cache_warned = false;
 	RelayPosition pos;
 	int			nbatch;
 	int64		last;
 	bool		window_done;
 	Datum		args[3];
 
+	/*
+	 * Into Redis delivery is at least once anyway: a round need not wait for
+	 * its commit to reach the disk (a crash sends the batch again).  As
+	 * notifications, each event is sent once: those rounds do wait.
+	 */
+	SetConfigOption("synchronous_commit", link != NULL ? "off" : "on", PGC_USERSET, PGC_S_SESSION);
 	worker_step_begin("publishing events");
 	read_position(&pos);
 	load_window(&pos);
 	nbatch = Min(RELAY_BATCH, window.n - window.pos);
 	if (nbatch > 0)
 	{
-		Datum		ids = id_array(window.ids + window.pos, nbatch);
+		Datum		batch[3];
 
+		batch[0] = Int64GetDatum(window.ids[window.pos]);
+		batch[1] = Int64GetDatum(window.ids[window.pos + nbatch - 1]);
+		batch[2] = xid_array(window.xids + window.pos, nbatch);
 		if (link == NULL)
-			spi_run(&notify_plan, &ids, NULL, true, 0);
+			spi_run(&notify_plan, batch, NULL, true, 0);
 		else
-			append_batch(link, ids, nbatch);
+		{
+			int64	   *policies = palloc(sizeof(int64) * nbatch);
+			int64	   *coupons = palloc(sizeof(int64) * nbatch);
+			int			npolicies = 0;
+			int			ncoupons = 0;
+			char		cache_err[RELAY_ERROR_LEN];
+
+			append_batch(link, batch, nbatch, policies, &npolicies, coupons, &ncoupons);
+			if (!redis_flush(link, err, errlen))
+				nbatch = -1;
+			else
+			{
+				append_cache_refresh(link, policies, npolicies, coupons, ncoupons);
+				if (redis_flush(link, cache_err, sizeof(cache_err)))
+					cache_warned = false;
+				else if (!redis_usable(link))
+				{
+					strlcpy(err, cache_err, errlen);
+					nbatch = -1;
+				}
+				else if (!cache_warned)
+				{
+					ereport(LOG, (errmsg("coupon relay: a Redis cache was not updated, the caches may be stale: %s",
+										 cache_err)));
+					cache_warned = true;
+				}
+			}
+		}
 	}
-	if (link != NULL && (!redis_flush(link, err, errlen) ||
-						 (pos.rebuild && !rebuild_caches(link, err, errlen))))
-		nbatch = -1;
 	if (nbatch < 0)
 	{
 		AbortCurrentTransaction();
@@ -554,23 +695,50 @@ redis_connect(RedisSide *rs)
 		redis_failed(rs, err);
 		return;
 	}
-	rs->failures = 0;
 	SpinLockAcquire(&coupon_shared()->relay.mutex);
 	coupon_shared()->relay.reconnects++;
 	SpinLockRelease(&coupon_shared()->relay.mutex);
-	ereport(LOG, (errmsg("coupon relay: publishing to Redis")));
 }
 
-/* purge published events past the retention, at most once a minute */
+/*
+ * A round went through: the outage, if any, is over (one line), and the
+ * next failure starts the back-off again.  Reset here rather than on
+ * connecting, so that a Redis that accepts connections but refuses the
+ * events is retried less and less often.
+ */
 static void
-maybe_purge(TimestampTz *last_purge)
+redis_succeeded(RedisSide *rs)
 {
-	if (GetCurrentTimestamp() < TimestampTzPlusMilliseconds(*last_purge, PURGE_INTERVAL_MS))
+	if (rs->failures > 0 || !rs->announced)
+		ereport(LOG, (errmsg("coupon relay: publishing to Redis")));
+	rs->failures = 0;
+	rs->announced = true;
+}
+
+/*
+ * Purge published events past the retention, once a minute: calls of
+ * PURGE_ROWS rows, each its own transaction, until one deletes fewer or
+ * PURGE_CALLS have run; a purge that did not catch up comes back at the
+ * next round instead of a minute later.
+ */
+static void
+maybe_purge(TimestampTz *next_purge)
+{
+	int64		deleted = PURGE_ROWS;
+
+	if (GetCurrentTimestamp() < *next_purge)
 		return;
-	worker_step_begin("purging published events");
-	spi_run(&purge_plan, NULL, NULL, false, 0);
-	worker_step_end(loop_cxt);
-	*last_purge = GetCurrentTimestamp();
+	for (int i = 0; i < PURGE_CALLS && deleted == PURGE_ROWS; i++)
+	{
+		bool		isnull;
+
+		worker_step_begin("purging published events");
+		spi_run(&purge_plan, NULL, NULL, false, 1);
+		deleted = spi_int64(0, 1, &isnull);
+		worker_step_end(loop_cxt);
+	}
+	*next_purge = deleted == PURGE_ROWS ? 0
+		: TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PURGE_INTERVAL_MS);
 }
 
 /*
@@ -597,7 +765,7 @@ coupon_relay_worker_main(Datum main_arg)
 {
 	RelayShared *shared = &coupon_shared()->relay;
 	RedisSide	redis = {0};
-	TimestampTz last_purge = 0;
+	TimestampTz next_purge = 0;
 	bool		have_extension = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -639,7 +807,11 @@ coupon_relay_worker_main(Datum main_arg)
 		if (!have_extension && !(have_extension = outbox_present()))
 			set_state(RELAY_NO_EXTENSION, false, NULL);
 		else if (coupon_redis_url[0] != '\0' && (redis_connect(&redis), redis.link == NULL))
+		{
+			/* waiting out a back-off: commits need not wake it */
 			timeout = Max(1, (long) ((redis.retry_at - GetCurrentTimestamp()) / 1000));
+			set_resting(true);
+		}
 		else
 		{
 			if (coupon_redis_url[0] == '\0' && redis.link != NULL)
@@ -649,22 +821,29 @@ coupon_relay_worker_main(Datum main_arg)
 			}
 			set_state(RELAY_PUBLISHING, redis.link != NULL, NULL);
 			sent = relay_round(redis.link, err, sizeof(err));
+			if (sent >= 0 && redis.link != NULL && !maybe_rebuild(redis.link, err, sizeof(err)))
+				sent = -1;
 			if (sent < 0)
 			{
 				redis_failed(&redis, err);
 				timeout = Max(1, (long) ((redis.retry_at - GetCurrentTimestamp()) / 1000));
+				set_resting(true);
 			}
 			else
 			{
+				if (redis.link != NULL)
+					redis_succeeded(&redis);
 				set_state(RELAY_IDLE, redis.link != NULL, NULL);
-				maybe_purge(&last_purge);
-				if (sent == RELAY_BATCH || window.n > 0)
-					continue;	/* more to send: no sleep, no latch reset */
+				maybe_purge(&next_purge);
+				/* more to send, or a commit woke it while it waited on Redis */
+				if (sent == RELAY_BATCH || window.n > 0 || redis_woken())
+					continue;
 			}
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		set_resting(false);
 	}
 }
 

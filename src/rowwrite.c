@@ -233,10 +233,40 @@ slot_row(RowWrite *w, TupleTableSlot *slot)
 	return row;
 }
 
-/* insert one row, returning it unless it is appended (see rowwrite.h) */
-static Datum
-insert_row(FetchTable table, int ncols, const char *const *names,
-		   const Datum *values, const bool *nulls, bool append)
+/* put one row's columns in the write's slot: given ones, the identity's next value */
+static void
+fill_slot(RowWrite *w, TupleTableSlot *slot, int ncols, const AttrNumber *attnums,
+		  const Datum *values, const bool *nulls)
+{
+	TupleDesc	desc = RelationGetDescr(w->rel);
+
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
+	for (int i = 0; i < ncols; i++)
+		set_column(w, slot, attnums[i], values[i], nulls[i]);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		given = false;
+
+		for (int j = 0; j < ncols && !given; j++)
+			given = (attnums[j] == i + 1);
+		if (given || att->attisdropped)
+			continue;
+		if (i + 1 == w->cache->identity)
+			set_column(w, slot, i + 1,
+					   Int64GetDatum(nextval_internal(w->cache->identity_seq, false)), false);
+		else if (att->atthasdef)
+			elog(ERROR, "column \"%s\" of coupon.%s has a default that this build does not set",
+				 NameStr(att->attname), RelationGetRelationName(w->rel));
+	}
+	ExecStoreVirtualTuple(slot);
+}
+
+/* insert one row; see rowwrite.h */
+Datum
+row_insert(FetchTable table, int ncols, const char *const *names,
+		   const Datum *values, const bool *nulls)
 {
 	RowWrite	w;
 	TupleDesc	desc;
@@ -249,49 +279,43 @@ insert_row(FetchTable table, int ncols, const char *const *names,
 	desc = RelationGetDescr(w.rel);
 	attnums = fetch_attnums(table, desc, ncols, names, scratch);
 	slot = ExecInitExtraTupleSlot(w.estate, desc, &TTSOpsVirtual);
-	ExecClearTuple(slot);
-	memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
-	for (int i = 0; i < ncols; i++)
-		set_column(&w, slot, attnums[i], values[i], nulls[i]);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		bool		given = false;
-
-		for (int j = 0; j < ncols && !given; j++)
-			given = (attnums[j] == i + 1);
-		if (given || att->attisdropped)
-			continue;
-		if (i + 1 == w.cache->identity)
-			set_column(&w, slot, i + 1,
-					   Int64GetDatum(nextval_internal(w.cache->identity_seq, false)), false);
-		else if (att->atthasdef)
-			elog(ERROR, "column \"%s\" of coupon.%s has a default that this build does not set",
-				 NameStr(att->attname), RelationGetRelationName(w.rel));
-	}
-	ExecStoreVirtualTuple(slot);
-
+	fill_slot(&w, slot, ncols, attnums, values, nulls);
 	ExecSimpleRelationInsert(w.rri, w.estate, slot);
 	check_written(&w, slot);
-	row = append ? (Datum) 0 : slot_row(&w, slot);
-	write_end(&w, !append);
+	row = slot_row(&w, slot);
+	write_end(&w, true);
 	return row;
 }
 
-/* insert one row; see rowwrite.h */
-Datum
-row_insert(FetchTable table, int ncols, const char *const *names,
-		   const Datum *values, const bool *nulls)
-{
-	return insert_row(table, ncols, names, values, nulls, false);
-}
-
-/* insert a row no one reads back in this call; see rowwrite.h */
+/* insert rows no one reads back in this call; see rowwrite.h */
 void
-row_append(FetchTable table, int ncols, const char *const *names,
+row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 		   const Datum *values, const bool *nulls)
 {
-	(void) insert_row(table, ncols, names, values, nulls, true);
+	RowWrite	w;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
+	AttrNumber	scratch[FETCH_MAX_COLUMNS];
+	const AttrNumber *attnums;
+	bool		pushed = !ActiveSnapshotSet();
+
+	/* at commit (outbox.c) no snapshot is active any more */
+	if (pushed)
+		PushActiveSnapshot(GetTransactionSnapshot());
+	write_begin(&w, table);
+	desc = RelationGetDescr(w.rel);
+	attnums = fetch_attnums(table, desc, ncols, names, scratch);
+	slot = ExecInitExtraTupleSlot(w.estate, desc, &TTSOpsVirtual);
+	for (int r = 0; r < nrows; r++)
+	{
+		fill_slot(&w, slot, ncols, attnums, values + r * ncols, nulls + r * ncols);
+		ExecSimpleRelationInsert(w.rri, w.estate, slot);
+		check_written(&w, slot);
+		ResetPerTupleExprContext(w.estate);
+	}
+	write_end(&w, false);
+	if (pushed)
+		PopActiveSnapshot();
 }
 
 /* update one locked row version; see rowwrite.h */

@@ -20,11 +20,13 @@ extern Datum row_insert(FetchTable table, int ncols, const char *const *names,
 						const Datum *values, const bool *nulls);
 
 /*
- * row_insert() of a row that nothing in the current call reads back (an
- * outbox event): no row is returned and the call's statement goes on, so
- * it may be written from a trigger, inside or outside a call context.
+ * row_insert() of rows that nothing in the current call reads back (the
+ * outbox's events, written at commit): `values` and `nulls` hold nrows
+ * rows of ncols columns one after the other; the table is opened once and
+ * no statement boundary follows, so it may run from a trigger or a
+ * transaction callback, inside or outside a call context.
  */
-extern void row_append(FetchTable table, int ncols, const char *const *names,
+extern void row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 					   const Datum *values, const bool *nulls);
 
 /*

@@ -83,6 +83,7 @@ typedef struct RelayShared
 	RelayWorkerState state;
 	bool		redis_mode;		/* coupon.redis_url set: Redis, else NOTIFY */
 	bool		connected;
+	bool		resting;		/* waiting out a back-off: no wake-ups wanted */
 	uint64		reconnects;
 	TimestampTz last_round_at;
 	char		last_error[RELAY_ERROR_LEN];	/* "" = none */

@@ -22,6 +22,7 @@ M=$(q "SELECT id FROM coupon.create_merchant('cache shop')")
 FP=$(q "SELECT id FROM coupon.create_policy($M, 'rush', 'fixed', 1000, issue_method => 'fcfs',
 	total_quantity => 3000, per_user_limit => NULL)")
 BP=$(q "SELECT id FROM coupon.create_policy($M, 'gift card', 'balance', 100000, per_user_limit => NULL)")
+FP_OPEN=$(q "SELECT id FROM coupon.create_policy($M, 'open', 'fixed', 100, per_user_limit => NULL)")
 psql_saga >/dev/null <<SQL
 SELECT count(coupon.issue($BP, 'b' || g)) FROM generate_series(1, 100) g;
 CREATE SEQUENCE ord;
@@ -107,5 +108,30 @@ compare_caches "after rebuild_redis_caches()"
 check "the stray key is gone" "$(redis-cli -p "$REDIS_PORT" EXISTS coupon:balance:999999999)" 0
 check "only merchants' coupon data is cached: no other key under the prefix but the stream" \
 	"$(redis-cli -p "$REDIS_PORT" --scan --pattern 'coupon:*' | grep -cv '^coupon:\(policy\|balance\):[0-9]*$\|^coupon:events$' || true)" 0
+
+# Redis refusing: a cache key of another type is logged once and does not
+# hold the events back; a stream key of another type holds them (the relay
+# backs off), until it is put right
+SP=$(q "SELECT id FROM coupon.create_policy($M, 'wrong type', 'fixed', 100, total_quantity => 50, per_user_limit => NULL)")
+wait_relay_drained 60 "the new policy's event is published"
+redis-cli -p "$REDIS_PORT" DEL "coupon:policy:$SP" >/dev/null
+redis-cli -p "$REDIS_PORT" SET "coupon:policy:$SP" not-a-hash >/dev/null
+q "SELECT coupon.issue($SP, 'wt' || g) FROM generate_series(1, 5) g" >/dev/null
+wait_relay_drained 60 "events go out although a cache write is refused"
+check "the refused cache write is logged once" \
+	"$(grep -c 'coupon relay: a Redis cache was not updated' "$SAGA_DIR/server.log")" 1
+check "the relay stays connected (a refused cache write is no outage)" \
+	"$(q "SELECT state <> 'redis_down' AND connected FROM coupon.relay_status")" t
+XLEN_BEFORE=$(redis-cli -p "$REDIS_PORT" XLEN coupon:events)
+redis-cli -p "$REDIS_PORT" RENAME coupon:events coupon:events-aside >/dev/null
+redis-cli -p "$REDIS_PORT" SET coupon:events not-a-stream >/dev/null
+q "SELECT coupon.issue($FP_OPEN, 'refused' || g) FROM generate_series(1, 3) g" >/dev/null
+wait_for "a stream key of another type: the relay backs off (redis_down, WRONGTYPE)" 60 \
+	"SELECT state = 'redis_down' AND last_error LIKE '%WRONGTYPE%' AND backlog = 3 FROM coupon.relay_status"
+check "one log line for that outage" "$(grep -c 'coupon relay: Redis is unavailable' "$SAGA_DIR/server.log")" 1
+redis-cli -p "$REDIS_PORT" DEL coupon:events >/dev/null
+redis-cli -p "$REDIS_PORT" RENAME coupon:events-aside coupon:events >/dev/null
+wait_relay_drained 60 "put right, the relay publishes what waited"
+check "the three events joined the stream" "$(($(redis-cli -p "$REDIS_PORT" XLEN coupon:events) - XLEN_BEFORE))" 3
 
 saga_finish

@@ -1,0 +1,104 @@
+-- events.sql: the outbox (docs/events.md): which changes are events, what
+-- they say, savepoints, COPY, the audit trail's tenancy, the relay's
+-- position functions.  The relay worker does not serve this database.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+CREATE OR REPLACE FUNCTION try(stmt text, VARIADIC args text[] DEFAULT '{}')
+RETURNS text LANGUAGE plpgsql AS $fn$
+DECLARE
+	st text;
+	dt text;
+BEGIN
+	EXECUTE format(stmt, VARIADIC args);
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, dt = PG_EXCEPTION_DETAIL;
+	RETURN st || ' ' || CASE WHEN dt LIKE '{%' THEN coalesce(dt::jsonb ->> 'reason', '?') ELSE '-' END;
+END
+$fn$;
+-- events since a mark, without ids or times
+CREATE OR REPLACE FUNCTION events_since(mark bigint)
+RETURNS TABLE (event_type text, aggregate text, payload text, user_id text, actor text, trace_id text)
+LANGUAGE sql AS $fn$
+	SELECT o.event_type, o.aggregate, regexp_replace(o.payload::text, '[0-9]{4,}', 'N', 'g'),
+		   o.user_id, o.actor, o.trace_id
+	  FROM coupon.outbox o WHERE o.event_id > mark ORDER BY o.event_id
+$fn$;
+SELECT coalesce(max(event_id), 0) AS mark FROM coupon.outbox \gset
+
+SELECT id AS m FROM coupon.create_merchant('events shop') \gset
+SELECT id AS p FROM coupon.create_policy(:m, 'ten', 'fixed', 1000, per_user_limit => NULL) \gset
+SELECT id AS bp FROM coupon.create_policy(:m, 'gift', 'balance', 10000, per_user_limit => NULL) \gset
+-- a coupon's story: issued, held, released, held, confirmed and used
+SELECT id AS c FROM coupon.issue(:p, 'ev-user') \gset
+SELECT (coupon.release((coupon.reserve(:c, 'ev-user', :m, 'ev-o1', 5000)).id)).status;
+SELECT (coupon.confirm((coupon.reserve(:c, 'ev-user', :m, 'ev-o2', 5000)).id)).status;
+-- a balance coupon spent in part: its balance is in the event
+SELECT id AS b FROM coupon.issue(:bp, 'ev-user') \gset
+SELECT (coupon.confirm((coupon.reserve(:b, 'ev-user', :m, 'ev-o3', 3000)).id)).status;
+-- a policy paused, then a change that is no event (nothing a term says)
+SELECT status FROM coupon.set_policy_status(:p, 'paused');
+UPDATE coupon.policy SET updated_at = now() WHERE id = :p;
+SELECT * FROM events_since(:mark);
+SELECT max(event_id) AS mark FROM coupon.outbox \gset
+
+-- the acting role and the request's trace id are recorded
+SET coupon.trace_id = 'trace-events-1';
+SELECT id AS c2 FROM coupon.issue(:bp, 'ev-other') \gset
+RESET coupon.trace_id;
+SELECT event_type, actor, trace_id FROM events_since(:mark);
+SELECT max(event_id) AS mark FROM coupon.outbox \gset
+
+-- rolled back: nothing; a savepoint rolled back: nothing of its own
+BEGIN;
+SELECT (coupon.issue(:bp, 'ev-ghost')).status;
+ROLLBACK;
+BEGIN;
+SELECT (coupon.issue(:bp, 'ev-keep')).status;
+SAVEPOINT s;
+SELECT (coupon.issue(:bp, 'ev-drop')).status;
+ROLLBACK TO SAVEPOINT s;
+SELECT (coupon.issue(:bp, 'ev-after')).status;
+COMMIT;
+SELECT event_type, user_id FROM events_since(:mark);
+SELECT max(event_id) AS mark FROM coupon.outbox \gset
+
+-- COPY FROM into a table records nothing (a restore); COPY of a query's
+-- output that changes things records what it changed
+CREATE TEMP TABLE copied AS SELECT * FROM coupon.coupon WHERE id = :c;
+UPDATE copied SET id = id + 1000000, user_id = 'ev-copied', user_seq = NULL;
+COPY copied TO '/tmp/coupon_events_regress.copy';
+COPY coupon.coupon FROM '/tmp/coupon_events_regress.copy';
+COPY (SELECT (coupon.issue(:bp, 'ev-copy-to')).status) TO STDOUT;
+SELECT event_type, user_id FROM events_since(:mark);
+SELECT max(event_id) AS mark FROM coupon.outbox \gset
+
+-- the audit trail: a coupon's events in order; a merchant-bound session sees
+-- its own merchant's, another merchant's session none
+SELECT event_type FROM coupon.events('coupon', :c);
+SELECT id AS m2 FROM coupon.create_merchant('other events shop') \gset
+SET ROLE coupon_merchant;
+SELECT set_config('request.jwt.claims', json_build_object('merchant_id', :m)::text, false) IS NOT NULL AS as_m;
+SELECT count(*) AS own_events FROM coupon.events('coupon', :c);
+SELECT set_config('request.jwt.claims', json_build_object('merchant_id', :m2)::text, false) IS NOT NULL AS as_m2;
+SELECT count(*) AS others_events FROM coupon.events('coupon', :c);
+RESET request.jwt.claims;
+RESET ROLE;
+SET ROLE coupon_customer;
+SELECT try('SELECT coupon.events(%L, %s)', 'coupon', :'c') AS customer_reads_events;
+RESET ROLE;
+
+-- the relay's position counts the calling transaction as running
+BEGIN;
+SELECT pg_visible_in_snapshot(pg_current_xact_id(), coupon.snapshot_before_self()) AS self_visible;
+ROLLBACK;
+-- the backlog: this database's events wait (no relay serves it); skipped,
+-- none waits
+SELECT backlog > 0 AS waiting FROM coupon.relay_status;
+SELECT coupon.relay_skip() = (SELECT max(event_id) FROM coupon.outbox) AS skipped_to_newest;
+SELECT backlog, lag_seconds FROM coupon.relay_status;
+-- purge: nothing is old enough; bad input
+SELECT coupon.purge_outbox() AS purged;
+SELECT coupon.purge_outbox(interval '0', 100000) > 0 AS purged_published;
+SELECT try('SELECT coupon.purge_outbox(NULL, 0)') AS zero_rows;
