@@ -161,6 +161,7 @@ CREATE FUNCTION coupon.outbox_backlog(OUT backlog bigint, OUT oldest_at timestam
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET jit = off
 AS $fn$
 	/* unpublished: running at published_through, or begun after it */
 	SELECT count(*), min(o.occurred_at)

@@ -785,6 +785,11 @@ coupon_relay_worker_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	/* every statement here walks an index; keep the saved plans on them as the outbox grows */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * and none is worth compiling: with seqscan off the estimates pass
+	 * jit_above_cost, and each batch then paid for an LLVM compilation
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("coupon relay worker");
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "coupon relay loop", ALLOCSET_DEFAULT_SIZES);
 	window_cxt = AllocSetContextCreate(TopMemoryContext, "coupon relay window", ALLOCSET_DEFAULT_SIZES);

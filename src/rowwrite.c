@@ -24,9 +24,12 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/dependency.h"
+#include "catalog/index.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -287,10 +290,10 @@ row_insert(FetchTable table, int ncols, const char *const *names,
 	return row;
 }
 
-/* insert rows no one reads back in this call; see rowwrite.h */
-void
-row_append(FetchTable table, int ncols, const char *const *names, int nrows,
-		   const Datum *values, const bool *nulls)
+/* row_append() through the executor's single-row insert, row by row */
+static void
+append_by_executor(FetchTable table, int ncols, const char *const *names, int nrows,
+				   const Datum *values, const bool *nulls)
 {
 	RowWrite	w;
 	TupleDesc	desc;
@@ -316,6 +319,110 @@ row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 	write_end(&w, false);
 	if (pushed)
 		PopActiveSnapshot();
+}
+
+/*
+ * Can rows be appended to the table by heap_insert and index_insert alone?
+ * Only when nothing of what the executor would add applies: no triggers,
+ * no CHECK constraints, no generated columns, no index on an expression or
+ * with a predicate.  The indexes are then open in irels, built in infos.
+ */
+static bool
+plain_target(Relation rel, List *indexoids, Relation *irels, IndexInfo **infos)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	bool		plain = rel->trigdesc == NULL &&
+		(constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, indexoids)
+	{
+		irels[i] = index_open(lfirst_oid(lc), RowExclusiveLock);
+		infos[i] = BuildIndexInfo(irels[i]);
+		plain = plain && infos[i]->ii_Expressions == NIL && infos[i]->ii_Predicate == NIL;
+		i++;
+	}
+	return plain;
+}
+
+/*
+ * Insert rows no one reads back in this call; see rowwrite.h.  The
+ * outbox's rows come here, every one of a transaction at its commit: for a
+ * plain table they are written with heap_insert and index_insert, without
+ * an executor state to set up and tear down each time; otherwise through
+ * the executor.
+ */
+void
+row_append(FetchTable table, int ncols, const char *const *names, int nrows,
+		   const Datum *values, const bool *nulls)
+{
+	Relation	rel = fetch_open(table, RowExclusiveLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexoids = RelationGetIndexList(rel);
+	int			nidx = list_length(indexoids);
+	Relation   *irels = palloc(sizeof(Relation) * Max(nidx, 1));
+	IndexInfo **infos = palloc(sizeof(IndexInfo *) * Max(nidx, 1));
+	WriteCache *cache = write_cache(table, rel);
+	AttrNumber	scratch[FETCH_MAX_COLUMNS];
+	const AttrNumber *attnums = fetch_attnums(table, desc, ncols, names, scratch);
+	Datum	   *row = palloc(sizeof(Datum) * desc->natts);
+	bool	   *rownull = palloc(sizeof(bool) * desc->natts);
+	CommandId	cid = GetCurrentCommandId(true);
+	bool		plain = plain_target(rel, indexoids, irels, infos);
+
+	for (int r = 0; r < nrows && plain; r++)
+	{
+		HeapTuple	tuple;
+
+		memset(rownull, true, sizeof(bool) * desc->natts);
+		for (int c = 0; c < ncols; c++)
+		{
+			int			i = attnums[c] - 1;
+
+			rownull[i] = nulls[r * ncols + c];
+			row[i] = values[r * ncols + c];
+			if (OidIsValid(cache->domain[i]))
+				domain_check(row[i], rownull[i], cache->domain[i], &cache->domain_extra[i], cache_cxt);
+		}
+		if (cache->identity != 0 && rownull[cache->identity - 1])
+		{
+			row[cache->identity - 1] = Int64GetDatum(nextval_internal(cache->identity_seq, false));
+			rownull[cache->identity - 1] = false;
+		}
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attnotnull && rownull[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NOT_NULL_VIOLATION),
+						 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+								NameStr(att->attname), RelationGetRelationName(rel))));
+		}
+		tuple = heap_form_tuple(desc, row, rownull);
+		heap_insert(rel, tuple, cid, 0, NULL);
+		for (int x = 0; x < nidx; x++)
+		{
+			Datum		ivalues[INDEX_MAX_KEYS];
+			bool		inulls[INDEX_MAX_KEYS];
+
+			for (int k = 0; k < infos[x]->ii_NumIndexAttrs; k++)
+			{
+				ivalues[k] = row[infos[x]->ii_IndexAttrNumbers[k] - 1];
+				inulls[k] = rownull[infos[x]->ii_IndexAttrNumbers[k] - 1];
+			}
+			index_insert(irels[x], ivalues, inulls, &tuple->t_self, rel,
+						 irels[x]->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+						 false, infos[x]);
+		}
+		heap_freetuple(tuple);
+	}
+	for (int x = 0; x < nidx; x++)
+		index_close(irels[x], NoLock);
+	table_close(rel, NoLock);
+	if (!plain)
+		append_by_executor(table, ncols, names, nrows, values, nulls);
 }
 
 /* update one locked row version; see rowwrite.h */
