@@ -29,11 +29,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -165,40 +163,6 @@ call_try_advisory_lock(int32 key1, int32 key2)
 		return false;
 	call_next_statement();
 	return true;
-}
-
-/* a background worker's step: a transaction with a VOLATILE call context */
-void
-worker_step_begin(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	call_begin(CALL_VOLATILE);
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-/* commit the step and go back to the worker's loop context */
-void
-worker_step_end(MemoryContext loop_cxt)
-{
-	call_end(CALL_VOLATILE);
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(loop_cxt);
-}
-
-/* is the extension installed in the worker's database?  (its own transaction) */
-bool
-worker_extension_present(void)
-{
-	bool		present;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	present = OidIsValid(get_extension_oid("coupon", true));
-	CommitTransactionCommand();
-	return present;
 }
 
 /* act as the table's owner below SQL (see callctx.h) */

@@ -38,17 +38,6 @@ extern void call_end(CallKind kind);
 extern void call_begin_subxact(void);
 extern void call_end_subxact(void);
 
-/*
- * A background worker's step: start a transaction and open a VOLATILE
- * call context in it (reporting the activity); then close both, commit and
- * switch back to the worker's loop context.
- */
-extern void worker_step_begin(const char *activity);
-extern void worker_step_end(MemoryContext loop_cxt);
-
-/* is the extension installed in the worker's database? (a transaction of its own) */
-extern bool worker_extension_present(void);
-
 /* register the transaction callbacks that keep the contexts in step */
 extern void coupon_callctx_init(void);
 

@@ -52,6 +52,7 @@
 #include "relay.h"
 #include "shmem.h"
 #include "spi_util.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(coupon_relay_status_row);
 PGDLLEXPORT void coupon_relay_worker_main(Datum main_arg);
@@ -860,19 +861,9 @@ coupon_relay_worker_main(Datum main_arg)
 void
 coupon_relay_worker_init(void)
 {
-	BackgroundWorker worker;
-
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade || !coupon_relay_enabled)
 		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 2;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "coupon");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "coupon_relay_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "coupon relay worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "coupon relay worker");
-	RegisterBackgroundWorker(&worker);
+	worker_register("coupon_relay_worker_main", "coupon relay worker", "coupon relay worker", 0);
 }
 
 /* coupon.relay_status_row(): the relay worker's live state */

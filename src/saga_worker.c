@@ -36,6 +36,7 @@
 #include "saga.h"
 #include "shmem.h"
 #include "spi_util.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(coupon_worker_status);
 PGDLLEXPORT void coupon_saga_worker_main(Datum main_arg);
@@ -231,23 +232,11 @@ coupon_saga_worker_main(Datum main_arg)
 void
 coupon_saga_worker_init(void)
 {
-	BackgroundWorker worker;
-
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 		return;
 	for (int i = 0; i < coupon_workers; i++)
-	{
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = 2;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "coupon");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "coupon_saga_worker_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "coupon saga worker %d", i + 1);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "coupon saga worker");
-		worker.bgw_main_arg = Int32GetDatum(i);
-		RegisterBackgroundWorker(&worker);
-	}
+		worker_register("coupon_saga_worker_main", psprintf("coupon saga worker %d", i + 1),
+						"coupon saga worker", i);
 }
 
 /* coupon.worker_status_rows(): one row per configured worker slot */
