@@ -139,31 +139,32 @@ static SavedPlan advance_plan = {
 	.argtypes = {INT8OID, INT8OID, BOOLOID}
 };
 
+/* what a policy's and a balance coupon's cache hold (append_*_cache read them) */
+#define POLICY_CACHE_SELECT "SELECT p.id, p.status, p.total_quantity," \
+	" (SELECT sum(s.remaining) FROM coupon.policy_stock s WHERE s.policy_id = p.id)::bigint" \
+	" FROM coupon.policy p"
+#define BALANCE_CACHE_SELECT "SELECT id, balance, status FROM coupon.coupon WHERE balance IS NOT NULL"
+
 static SavedPlan policy_cache_plan = {
-	.sql = "SELECT p.id, p.status, p.total_quantity,"
-	" (SELECT sum(s.remaining) FROM coupon.policy_stock s WHERE s.policy_id = p.id)::bigint"
-	" FROM coupon.policy p WHERE p.id = ANY($1)",
+	.sql = POLICY_CACHE_SELECT " WHERE p.id = ANY($1)",
 	.nargs = 1,
 	.argtypes = {INT8ARRAYOID}
 };
 
 static SavedPlan balance_cache_plan = {
-	.sql = "SELECT id, balance, status FROM coupon.coupon WHERE id = ANY($1) AND balance IS NOT NULL",
+	.sql = BALANCE_CACHE_SELECT " AND id = ANY($1)",
 	.nargs = 1,
 	.argtypes = {INT8ARRAYOID}
 };
 
 static SavedPlan all_policies_plan = {
-	.sql = "SELECT p.id, p.status, p.total_quantity,"
-	" (SELECT sum(s.remaining) FROM coupon.policy_stock s WHERE s.policy_id = p.id)::bigint"
-	" FROM coupon.policy p WHERE p.id > $1 ORDER BY p.id LIMIT $2",
+	.sql = POLICY_CACHE_SELECT " WHERE p.id > $1 ORDER BY p.id LIMIT $2",
 	.nargs = 2,
 	.argtypes = {INT8OID, INT8OID}
 };
 
 static SavedPlan all_balances_plan = {
-	.sql = "SELECT id, balance, status FROM coupon.coupon"
-	" WHERE id > $1 AND balance IS NOT NULL ORDER BY id LIMIT $2",
+	.sql = BALANCE_CACHE_SELECT " AND id > $1 ORDER BY id LIMIT $2",
 	.nargs = 2,
 	.argtypes = {INT8OID, INT8OID}
 };
@@ -292,20 +293,9 @@ redis_key(const char *fmt,...)
 	return key.data;
 }
 
-/* a bigint array Datum of ids[0..n) */
-static Datum
-id_array(const int64 *ids, int n)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(ids[i]);
-	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-/* qsort order of xid8 Datums (passed by value) */
+/* qsort order of 8-byte by-value Datums (bigint, xid8): any total order will do */
 static int
-xid_cmp(const void *a, const void *b)
+datum8_cmp(const void *a, const void *b)
 {
 	uint64		x = DatumGetUInt64(*(const Datum *) a);
 	uint64		y = DatumGetUInt64(*(const Datum *) b);
@@ -313,19 +303,23 @@ xid_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* an xid8 array Datum of the distinct values of xids[0..n) */
+/*
+ * An array Datum (of bigint or xid8) of the distinct values of vals[0..n):
+ * a batch's transactions, or the policies and coupons whose caches it
+ * touched.
+ */
 static Datum
-xid_array(const Datum *xids, int n)
+distinct_array(const Datum *vals, int n, Oid elemtype)
 {
 	Datum	   *distinct = palloc(sizeof(Datum) * Max(n, 1));
 	int			ndistinct = 0;
 
-	memcpy(distinct, xids, sizeof(Datum) * n);
-	qsort(distinct, n, sizeof(Datum), xid_cmp);
+	memcpy(distinct, vals, sizeof(Datum) * n);
+	qsort(distinct, n, sizeof(Datum), datum8_cmp);
 	for (int i = 0; i < n; i++)
 		if (ndistinct == 0 || distinct[ndistinct - 1] != distinct[i])
 			distinct[ndistinct++] = distinct[i];
-	return PointerGetDatum(construct_array(distinct, ndistinct, XID8_OID, 8, FLOAT8PASSBYVAL,
+	return PointerGetDatum(construct_array(distinct, ndistinct, elemtype, 8, FLOAT8PASSBYVAL,
 										   TYPALIGN_DOUBLE));
 }
 
@@ -420,44 +414,34 @@ append_balance_cache(RedisLink *link, int row)
 
 /* queue the cache refreshes of what a batch touched */
 static void
-append_cache_refresh(RedisLink *link, int64 *policies, int npolicies, int64 *coupons, int ncoupons)
+append_cache_refresh(RedisLink *link, Datum *policies, int npolicies, Datum *coupons, int ncoupons)
 {
 	Datum		arg;
 	uint64		n;
 
 	if (npolicies > 0)
 	{
-		arg = id_array(policies, npolicies);
+		arg = distinct_array(policies, npolicies, INT8OID);
 		n = spi_run(&policy_cache_plan, &arg, NULL, true, 0);
 		for (uint64 i = 0; i < n; i++)
 			append_policy_cache(link, (int) i);
 	}
 	if (ncoupons > 0)
 	{
-		arg = id_array(coupons, ncoupons);
+		arg = distinct_array(coupons, ncoupons, INT8OID);
 		n = spi_run(&balance_cache_plan, &arg, NULL, true, 0);
 		for (uint64 i = 0; i < n; i++)
 			append_balance_cache(link, (int) i);
 	}
 }
 
-/* add id to a small set kept as an array (batches are small) */
-static void
-note_id(int64 *set, int *n, int64 id)
-{
-	for (int i = 0; i < *n; i++)
-		if (set[i] == id)
-			return;
-	set[(*n)++] = id;
-}
-
 /*
  * Queue one XADD per event of the batch; note in *policies and *coupons
- * (room for nids each) the caches the events touched.
+ * (room for nids each, repeats allowed) the caches the events touched.
  */
 static void
-append_batch(RedisLink *link, Datum *args, int nids, int64 *policies, int *npolicies,
-			 int64 *coupons, int *ncoupons)
+append_batch(RedisLink *link, Datum *args, int nids, Datum *policies, int *npolicies,
+			 Datum *coupons, int *ncoupons)
 {
 	static const char *const fields[] = {
 		"event_id", "type", "aggregate", "aggregate_id", "merchant_id", "user_id",
@@ -490,9 +474,9 @@ append_batch(RedisLink *link, Datum *args, int nids, int64 *policies, int *npoli
 		}
 		redis_append(link, argc, argv, NULL);
 		if (!spi_isnull(i, 11))
-			note_id(policies, npolicies, spi_int64(i, 11, NULL));
+			policies[(*npolicies)++] = Int64GetDatum(spi_int64(i, 11, NULL));
 		if (!spi_isnull(i, 12))
-			note_id(coupons, ncoupons, spi_int64(i, 12, NULL));
+			coupons[(*ncoupons)++] = Int64GetDatum(spi_int64(i, 12, NULL));
 	}
 }
 
@@ -591,7 +575,8 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 	 * its commit to reach the disk (a crash sends the batch again).  As
 	 * notifications, each event is sent once: those rounds do wait.
 	 */
-	SetConfigOption("synchronous_commit", link != NULL ? "off" : "on", PGC_USERSET, PGC_S_SESSION);
+	if ((synchronous_commit == SYNCHRONOUS_COMMIT_OFF) != (link != NULL))
+		SetConfigOption("synchronous_commit", link != NULL ? "off" : "on", PGC_USERSET, PGC_S_SESSION);
 	worker_step_begin("publishing events");
 	read_position(&pos);
 	load_window(&pos);
@@ -602,13 +587,13 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 
 		batch[0] = Int64GetDatum(window.ids[window.pos]);
 		batch[1] = Int64GetDatum(window.ids[window.pos + nbatch - 1]);
-		batch[2] = xid_array(window.xids + window.pos, nbatch);
+		batch[2] = distinct_array(window.xids + window.pos, nbatch, XID8_OID);
 		if (link == NULL)
 			spi_run(&notify_plan, batch, NULL, true, 0);
 		else
 		{
-			int64	   *policies = palloc(sizeof(int64) * nbatch);
-			int64	   *coupons = palloc(sizeof(int64) * nbatch);
+			Datum	   *policies = palloc(sizeof(Datum) * nbatch);
+			Datum	   *coupons = palloc(sizeof(Datum) * nbatch);
 			int			npolicies = 0;
 			int			ncoupons = 0;
 			char		cache_err[RELAY_ERROR_LEN];

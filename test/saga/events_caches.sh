@@ -10,13 +10,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
-redis_start
-saga_start <<CONF
-coupon.workers = 0
-coupon.redis_url = 'redis://127.0.0.1:$REDIS_PORT'
+relay_start <<'CONF'
 CONF
-wait_for "the relay publishes to Redis" 60 \
-	"SELECT state IN ('idle', 'publishing') AND connected FROM coupon.relay_status"
 
 M=$(q "SELECT id FROM coupon.create_merchant('cache shop')")
 FP=$(q "SELECT id FROM coupon.create_policy($M, 'rush', 'fixed', 1000, issue_method => 'fcfs',

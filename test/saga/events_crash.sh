@@ -20,14 +20,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 BATCH=1000	# events per relay round (RELAY_BATCH in src/relay_worker.c)
 
-redis_start
-saga_start <<CONF
-coupon.workers = 0
-coupon.redis_url = 'redis://127.0.0.1:$REDIS_PORT'
+relay_start <<'CONF'
 coupon.redis_timeout_ms = 120000
 CONF
-wait_for "the relay publishes to Redis" 60 \
-	"SELECT state IN ('idle', 'publishing') AND connected FROM coupon.relay_status"
 M=$(q "SELECT id FROM coupon.create_merchant('events crash shop')")
 P=$(q "SELECT id FROM coupon.create_policy($M, 'fixed 500', 'fixed', 500, per_user_limit => NULL)")
 xlen() { redis-cli -p "$REDIS_PORT" XLEN coupon:events 2>/dev/null || echo 0; }

@@ -13,13 +13,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
-redis_start
-saga_start <<CONF
-coupon.workers = 0
-coupon.redis_url = 'redis://127.0.0.1:$REDIS_PORT'
+relay_start <<'CONF'
 CONF
-wait_for "the relay publishes to Redis" 60 \
-	"SELECT state IN ('idle', 'publishing') AND mode = 'redis' AND connected FROM coupon.relay_status"
 
 M=$(q "SELECT id FROM coupon.create_merchant('events shop')")
 P=$(q "SELECT id FROM coupon.create_policy($M, 'fixed 500', 'fixed', 500, per_user_limit => NULL)")

@@ -258,6 +258,21 @@ redis_stop() {
 	REDIS_PID=
 }
 
+# relay_start: a real Redis, then a cluster whose relay publishes to it (no
+# saga workers; extra postgresql.conf lines on stdin), the relay connected
+relay_start() {
+	local extra
+	extra=$(cat)
+	redis_start
+	saga_start <<CONF
+coupon.workers = 0
+coupon.redis_url = 'redis://127.0.0.1:$REDIS_PORT'
+$extra
+CONF
+	wait_for "the relay publishes to Redis" 60 \
+		"SELECT state IN ('idle', 'publishing') AND mode = 'redis' AND connected FROM coupon.relay_status"
+}
+
 # the event stream, one line per entry (test/saga/redis_stream.py), into FILE
 stream_dump() {
 	python3 "$COUPON_ROOT/test/saga/redis_stream.py" "$REDIS_PORT" stream coupon:events >"$1"
