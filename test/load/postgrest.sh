@@ -19,7 +19,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DB=load_postgrest
 AUTH=coupon_test_authenticator
 create_db "$DB"
-psql_db "$DB" -v authenticator=$AUTH -v password="'test only'" -f "$ROOT/scripts/postgrest_roles.sql" >/dev/null
+psql_db "$DB" -v authenticator=$AUTH -v password="'test only'" <"$ROOT/scripts/postgrest_roles.sql" >/dev/null
 check "the authenticator logs in, inherits nothing, and may become the web roles" \
 	"$(query "$DB" "SELECT rolcanlogin || ' ' || rolinherit || ' ' ||
 	                       (SELECT string_agg(b.rolname, ',' ORDER BY b.rolname) FROM pg_auth_members m
