@@ -124,7 +124,8 @@ q "SELECT coupon.issue($FP_OPEN, 'refused' || g) FROM generate_series(1, 3) g" >
 wait_for "a stream key of another type: the relay backs off (redis_down, WRONGTYPE)" 60 \
 	"SELECT state = 'redis_down' AND last_error LIKE '%WRONGTYPE%' AND backlog = 3 FROM coupon.relay_status"
 check "one log line for that outage" "$(grep -c 'coupon relay: Redis is unavailable' "$SAGA_DIR/server.log")" 1
-redis-cli -p "$REDIS_PORT" DEL coupon:events >/dev/null
+# one command, which replaces the string: a retry between two would create
+# a fresh stream that the second then overwrote
 redis-cli -p "$REDIS_PORT" RENAME coupon:events-aside coupon:events >/dev/null
 wait_relay_drained 60 "put right, the relay publishes what waited"
 check "the three events joined the stream" "$(($(redis-cli -p "$REDIS_PORT" XLEN coupon:events) - XLEN_BEFORE))" 3
