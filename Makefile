@@ -1,7 +1,7 @@
 # coupon: PGXS build, tests and the mock gateway.
 
 EXTENSION = coupon
-EXTVERSION = 0.9
+EXTVERSION = 0.10
 MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
@@ -12,7 +12,8 @@ OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 # each released version's install script, and the upgrades between them;
 # the newest version's script is the 0.1 script plus every upgrade since
 DATA = coupon--0.1.sql coupon--0.1--0.2.sql coupon--0.2--0.3.sql coupon--0.3--0.4.sql coupon--0.4--0.5.sql \
-	coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql
+	coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql \
+	coupon--0.9--0.10.sql
 DATA_built = coupon--$(EXTVERSION).sql
 SHLIB_LINK = -lcurl -lhiredis
 PGFILEDESC = "coupon - coupon and payment platform"
@@ -36,7 +37,8 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 coupon--$(EXTVERSION).sql: coupon--0.1.sql coupon--0.1--0.2.sql coupon--0.2--0.3.sql coupon--0.3--0.4.sql coupon--0.4--0.5.sql \
-		coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql
+		coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql \
+		coupon--0.9--0.10.sql
 	cat $^ > $@
 
 # PGXS tracks no header dependencies: rebuild every object when a header changes

@@ -74,6 +74,54 @@ COPY (SELECT (coupon.issue(:bp, 'ev-copy-to')).status) TO STDOUT;
 SELECT event_type, user_id FROM events_since(:mark);
 SELECT max(event_id) AS mark FROM coupon.outbox \gset
 
+-- the C writes capture their events themselves, and follow the trigger as
+-- the executor would: disabled, or in a replica session, no events (unless
+-- it fires always); another AFTER trigger on the table still fires
+CREATE TABLE public.noted (coupon_id bigint);
+CREATE FUNCTION public.note_coupon() RETURNS trigger LANGUAGE plpgsql AS
+$fn$BEGIN INSERT INTO public.noted VALUES (NEW.id); RETURN NULL; END$fn$;
+CREATE TRIGGER zz_note AFTER INSERT ON coupon.coupon FOR EACH ROW EXECUTE FUNCTION public.note_coupon();
+SELECT id AS c3 FROM coupon.issue(:bp, 'ev-noted') \gset
+SELECT count(*) AS noted FROM public.noted WHERE coupon_id = :c3;
+DROP TRIGGER zz_note ON coupon.coupon;
+DROP TABLE public.noted;
+DROP FUNCTION public.note_coupon();
+ALTER TABLE coupon.coupon DISABLE TRIGGER coupon_outbox;
+SELECT (coupon.issue(:bp, 'ev-disabled')).status;
+ALTER TABLE coupon.coupon ENABLE TRIGGER coupon_outbox;
+SET session_replication_role = replica;
+SELECT (coupon.issue(:bp, 'ev-replica')).status;
+RESET session_replication_role;
+ALTER TABLE coupon.coupon ENABLE ALWAYS TRIGGER coupon_outbox;
+SET session_replication_role = replica;
+SELECT (coupon.issue(:bp, 'ev-always')).status;
+RESET session_replication_role;
+ALTER TABLE coupon.coupon ENABLE TRIGGER coupon_outbox;
+SELECT event_type, user_id FROM events_since(:mark);
+SELECT max(event_id) AS mark FROM coupon.outbox \gset
+
+-- the actor is the role's current name
+CREATE ROLE coupon_ev_actor IN ROLE coupon_admin;
+SET ROLE coupon_ev_actor;
+SELECT (coupon.issue(:bp, 'ev-actor1')).status;
+RESET ROLE;
+ALTER ROLE coupon_ev_actor RENAME TO coupon_ev_actor2;
+SET ROLE coupon_ev_actor2;
+SELECT (coupon.issue(:bp, 'ev-actor2')).status;
+RESET ROLE;
+DROP ROLE coupon_ev_actor2;
+SELECT event_type, user_id, actor FROM events_since(:mark);
+
+-- event ids are taken a block of the sequence's increment at a time: this
+-- transaction's three are consecutive, and higher than any before
+SELECT seqincrement AS id_block FROM pg_sequence WHERE seqrelid = 'coupon.outbox_event_id_seq'::regclass;
+BEGIN;
+SELECT count(coupon.issue(:bp, 'ev-block' || g)) FROM generate_series(1, 3) g;
+COMMIT;
+SELECT max(event_id) - min(event_id) AS spread, min(event_id) > :mark AS rising
+  FROM coupon.outbox WHERE user_id LIKE 'ev-block%';
+SELECT max(event_id) AS mark FROM coupon.outbox \gset
+
 -- the audit trail: a coupon's events in order; a merchant-bound session sees
 -- its own merchant's, another merchant's session none
 SELECT event_type FROM coupon.events('coupon', :c);

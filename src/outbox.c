@@ -16,25 +16,35 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_sequence.h"
+#include "catalog/pg_trigger.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "tcop/pquery.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/portal.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
 #include "coupon.h"
 #include "fetch.h"
 #include "outbox.h"
+#include "pgcompat.h"
 #include "rowwrite.h"
 #include "shmem.h"
 #include "spi_util.h"
@@ -46,28 +56,34 @@ PG_FUNCTION_INFO_V1(coupon_wake_relay);
 typedef struct Event
 {
 	const char *type;			/* points into a constant or the payload's context */
+	bool		type_made;		/* type is not a literal of this file */
 	const char *aggregate;
 	int64		aggregate_id;
 	int64		merchant_id;
 	bool		merchant_null;
 	const char *user_id;		/* NULL: none */
 	const char *trace_id;		/* NULL: none */
-	StringInfoData payload;
+	StringInfo	payload;		/* the backend's one payload buffer */
 } Event;
 
-/* the row a trigger describes: its new version and, for an update, the old */
+/*
+ * The row whose change is described: its new version and, for an update,
+ * the old, both taken apart (descriptions read several columns).
+ */
 typedef struct RowPair
 {
 	Oid			relid;
 	TupleDesc	desc;
-	HeapTuple	new;
-	HeapTuple	old;			/* NULL for an insert */
-	/* both versions taken apart once: descriptions read several columns */
-	Datum	   *new_values;
-	bool	   *new_nulls;
-	Datum	   *old_values;
-	bool	   *old_nulls;
+	bool		update;			/* false: an insert, no old version */
+	const Datum *new_values;
+	const bool *new_nulls;
+	const Datum *old_values;
+	const bool *old_nulls;
 } RowPair;
+
+/* which version of the row a column is read from */
+#define NEW_ROW false
+#define OLD_ROW true
 
 static bool relay_wake_pending = false;
 
@@ -80,8 +96,12 @@ typedef struct PolicyMerchant
 } PolicyMerchant;
 static PolicyMerchant policy_merchants[MERCHANT_SLOTS];
 
-/* the column numbers the descriptions read, by table and name */
-#define ATTNUM_SLOTS 64
+/*
+ * The column numbers the descriptions read, by table and name: the names
+ * are the literals of this file, so their addresses identify them, and a
+ * slot is found from the address without searching.
+ */
+#define ATTNUM_SLOTS 128
 typedef struct AttnumSlot
 {
 	Oid			relid;
@@ -89,43 +109,62 @@ typedef struct AttnumSlot
 	int			attnum;
 } AttnumSlot;
 static AttnumSlot attnums[ATTNUM_SLOTS];
-static int	nattnums = 0;
 
-/* forget the policies' merchants and the column numbers (cacheinval.c: the tables changed) */
+/* the capture trigger's function, found on first use */
+static Oid	capture_fn = InvalidOid;
+
+/* the outbox's event id sequence and its increment, found on first use */
+static Oid	event_seq = InvalidOid;
+static int64 event_block;
+
+/* forget the policies' merchants, the column numbers and the trigger function (cacheinval.c) */
 void
 outbox_reset(void)
 {
 	memset(policy_merchants, 0, sizeof(policy_merchants));
-	nattnums = 0;
+	memset(attnums, 0, sizeof(attnums));
+	capture_fn = InvalidOid;
+	event_seq = InvalidOid;
 }
 
 /*
- * A column's number by name, remembered per table and name (the names are
- * the literals of this file, so their addresses identify them).
+ * A column's number by name, remembered per table and name: a slot is
+ * found from both without searching, with one neighbour to try when two
+ * pairs share the slot (the tables share column names such as "status").
  */
 static int
 attnum_of(const RowPair *r, const char *name)
 {
-	for (int i = 0; i < nattnums; i++)
-		if (attnums[i].name == name && attnums[i].relid == r->relid)
-			return attnums[i].attnum;
-	if (nattnums == ATTNUM_SLOTS)
-		nattnums = 0;			/* more names than this file has: start over */
-	attnums[nattnums].relid = r->relid;
-	attnums[nattnums].name = name;
-	attnums[nattnums].attnum = SPI_fnumber(r->desc, name);
-	if (attnums[nattnums].attnum <= 0)
+	uint32		h = (uint32) (((uintptr_t) name >> 3) * 31 + r->relid);
+	AttnumSlot *slot = &attnums[h % ATTNUM_SLOTS];
+
+	if (slot->name == name && slot->relid == r->relid)
+		return slot->attnum;
+	if (slot->name != NULL)
+	{
+		AttnumSlot *next = &attnums[(h + 1) % ATTNUM_SLOTS];
+
+		if (next->name == name && next->relid == r->relid)
+			return next->attnum;
+		if (next->name == NULL)
+			slot = next;
+	}
+	slot->name = NULL;
+	slot->attnum = SPI_fnumber(r->desc, name);
+	if (slot->attnum <= 0)
 		elog(ERROR, "coupon.outbox_capture: the row has no column \"%s\"", name);
-	return attnums[nattnums++].attnum;
+	slot->relid = r->relid;
+	slot->name = name;
+	return slot->attnum;
 }
 
 /* a column's value by name, or isnull */
 static Datum
-column(const RowPair *r, HeapTuple tuple, const char *name, bool *isnull)
+column(const RowPair *r, bool old, const char *name, bool *isnull)
 {
 	int			i = attnum_of(r, name) - 1;
 
-	if (tuple == r->new)
+	if (!old)
 	{
 		*isnull = r->new_nulls[i];
 		return r->new_values[i];
@@ -146,8 +185,8 @@ changed(const RowPair *r, const char *name)
 	Datum		new_value;
 
 	att = TupleDescAttr(r->desc, attnum - 1);
-	old_value = column(r, r->old, name, &old_null);
-	new_value = column(r, r->new, name, &new_null);
+	old_value = column(r, OLD_ROW, name, &old_null);
+	new_value = column(r, NEW_ROW, name, &new_null);
 	if (old_null || new_null)
 		return old_null != new_null;
 	if (att->attlen == -1)
@@ -167,7 +206,7 @@ static char *
 new_text(const RowPair *r, const char *name)
 {
 	bool		isnull;
-	Datum		d = column(r, r->new, name, &isnull);
+	Datum		d = column(r, NEW_ROW, name, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
 }
@@ -177,16 +216,16 @@ static char *
 old_text(const RowPair *r, const char *name)
 {
 	bool		isnull;
-	Datum		d = column(r, r->old, name, &isnull);
+	Datum		d = column(r, OLD_ROW, name, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
 /* a bigint column of a row version; *isnull says whether it is NULL */
 static int64
-row_int64(const RowPair *r, HeapTuple tuple, const char *name, bool *isnull)
+row_int64(const RowPair *r, bool old, const char *name, bool *isnull)
 {
-	Datum		d = column(r, tuple, name, isnull);
+	Datum		d = column(r, old, name, isnull);
 
 	return *isnull ? 0 : DatumGetInt64(d);
 }
@@ -196,35 +235,51 @@ static int64
 new_id(const RowPair *r, const char *name)
 {
 	bool		isnull;
-	int64		v = row_int64(r, r->new, name, &isnull);
+	int64		v = row_int64(r, NEW_ROW, name, &isnull);
 
 	if (isnull)
 		elog(ERROR, "coupon.outbox_capture: column \"%s\" is NULL", name);
 	return v;
 }
 
-/* append the next member's "key": (keys are this file's, with nothing to escape) */
+/*
+ * Append the next member's "key": (keys are this file's, with nothing to
+ * escape) and make room for a value of up to extra bytes after it.
+ */
 static void
-add_key(Event *ev, const char *key)
+add_key(Event *ev, const char *key, int extra)
 {
-	if (ev->payload.len > 1)
-		appendStringInfoChar(&ev->payload, ',');
-	appendStringInfoChar(&ev->payload, '"');
-	appendStringInfoString(&ev->payload, key);
-	appendStringInfoString(&ev->payload, "\":");
+	StringInfo	buf = ev->payload;
+	int			klen = strlen(key);
+	char	   *p;
+
+	enlargeStringInfo(buf, klen + 4 + extra);
+	p = buf->data + buf->len;
+	if (buf->len > 1)
+		*p++ = ',';
+	*p++ = '"';
+	memcpy(p, key, klen);
+	p += klen;
+	*p++ = '"';
+	*p++ = ':';
+	*p = '\0';
+	buf->len = p - buf->data;
 }
 
 /* append "key": value (a bigint, or null) to the payload */
 static void
 add_int64(Event *ev, const char *key, int64 value, bool isnull)
 {
-	char		digits[MAXINT8LEN + 1];
+	StringInfo	buf = ev->payload;
 
-	add_key(ev, key);
+	add_key(ev, key, MAXINT8LEN + 1);
 	if (isnull)
-		appendStringInfoString(&ev->payload, "null");
+	{
+		memcpy(buf->data + buf->len, "null", 5);
+		buf->len += 4;
+	}
 	else
-		appendBinaryStringInfo(&ev->payload, digits, pg_lltoa(value, digits));
+		buf->len += pg_lltoa(value, buf->data + buf->len);
 }
 
 /* append "key": a bigint column of the new row */
@@ -232,7 +287,7 @@ static void
 add_column_int64(Event *ev, const RowPair *r, const char *key)
 {
 	bool		isnull;
-	int64		v = row_int64(r, r->new, key, &isnull);
+	int64		v = row_int64(r, NEW_ROW, key, &isnull);
 
 	add_int64(ev, key, v, isnull);
 }
@@ -241,22 +296,31 @@ add_column_int64(Event *ev, const RowPair *r, const char *key)
 static void
 add_text(Event *ev, const char *key, const char *value)
 {
-	add_key(ev, key);
+	add_key(ev, key, 0);
 	if (value == NULL)
-		appendStringInfoString(&ev->payload, "null");
+		appendStringInfoString(ev->payload, "null");
 	else
-		escape_json(&ev->payload, value);
+		escape_json(ev->payload, value);
+}
+
+/* is a text value this string?  (compared in place: most rows are not events) */
+static bool
+text_is(Datum value, const char *s)
+{
+	struct varlena *t = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(value));
+	size_t		len = strlen(s);
+
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), s, len) == 0;
 }
 
 /* is the row's status (old or new row) one of the two hold steps? */
 static bool
-hold_step(const RowPair *r, HeapTuple tuple)
+hold_step(const RowPair *r, bool old)
 {
 	bool		isnull;
-	Datum		d = column(r, tuple, "status", &isnull);
-	char	   *status = isnull ? "" : TextDatumGetCString(d);
+	Datum		d = column(r, old, "status", &isnull);
 
-	return strcmp(status, "issued") == 0 || strcmp(status, "reserved") == 0;
+	return !isnull && (text_is(d, "issued") || text_is(d, "reserved"));
 }
 
 /*
@@ -275,18 +339,19 @@ is_event(const char *table, const RowPair *r)
 
 	if (strcmp(table, "coupon") == 0)
 	{
-		if (r->old == NULL)
+		if (!r->update)
 		{
-			char	   *status = new_text(r, "status");
+			bool		isnull;
+			Datum		status = column(r, NEW_ROW, "status", &isnull);
 
-			return status != NULL && strcmp(status, "unclaimed") != 0;
+			return !isnull && !text_is(status, "unclaimed");
 		}
 		if (changed(r, "balance"))
 			return true;
 		/* a hold's steps are told by the reservation's events */
-		return changed(r, "status") && !(hold_step(r, r->old) && hold_step(r, r->new));
+		return changed(r, "status") && !(hold_step(r, OLD_ROW) && hold_step(r, NEW_ROW));
 	}
-	if (r->old == NULL)
+	if (!r->update)
 		return true;
 	if (strcmp(table, "reservation") == 0)
 		return changed(r, "status");
@@ -330,7 +395,7 @@ describe_coupon(const RowPair *r, Event *ev)
 {
 	char	   *status = new_text(r, "status");
 	bool		bal_null;
-	int64		balance = row_int64(r, r->new, "balance", &bal_null);
+	int64		balance = row_int64(r, NEW_ROW, "balance", &bal_null);
 	int64		policy_id = new_id(r, "policy_id");
 
 	ev->aggregate = "coupon";
@@ -338,13 +403,13 @@ describe_coupon(const RowPair *r, Event *ev)
 	ev->merchant_id = policy_merchant(policy_id);
 	ev->merchant_null = (ev->merchant_id == 0);
 	ev->user_id = new_text(r, "user_id");
-	if (r->old == NULL)
+	if (!r->update)
 		ev->type = "coupon.issued";
 	else
 	{
 		char	   *was = old_text(r, "status");
 		bool		was_null;
-		int64		was_balance = row_int64(r, r->old, "balance", &was_null);
+		int64		was_balance = row_int64(r, OLD_ROW, "balance", &was_null);
 
 		if (strcmp(was, "unclaimed") == 0 && strcmp(status, "issued") == 0)
 			ev->type = "coupon.redeemed";
@@ -377,7 +442,7 @@ describe_reservation(const RowPair *r, Event *ev)
 	ev->aggregate_id = new_id(r, "coupon_id");
 	ev->merchant_id = new_id(r, "merchant_id");
 	ev->user_id = new_text(r, "user_id");
-	if (r->old == NULL || strcmp(status, "held") == 0)
+	if (!r->update || strcmp(status, "held") == 0)
 		ev->type = "coupon.reserved";
 	else if (strcmp(status, "confirmed") == 0)
 		ev->type = "coupon.confirmed";
@@ -401,7 +466,7 @@ describe_policy(const RowPair *r, Event *ev)
 	ev->aggregate = "policy";
 	ev->aggregate_id = new_id(r, "id");
 	ev->merchant_id = new_id(r, "merchant_id");
-	if (r->old == NULL)
+	if (!r->update)
 		ev->type = "policy.created";
 	else if (strcmp(status, "paused") == 0 && strcmp(old_text(r, "status"), "paused") != 0)
 		ev->type = "policy.paused";
@@ -426,6 +491,7 @@ describe_payment(const RowPair *r, Event *ev)
 	ev->user_id = new_text(r, "user_id");
 	ev->trace_id = new_text(r, "trace_id");
 	ev->type = psprintf("payment.%s", state);
+	ev->type_made = true;
 	add_text(ev, "state", state);
 	add_text(ev, "order_id", new_text(r, "order_id"));
 	add_column_int64(ev, r, "amount");
@@ -466,8 +532,8 @@ describe_refund(const RowPair *r, Event *ev)
 	SPI_finish();
 	add_int64(ev, "refund_id", new_id(r, "id"), false);
 	add_column_int64(ev, r, "amount");
-	appendStringInfo(&ev->payload, ",\"full_refund\":%s",
-					 DatumGetBool(column(r, r->new, "full_refund", &isnull)) ? "true" : "false");
+	appendStringInfo(ev->payload, ",\"full_refund\":%s",
+					 DatumGetBool(column(r, NEW_ROW, "full_refund", &isnull)) ? "true" : "false");
 }
 
 /* a settlement batch */
@@ -475,7 +541,7 @@ static void
 describe_settlement(const RowPair *r, Event *ev)
 {
 	bool		isnull;
-	Datum		period_end = column(r, r->new, "period_end", &isnull);
+	Datum		period_end = column(r, NEW_ROW, "period_end", &isnull);
 
 	ev->aggregate = "settlement";
 	ev->aggregate_id = new_id(r, "id");
@@ -489,8 +555,13 @@ describe_settlement(const RowPair *r, Event *ev)
 
 /* the outbox's columns, as an event waiting for its commit holds them */
 static const char *const outbox_cols[] = {
-	"xid", "occurred_at", "event_type", "aggregate", "aggregate_id",
+	"event_id", "xid", "occurred_at", "event_type", "aggregate", "aggregate_id",
 	"merchant_id", "user_id", "actor", "trace_id", "payload"
+};
+enum
+{
+	COL_EVENT_ID, COL_XID, COL_OCCURRED_AT, COL_TYPE, COL_AGGREGATE, COL_AGGREGATE_ID,
+	COL_MERCHANT, COL_USER, COL_ACTOR, COL_TRACE, COL_PAYLOAD
 };
 #define OUTBOX_COLS lengthof(outbox_cols)
 /* more than this many waiting at the top level are written at once */
@@ -514,6 +585,38 @@ static PendingEvent *pending = NULL;
 static int	npending = 0;
 static int	pending_size = 0;
 
+/* the acting role's name, as text, until a role changes (actor_reset) */
+static Oid	actor_user = InvalidOid;
+static Datum actor_name = (Datum) 0;
+
+/*
+ * The text value of one of this file's literals (an event type or an
+ * aggregate), made once per backend: literals are identified by address.
+ */
+static Datum
+literal_text(const char *s)
+{
+	static struct
+	{
+		const char *s;
+		Datum		text;
+	}			literals[32];
+	int			slot = ((uintptr_t) s >> 3) % lengthof(literals);
+
+	if (literals[slot].s != s)
+	{
+		if (literals[slot].s != NULL)
+			pfree(DatumGetPointer(literals[slot].text));
+		literals[slot].s = NULL;
+		literals[slot].text = PointerGetDatum(MemoryContextAlloc(TopMemoryContext,
+																 VARHDRSZ + strlen(s)));
+		memcpy(VARDATA(DatumGetPointer(literals[slot].text)), s, strlen(s));
+		SET_VARSIZE(DatumGetPointer(literals[slot].text), VARHDRSZ + strlen(s));
+		literals[slot].s = s;
+	}
+	return literals[slot].text;
+}
+
 /* keep the event until the commit */
 static void
 queue_event(Event *ev)
@@ -535,23 +638,109 @@ queue_event(Event *ev)
 	p = &pending[npending++];
 	if (trace_id == NULL && coupon_trace_id != NULL && coupon_trace_id[0] != '\0')
 		trace_id = coupon_trace_id;
-	appendStringInfoChar(&ev->payload, '}');
+	appendStringInfoChar(ev->payload, '}');
 	memset(p->nulls, false, sizeof(p->nulls));
 	p->subid = GetCurrentSubTransactionId();
-	p->values[0] = (Datum) 0;
-	p->values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	p->values[2] = CStringGetTextDatum(ev->type);
-	p->values[3] = CStringGetTextDatum(ev->aggregate);
-	p->values[4] = Int64GetDatum(ev->aggregate_id);
-	p->values[5] = Int64GetDatum(ev->merchant_id);
-	p->nulls[5] = ev->merchant_null;
-	p->nulls[6] = (ev->user_id == NULL);
-	p->values[6] = p->nulls[6] ? (Datum) 0 : CStringGetTextDatum(ev->user_id);
-	p->values[7] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
-	p->nulls[8] = (trace_id == NULL);
-	p->values[8] = p->nulls[8] ? (Datum) 0 : CStringGetTextDatum(trace_id);
-	p->values[9] = CStringGetTextDatum(ev->payload.data);
+	p->values[COL_EVENT_ID] = p->values[COL_XID] = (Datum) 0;	/* set when written */
+	p->values[COL_OCCURRED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
+	p->values[COL_TYPE] = ev->type_made ? CStringGetTextDatum(ev->type) : literal_text(ev->type);
+	p->values[COL_AGGREGATE] = literal_text(ev->aggregate);
+	p->values[COL_AGGREGATE_ID] = Int64GetDatum(ev->aggregate_id);
+	p->values[COL_MERCHANT] = Int64GetDatum(ev->merchant_id);
+	p->nulls[COL_MERCHANT] = ev->merchant_null;
+	p->nulls[COL_USER] = (ev->user_id == NULL);
+	p->values[COL_USER] = p->nulls[COL_USER] ? (Datum) 0 : CStringGetTextDatum(ev->user_id);
+	if (GetOuterUserId() != actor_user)
+	{
+		const char *name = GetUserNameFromId(GetOuterUserId(), false);
+
+		actor_user = InvalidOid;
+		if (actor_name != (Datum) 0)
+			pfree(DatumGetPointer(actor_name));
+		actor_name = (Datum) 0;
+		actor_name = PointerGetDatum(MemoryContextAlloc(TopMemoryContext, VARHDRSZ + strlen(name)));
+		memcpy(VARDATA(DatumGetPointer(actor_name)), name, strlen(name));
+		SET_VARSIZE(DatumGetPointer(actor_name), VARHDRSZ + strlen(name));
+		actor_user = GetOuterUserId();
+	}
+	p->values[COL_ACTOR] = actor_name;
+	p->nulls[COL_TRACE] = (trace_id == NULL);
+	p->values[COL_TRACE] = p->nulls[COL_TRACE] ? (Datum) 0 : CStringGetTextDatum(trace_id);
+	p->values[COL_PAYLOAD] = CStringGetTextDatum(ev->payload->data);
 	MemoryContextSwitchTo(old);
+}
+
+/* find the outbox's event id sequence and its increment, the size of a block of ids */
+static void
+find_event_sequence(void)
+{
+	Relation	rel = fetch_open(FETCH_OUTBOX, RowExclusiveLock);
+	Oid			seq = coupon_identity_sequence(rel, SPI_fnumber(RelationGetDescr(rel), "event_id"));
+	HeapTuple	tuple;
+
+	table_close(rel, NoLock);
+	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seq));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for sequence %u", seq);
+	event_block = ((Form_pg_sequence) GETSTRUCT(tuple))->seqincrement;
+	ReleaseSysCache(tuple);
+	if (event_block < 1)
+		elog(ERROR, "the outbox's event id sequence must rise");
+	/* an ALTER SEQUENCE resets this backend's copy of the increment */
+	cacheinval_watch(seq);
+	event_seq = seq;
+}
+
+/*
+ * Ids for n events, rising.  They come from the outbox's identity sequence
+ * a block at a time: its increment (1000) is the block's size, and the
+ * block being handed out is in shared memory, so a commit takes its ids
+ * under a spinlock instead of calling nextval() once per event.  Ids rise
+ * in the order they are taken, as nextval()'s do: a block is put in place
+ * only if it starts past the one it replaces, and a transaction that
+ * waited for another's row lock takes its ids after that one's commit took
+ * its own.  After a restart the first block is the sequence's next, past
+ * every id taken before (nextval() is WAL-logged before any commit that
+ * used its block).
+ */
+static void
+take_event_ids(int n, int64 *ids)
+{
+	CouponShared *sh = coupon_shared();
+	EventIdBlock *b;
+	int			i = 0;
+
+	if (!OidIsValid(event_seq))
+		find_event_sequence();
+	if (sh == NULL)
+	{
+		/* not preloaded: no shared memory, one nextval() per event */
+		for (i = 0; i < n; i++)
+			ids[i] = nextval_internal(event_seq, false);
+		return;
+	}
+	b = &sh->event_ids;
+	for (;;)
+	{
+		int64		start;
+
+		SpinLockAcquire(&b->mutex);
+		if (b->seq == event_seq)
+			while (i < n && b->next < b->end)
+				ids[i++] = b->next++;
+		SpinLockRelease(&b->mutex);
+		if (i == n)
+			return;
+		start = nextval_internal(event_seq, false);
+		SpinLockAcquire(&b->mutex);
+		if (b->seq != event_seq || start >= b->end)
+		{
+			b->seq = event_seq;
+			b->next = start;
+			b->end = start + event_block;
+		}
+		SpinLockRelease(&b->mutex);
+	}
 }
 
 /* write the waiting events, in the order they happened, and forget them */
@@ -560,6 +749,7 @@ flush_events(void)
 {
 	Datum	   *values;
 	bool	   *nulls;
+	int64	   *ids;
 	Datum		xid;
 
 	if (npending == 0)
@@ -567,9 +757,12 @@ flush_events(void)
 	xid = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	values = MemoryContextAlloc(pending_cxt, sizeof(Datum) * OUTBOX_COLS * npending);
 	nulls = MemoryContextAlloc(pending_cxt, sizeof(bool) * OUTBOX_COLS * npending);
+	ids = MemoryContextAlloc(pending_cxt, sizeof(int64) * npending);
+	take_event_ids(npending, ids);
 	for (int i = 0; i < npending; i++)
 	{
-		pending[i].values[0] = xid;
+		pending[i].values[COL_EVENT_ID] = Int64GetDatum(ids[i]);
+		pending[i].values[COL_XID] = xid;
 		memcpy(values + i * OUTBOX_COLS, pending[i].values, sizeof(pending[i].values));
 		memcpy(nulls + i * OUTBOX_COLS, pending[i].nulls, sizeof(pending[i].nulls));
 	}
@@ -604,61 +797,49 @@ copying_into(Relation rel)
 }
 
 /*
- * coupon.outbox_capture(table): AFTER ROW trigger of the tables whose
- * changes are events; its argument names the table.
+ * The buffer an event's payload is built in, emptied: one per backend, as
+ * the payload is copied when the event is queued.
  */
-Datum
-coupon_outbox_capture(PG_FUNCTION_ARGS)
+static StringInfo
+payload_buffer(void)
 {
-	TriggerData *td = (TriggerData *) fcinfo->context;
-	RowPair		r;
-	Event		ev;
-	const char *table;
+	static StringInfo buf = NULL;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || td->tg_trigger->tgnargs != 1 ||
-		TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		elog(ERROR, "coupon.outbox_capture() must be an AFTER INSERT or UPDATE row trigger with one argument");
-	if (copying_into(td->tg_relation))
-		return PointerGetDatum(NULL);
-	table = td->tg_trigger->tgargs[0];
-	r.relid = RelationGetRelid(td->tg_relation);
-	r.desc = RelationGetDescr(td->tg_relation);
-	r.new_values = palloc(sizeof(Datum) * r.desc->natts);
-	r.new_nulls = palloc(sizeof(bool) * r.desc->natts);
-	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	if (buf == NULL)
 	{
-		r.new = td->tg_newtuple;
-		r.old = td->tg_trigtuple;
-		r.old_values = palloc(sizeof(Datum) * r.desc->natts);
-		r.old_nulls = palloc(sizeof(bool) * r.desc->natts);
-		heap_deform_tuple(r.old, r.desc, r.old_values, r.old_nulls);
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		buf = makeStringInfo();
+		MemoryContextSwitchTo(old);
 	}
-	else
-	{
-		r.new = td->tg_trigtuple;
-		r.old = NULL;
-	}
-	heap_deform_tuple(r.new, r.desc, r.new_values, r.new_nulls);
-	if (!is_event(table, &r))
-		return PointerGetDatum(NULL);
+	resetStringInfo(buf);
+	return buf;
+}
+
+/* describe the change if it is an event, and keep the event until the commit */
+static void
+capture(const char *table, const RowPair *r)
+{
+	Event		ev;
+
+	if (!is_event(table, r))
+		return;
 	memset(&ev, 0, sizeof(ev));
-	ev.merchant_null = false;
-	initStringInfo(&ev.payload);
-	appendStringInfoChar(&ev.payload, '{');
+	ev.payload = payload_buffer();
+	appendStringInfoChar(ev.payload, '{');
 
 	if (strcmp(table, "coupon") == 0)
-		describe_coupon(&r, &ev);
+		describe_coupon(r, &ev);
 	else if (strcmp(table, "reservation") == 0)
-		describe_reservation(&r, &ev);
+		describe_reservation(r, &ev);
 	else if (strcmp(table, "policy") == 0)
-		describe_policy(&r, &ev);
+		describe_policy(r, &ev);
 	else if (strcmp(table, "payment") == 0)
-		describe_payment(&r, &ev);
+		describe_payment(r, &ev);
 	else if (strcmp(table, "payment_refund") == 0)
-		describe_refund(&r, &ev);
+		describe_refund(r, &ev);
 	else if (strcmp(table, "settlement") == 0)
-		describe_settlement(&r, &ev);
+		describe_settlement(r, &ev);
 	else
 		elog(ERROR, "coupon.outbox_capture: no events for table \"%s\"", table);
 
@@ -667,7 +848,134 @@ coupon_outbox_capture(PG_FUNCTION_ARGS)
 	/* a transaction of many events writes them as it goes, at its top level */
 	if (npending >= OUTBOX_FLUSH_AT && GetCurrentTransactionNestLevel() == 1)
 		flush_events();
+}
+
+/*
+ * coupon.outbox_capture(table): AFTER ROW trigger of the tables whose
+ * changes are events; its argument names the table.
+ */
+Datum
+coupon_outbox_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	RowPair		r;
+	Datum	   *new_values;
+	bool	   *new_nulls;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || td->tg_trigger->tgnargs != 1 ||
+		TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		elog(ERROR, "coupon.outbox_capture() must be an AFTER INSERT or UPDATE row trigger with one argument");
+	if (copying_into(td->tg_relation))
+		return PointerGetDatum(NULL);
+	memset(&r, 0, sizeof(r));
+	r.relid = RelationGetRelid(td->tg_relation);
+	r.desc = RelationGetDescr(td->tg_relation);
+	r.update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
+	new_values = palloc(sizeof(Datum) * r.desc->natts);
+	new_nulls = palloc(sizeof(bool) * r.desc->natts);
+	heap_deform_tuple(r.update ? td->tg_newtuple : td->tg_trigtuple, r.desc, new_values, new_nulls);
+	r.new_values = new_values;
+	r.new_nulls = new_nulls;
+	if (r.update)
+	{
+		Datum	   *old_values = palloc(sizeof(Datum) * r.desc->natts);
+		bool	   *old_nulls = palloc(sizeof(bool) * r.desc->natts);
+
+		heap_deform_tuple(td->tg_trigtuple, r.desc, old_values, old_nulls);
+		r.old_values = old_values;
+		r.old_nulls = old_nulls;
+	}
+	capture(td->tg_trigger->tgargs[0], &r);
 	return PointerGetDatum(NULL);
+}
+
+/* would the trigger fire, as the executor decides (session_replication_role)? */
+static bool
+trigger_fires(const Trigger *t)
+{
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return t->tgenabled == TRIGGER_FIRES_ALWAYS || t->tgenabled == TRIGGER_FIRES_ON_REPLICA;
+	return t->tgenabled == TRIGGER_FIRES_ALWAYS || t->tgenabled == TRIGGER_FIRES_ON_ORIGIN;
+}
+
+/* is the trigger the outbox's own, in the shape this file creates it? */
+static bool
+is_capture_trigger(const Trigger *t)
+{
+	if (!OidIsValid(capture_fn))
+	{
+		List	   *name = list_make2(makeString("coupon"), makeString("outbox_capture"));
+
+		capture_fn = LookupFuncName(name, 0, NULL, true);
+		list_free_deep(name);
+	}
+	return t->tgfoid == capture_fn && TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_AFTER(t->tgtype) &&
+		!TRIGGER_FOR_DELETE(t->tgtype) && !TRIGGER_FOR_TRUNCATE(t->tgtype) &&
+		t->tgnargs == 1 && t->tgqual == NULL && t->tgnattr == 0 &&
+		t->tgoldtable == NULL && t->tgnewtable == NULL && !t->tgdeferrable;
+}
+
+/*
+ * Take the outbox trigger out of a single-row write's copy of the table's
+ * triggers, so that the write captures its event itself (outbox_capture_row)
+ * instead of queueing it for the AFTER trigger machinery; see outbox.h.
+ */
+void
+outbox_take_trigger(TriggerDesc *trigdesc, OutboxCapture *oc)
+{
+	memset(oc, 0, sizeof(*oc));
+	if (trigdesc == NULL)
+		return;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (!is_capture_trigger(t))
+			continue;
+		if (trigger_fires(t))
+		{
+			oc->table = t->tgargs[0];
+			oc->on_insert = TRIGGER_FOR_INSERT(t->tgtype);
+			oc->on_update = TRIGGER_FOR_UPDATE(t->tgtype);
+		}
+		trigdesc->numtriggers--;
+		memmove(t, t + 1, sizeof(Trigger) * (trigdesc->numtriggers - i));
+		break;
+	}
+	/* with no other AFTER ROW trigger, the executor need not queue the row at all */
+	trigdesc->trig_insert_after_row = false;
+	trigdesc->trig_update_after_row = false;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		int16		type = trigdesc->triggers[i].tgtype;
+
+		trigdesc->trig_insert_after_row |=
+			TRIGGER_TYPE_MATCHES(type, TRIGGER_TYPE_ROW, TRIGGER_TYPE_AFTER, TRIGGER_TYPE_INSERT);
+		trigdesc->trig_update_after_row |=
+			TRIGGER_TYPE_MATCHES(type, TRIGGER_TYPE_ROW, TRIGGER_TYPE_AFTER, TRIGGER_TYPE_UPDATE);
+	}
+}
+
+/* capture the event of a row a single-row write inserted or updated; see outbox.h */
+void
+outbox_capture_row(const OutboxCapture *oc, Relation rel,
+				   const Datum *old_values, const bool *old_nulls,
+				   const Datum *new_values, const bool *new_nulls)
+{
+	RowPair		r;
+	bool		update = (old_values != NULL);
+
+	if (oc->table == NULL || (update ? !oc->on_update : !oc->on_insert))
+		return;
+	r.relid = RelationGetRelid(rel);
+	r.desc = RelationGetDescr(rel);
+	r.update = update;
+	r.new_values = new_values;
+	r.new_nulls = new_nulls;
+	r.old_values = old_values;
+	r.old_nulls = old_nulls;
+	capture(oc->table, &r);
 }
 
 /* coupon.wake_relay(): wake the relay worker when this transaction commits */
@@ -726,10 +1034,18 @@ outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		npending--;
 }
 
-/* register the commit-time writes and wake-up */
+/* a role was renamed or dropped: look the acting role's name up again */
+static void
+actor_reset(Datum arg, int cacheid, uint32 hashvalue)
+{
+	actor_user = InvalidOid;
+}
+
+/* register the commit-time writes and wake-up, and the role names' invalidation */
 void
 coupon_outbox_init(void)
 {
+	CacheRegisterSyscacheCallback(AUTHOID, actor_reset, (Datum) 0);
 	RegisterXactCallback(outbox_xact_callback, NULL);
 	RegisterSubXactCallback(outbox_subxact_callback, NULL);
 }

@@ -30,6 +30,7 @@
 #include "access/tableam.h"
 #include "catalog/dependency.h"
 #include "catalog/index.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -48,6 +49,7 @@
 
 #include "callctx.h"
 #include "coupon.h"
+#include "outbox.h"
 #include "pgcompat.h"
 #include "rowwrite.h"
 
@@ -59,6 +61,10 @@ typedef struct WriteCache
 	Oid			identity_seq;	/* that column's sequence */
 	Oid		   *domain;			/* per column: its domain, or InvalidOid */
 	void	  **domain_extra;	/* per column: domain_check()'s cache */
+	/* row_append(): the table's indexes, described once if all are btree or hash */
+	int			nindexes;		/* -1: not known yet */
+	Oid		   *index_oids;
+	IndexInfo **index_infos;	/* NULL: described at each append */
 } WriteCache;
 
 static WriteCache caches[FETCH_TABLE_COUNT];
@@ -80,6 +86,7 @@ typedef struct RowWrite
 	ResultRelInfo *rri;
 	MemoryContext caller;
 	CallUser	user;
+	OutboxCapture capture;		/* the row's event, captured by the write */
 } RowWrite;
 
 /* forget the column facts at the next write (cacheinval.c) */
@@ -109,6 +116,8 @@ write_cache(FetchTable table, Relation rel)
 		cache_cxt = AllocSetContextCreate(TopMemoryContext, "coupon row writes",
 										  ALLOCSET_SMALL_SIZES);
 	c->identity = 0;
+	c->nindexes = -1;
+	c->index_infos = NULL;
 	c->domain = MemoryContextAllocZero(cache_cxt, sizeof(Oid) * desc->natts);
 	c->domain_extra = MemoryContextAllocZero(cache_cxt, sizeof(void *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
@@ -166,6 +175,7 @@ write_begin(RowWrite *w, FetchTable table)
 #endif
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
+	outbox_take_trigger(w->rri->ri_TrigDesc, &w->capture);
 	/* so that AFTER triggers (foreign keys) find it instead of opening another */
 	w->estate->es_opened_result_relations = list_make1(w->rri);
 	w->estate->es_output_cid = GetCurrentCommandId(true);
@@ -285,6 +295,7 @@ row_insert(FetchTable table, int ncols, const char *const *names,
 	fill_slot(&w, slot, ncols, attnums, values, nulls);
 	ExecSimpleRelationInsert(w.rri, w.estate, slot);
 	check_written(&w, slot);
+	outbox_capture_row(&w.capture, w.rel, NULL, NULL, slot->tts_values, slot->tts_isnull);
 	row = slot_row(&w, slot);
 	write_end(&w, true);
 	return row;
@@ -314,6 +325,7 @@ append_by_executor(FetchTable table, int ncols, const char *const *names, int nr
 		fill_slot(&w, slot, ncols, attnums, values + r * ncols, nulls + r * ncols);
 		ExecSimpleRelationInsert(w.rri, w.estate, slot);
 		check_written(&w, slot);
+		outbox_capture_row(&w.capture, w.rel, NULL, NULL, slot->tts_values, slot->tts_isnull);
 		ResetPerTupleExprContext(w.estate);
 	}
 	write_end(&w, false);
@@ -322,36 +334,117 @@ append_by_executor(FetchTable table, int ncols, const char *const *names, int nr
 }
 
 /*
- * Can rows be appended to the table by heap_insert and index_insert alone?
- * Only when nothing of what the executor would add applies: no triggers,
- * no CHECK constraints, no generated columns, no index on an expression or
- * with a predicate.  The indexes are then open in irels, built in infos.
+ * The table's indexes, open, and what index_insert needs to know of each.
+ * Described once per table and kept while the cache is valid when they
+ * are all btree or hash, whose descriptions hold nothing of a transaction;
+ * otherwise described again in the caller's context.
+ */
+static int
+open_indexes(WriteCache *c, Relation rel, Relation **irelsp, IndexInfo ***infosp)
+{
+	Relation   *irels;
+	IndexInfo **infos;
+	bool		keep;
+
+	if (c->nindexes < 0)
+	{
+		List	   *oids = RelationGetIndexList(rel);
+		int			i = 0;
+		ListCell   *lc;
+
+		c->index_oids = MemoryContextAlloc(cache_cxt, sizeof(Oid) * Max(list_length(oids), 1));
+		foreach(lc, oids)
+			c->index_oids[i++] = lfirst_oid(lc);
+		c->nindexes = i;
+		list_free(oids);
+	}
+	*irelsp = irels = palloc(sizeof(Relation) * Max(c->nindexes, 1));
+	for (int i = 0; i < c->nindexes; i++)
+		irels[i] = index_open(c->index_oids[i], RowExclusiveLock);
+	if (c->index_infos != NULL)
+	{
+		*infosp = c->index_infos;
+		return c->nindexes;
+	}
+	keep = true;
+	for (int i = 0; i < c->nindexes; i++)
+		keep = keep && (irels[i]->rd_rel->relam == BTREE_AM_OID ||
+						irels[i]->rd_rel->relam == HASH_AM_OID);
+	if (keep)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cache_cxt);
+
+		c->index_infos = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
+		for (int i = 0; i < c->nindexes; i++)
+			c->index_infos[i] = BuildIndexInfo(irels[i]);
+		MemoryContextSwitchTo(old);
+		*infosp = c->index_infos;
+		return c->nindexes;
+	}
+	*infosp = infos = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
+	for (int i = 0; i < c->nindexes; i++)
+		infos[i] = BuildIndexInfo(irels[i]);
+	return c->nindexes;
+}
+
+/*
+ * Can rows be appended to the table by heap_multi_insert and index_insert
+ * alone?  Only when nothing of what the executor would add applies: no
+ * triggers, no CHECK constraints, no generated columns, no index on an
+ * expression or with a predicate.
  */
 static bool
-plain_target(Relation rel, List *indexoids, Relation *irels, IndexInfo **infos)
+plain_target(Relation rel, int nidx, IndexInfo **infos)
 {
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
 	bool		plain = rel->trigdesc == NULL &&
 		(constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored));
-	int			i = 0;
-	ListCell   *lc;
 
-	foreach(lc, indexoids)
-	{
-		irels[i] = index_open(lfirst_oid(lc), RowExclusiveLock);
-		infos[i] = BuildIndexInfo(irels[i]);
+	for (int i = 0; i < nidx; i++)
 		plain = plain && infos[i]->ii_Expressions == NIL && infos[i]->ii_Predicate == NIL;
-		i++;
-	}
 	return plain;
+}
+
+/* one appended row's values, domains checked, identity and NOT NULL seen to */
+static void
+append_values(WriteCache *cache, Relation rel, int ncols, const AttrNumber *attnums,
+			  const Datum *values, const bool *nulls, Datum *row, bool *rownull)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	memset(rownull, true, sizeof(bool) * desc->natts);
+	for (int c = 0; c < ncols; c++)
+	{
+		int			i = attnums[c] - 1;
+
+		rownull[i] = nulls[c];
+		row[i] = values[c];
+		if (OidIsValid(cache->domain[i]))
+			domain_check(row[i], rownull[i], cache->domain[i], &cache->domain_extra[i], cache_cxt);
+	}
+	if (cache->identity != 0 && rownull[cache->identity - 1])
+	{
+		row[cache->identity - 1] = Int64GetDatum(nextval_internal(cache->identity_seq, false));
+		rownull[cache->identity - 1] = false;
+	}
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attnotnull && rownull[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+							NameStr(att->attname), RelationGetRelationName(rel))));
+	}
 }
 
 /*
  * Insert rows no one reads back in this call; see rowwrite.h.  The
  * outbox's rows come here, every one of a transaction at its commit: for a
- * plain table they are written with heap_insert and index_insert, without
- * an executor state to set up and tear down each time; otherwise through
- * the executor.
+ * plain table they are written together by heap_multi_insert (one WAL
+ * record per page; heap_insert for a single row) and then indexed, without
+ * an executor state to set up and tear down; otherwise through the executor.
  */
 void
 row_append(FetchTable table, int ncols, const char *const *names, int nrows,
@@ -359,49 +452,62 @@ row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 {
 	Relation	rel = fetch_open(table, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
-	List	   *indexoids = RelationGetIndexList(rel);
-	int			nidx = list_length(indexoids);
-	Relation   *irels = palloc(sizeof(Relation) * Max(nidx, 1));
-	IndexInfo **infos = palloc(sizeof(IndexInfo *) * Max(nidx, 1));
 	WriteCache *cache = write_cache(table, rel);
+	Relation   *irels;
+	IndexInfo **infos;
 	AttrNumber	scratch[FETCH_MAX_COLUMNS];
 	const AttrNumber *attnums = fetch_attnums(table, desc, ncols, names, scratch);
-	Datum	   *row = palloc(sizeof(Datum) * desc->natts);
-	bool	   *rownull = palloc(sizeof(bool) * desc->natts);
+	Datum	   *rows;
+	bool	   *rownulls;
+	ItemPointerData *tids;
 	CommandId	cid = GetCurrentCommandId(true);
-	bool		plain = plain_target(rel, indexoids, irels, infos);
+	int			nidx;
 
-	for (int r = 0; r < nrows && plain; r++)
+	nidx = open_indexes(cache, rel, &irels, &infos);
+	if (!plain_target(rel, nidx, infos))
 	{
-		HeapTuple	tuple;
+		for (int x = 0; x < nidx; x++)
+			index_close(irels[x], NoLock);
+		table_close(rel, NoLock);
+		append_by_executor(table, ncols, names, nrows, values, nulls);
+		return;
+	}
+	rows = palloc(sizeof(Datum) * desc->natts * nrows);
+	rownulls = palloc(sizeof(bool) * desc->natts * nrows);
+	tids = palloc(sizeof(ItemPointerData) * nrows);
+	for (int r = 0; r < nrows; r++)
+		append_values(cache, rel, ncols, attnums, values + r * ncols, nulls + r * ncols,
+					  rows + r * desc->natts, rownulls + r * desc->natts);
+	if (nrows == 1)
+	{
+		HeapTuple	tuple = heap_form_tuple(desc, rows, rownulls);
 
-		memset(rownull, true, sizeof(bool) * desc->natts);
-		for (int c = 0; c < ncols; c++)
-		{
-			int			i = attnums[c] - 1;
-
-			rownull[i] = nulls[r * ncols + c];
-			row[i] = values[r * ncols + c];
-			if (OidIsValid(cache->domain[i]))
-				domain_check(row[i], rownull[i], cache->domain[i], &cache->domain_extra[i], cache_cxt);
-		}
-		if (cache->identity != 0 && rownull[cache->identity - 1])
-		{
-			row[cache->identity - 1] = Int64GetDatum(nextval_internal(cache->identity_seq, false));
-			rownull[cache->identity - 1] = false;
-		}
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
-			if (att->attnotnull && rownull[i])
-				ereport(ERROR,
-						(errcode(ERRCODE_NOT_NULL_VIOLATION),
-						 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
-								NameStr(att->attname), RelationGetRelationName(rel))));
-		}
-		tuple = heap_form_tuple(desc, row, rownull);
 		heap_insert(rel, tuple, cid, 0, NULL);
+		tids[0] = tuple->t_self;
+	}
+	else
+	{
+		TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nrows);
+
+		for (int r = 0; r < nrows; r++)
+		{
+			slots[r] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+			ExecStoreHeapTuple(heap_form_tuple(desc, rows + r * desc->natts,
+											   rownulls + r * desc->natts),
+							   slots[r], true);
+		}
+		heap_multi_insert(rel, slots, nrows, cid, 0, NULL);
+		for (int r = 0; r < nrows; r++)
+		{
+			tids[r] = slots[r]->tts_tid;
+			ExecDropSingleTupleTableSlot(slots[r]);
+		}
+	}
+	for (int r = 0; r < nrows; r++)
+	{
+		Datum	   *row = rows + r * desc->natts;
+		bool	   *rownull = rownulls + r * desc->natts;
+
 		for (int x = 0; x < nidx; x++)
 		{
 			Datum		ivalues[INDEX_MAX_KEYS];
@@ -412,17 +518,14 @@ row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 				ivalues[k] = row[infos[x]->ii_IndexAttrNumbers[k] - 1];
 				inulls[k] = rownull[infos[x]->ii_IndexAttrNumbers[k] - 1];
 			}
-			index_insert(irels[x], ivalues, inulls, &tuple->t_self, rel,
+			index_insert(irels[x], ivalues, inulls, &tids[r], rel,
 						 irels[x]->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
 						 false, infos[x]);
 		}
-		heap_freetuple(tuple);
 	}
 	for (int x = 0; x < nidx; x++)
 		index_close(irels[x], NoLock);
 	table_close(rel, NoLock);
-	if (!plain)
-		append_by_executor(table, ncols, names, nrows, values, nulls);
 }
 
 /* update one locked row version; see rowwrite.h */
@@ -458,6 +561,8 @@ row_update(FetchTable table, ItemPointer tid, int ncols, const char *const *name
 	coupon_epq_init(&epq, w.estate);
 	ExecSimpleRelationUpdate(w.rri, w.estate, &epq, oldslot, newslot);
 	check_written(&w, newslot);
+	outbox_capture_row(&w.capture, w.rel, oldslot->tts_values, oldslot->tts_isnull,
+					   newslot->tts_values, newslot->tts_isnull);
 	EvalPlanQualEnd(&epq);
 	if (want_row)
 		row = slot_row(&w, newslot);

@@ -43,6 +43,7 @@ coupon_shmem_startup(void)
 		shared->throttle_lock = &(GetNamedLWLockTranche("coupon"))->lock;
 		SpinLockInit(&shared->saga_mutex);
 		SpinLockInit(&shared->relay.mutex);
+		SpinLockInit(&shared->event_ids.mutex);
 		for (int k = 0; k < THROTTLE_KINDS; k++)
 			pg_atomic_init_u64(&shared->throttle_blocked[k], 0);
 	}

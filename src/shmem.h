@@ -89,6 +89,18 @@ typedef struct RelayShared
 	char		last_error[RELAY_ERROR_LEN];	/* "" = none */
 } RelayShared;
 
+/*
+ * The block of outbox event ids being handed out (outbox.c): ids next up
+ * to end (exclusive), taken from the sequence seq.
+ */
+typedef struct EventIdBlock
+{
+	slock_t		mutex;
+	Oid			seq;			/* InvalidOid: no block yet */
+	int64		next;
+	int64		end;
+} EventIdBlock;
+
 typedef struct CouponShared
 {
 	LWLock	   *throttle_lock;	/* also guards rate */
@@ -102,6 +114,7 @@ typedef struct CouponShared
 	SagaWorkerSlot workers[SAGA_MAX_WORKERS];
 
 	RelayShared relay;
+	EventIdBlock event_ids;
 } CouponShared;
 
 /* the shared state, or NULL when not preloaded */
