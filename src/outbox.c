@@ -61,7 +61,7 @@ typedef struct Event
 	int64		aggregate_id;
 	int64		merchant_id;
 	bool		merchant_null;
-	const char *user_id;		/* NULL: none */
+	Datum		user_id;		/* text, or 0: none */
 	const char *trace_id;		/* NULL: none */
 	StringInfo	payload;		/* the backend's one payload buffer */
 } Event;
@@ -209,6 +209,16 @@ new_text(const RowPair *r, const char *name)
 	Datum		d = column(r, NEW_ROW, name, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* a varlena column of the new row as it is (not copied), or 0 */
+static Datum
+new_value(const RowPair *r, const char *name)
+{
+	bool		isnull;
+	Datum		d = column(r, NEW_ROW, name, &isnull);
+
+	return isnull ? (Datum) 0 : d;
 }
 
 /* the same of the old row */
@@ -402,7 +412,7 @@ describe_coupon(const RowPair *r, Event *ev)
 	ev->aggregate_id = new_id(r, "id");
 	ev->merchant_id = policy_merchant(policy_id);
 	ev->merchant_null = (ev->merchant_id == 0);
-	ev->user_id = new_text(r, "user_id");
+	ev->user_id = new_value(r, "user_id");
 	if (!r->update)
 		ev->type = "coupon.issued";
 	else
@@ -441,7 +451,7 @@ describe_reservation(const RowPair *r, Event *ev)
 	ev->aggregate = "coupon";
 	ev->aggregate_id = new_id(r, "coupon_id");
 	ev->merchant_id = new_id(r, "merchant_id");
-	ev->user_id = new_text(r, "user_id");
+	ev->user_id = new_value(r, "user_id");
 	if (!r->update || strcmp(status, "held") == 0)
 		ev->type = "coupon.reserved";
 	else if (strcmp(status, "confirmed") == 0)
@@ -488,7 +498,7 @@ describe_payment(const RowPair *r, Event *ev)
 	ev->aggregate = "payment";
 	ev->aggregate_id = new_id(r, "id");
 	ev->merchant_id = new_id(r, "merchant_id");
-	ev->user_id = new_text(r, "user_id");
+	ev->user_id = new_value(r, "user_id");
 	ev->trace_id = new_text(r, "trace_id");
 	ev->type = psprintf("payment.%s", state);
 	ev->type_made = true;
@@ -523,9 +533,10 @@ describe_refund(const RowPair *r, Event *ev)
 	if (spi_run(&refund_payment_plan, &payment_id, NULL, true, 1) == 1)
 	{
 		MemoryContext spi = MemoryContextSwitchTo(caller);
+		char	   *user_id = spi_text(0, 2);
 
 		ev->merchant_id = spi_int64(0, 1, &ev->merchant_null);
-		ev->user_id = spi_text(0, 2);
+		ev->user_id = user_id ? CStringGetTextDatum(user_id) : (Datum) 0;
 		ev->trace_id = spi_text(0, 3);
 		MemoryContextSwitchTo(spi);
 	}
@@ -648,8 +659,8 @@ queue_event(Event *ev)
 	p->values[COL_AGGREGATE_ID] = Int64GetDatum(ev->aggregate_id);
 	p->values[COL_MERCHANT] = Int64GetDatum(ev->merchant_id);
 	p->nulls[COL_MERCHANT] = ev->merchant_null;
-	p->nulls[COL_USER] = (ev->user_id == NULL);
-	p->values[COL_USER] = p->nulls[COL_USER] ? (Datum) 0 : CStringGetTextDatum(ev->user_id);
+	p->nulls[COL_USER] = (ev->user_id == (Datum) 0);
+	p->values[COL_USER] = p->nulls[COL_USER] ? (Datum) 0 : datumCopy(ev->user_id, false, -1);
 	if (GetOuterUserId() != actor_user)
 	{
 		const char *name = GetUserNameFromId(GetOuterUserId(), false);
