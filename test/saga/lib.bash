@@ -181,7 +181,9 @@ gw_stat() {
 		python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 
-# the gateway's transaction list (yesterday to tomorrow, UTC) into FILE
+# the gateway's transaction list into FILE: the days from yesterday to
+# tomorrow (UTC dates, which the gateway reads as days in Korea, +09:00: the
+# range still holds now)
 gw_transactions() {
 	curl -sS -f -u "$SAGA_SECRET:" -o "$1" \
 		"$MOCKPG_URL/v1/transactions?startDate=$(date -u -d '-1 day' +%F)&endDate=$(date -u -d '+1 day' +%F)"
