@@ -27,6 +27,7 @@
 #include "faults.h"
 #include "htab.h"
 #include "journal.h"
+#include "payment_json.h"
 #include "store.h"
 #include "util.h"
 
@@ -42,6 +43,7 @@ static struct
 	uint64_t	approvals;
 	uint64_t	reconfirms;
 	uint64_t	declines;
+	uint64_t	expirations;
 	uint64_t	errors;
 	uint64_t	timeouts;
 	uint64_t	cancel_requests;
@@ -344,6 +346,31 @@ amount_member(json_t *doc, const char *name, bool required, bool *present,
 }
 
 /*
+ * The optional taxFreeAmount of a confirm or cancel: an integer from 0 to
+ * the amount it is part of (max); absent or null is 0, and *present false.
+ */
+static bool
+tax_free_member(json_t *doc, int64_t max, bool *present, int64_t *out,
+				char *err, size_t errlen)
+{
+	json_t	   *v = json_object_get(doc, "taxFreeAmount");
+
+	*present = false;
+	*out = 0;
+	if (v == NULL || json_is_null(v))
+		return true;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
+	{
+		snprintf(err, errlen, "taxFreeAmount must be an integer from 0 to the amount (%lld)",
+				 (long long) max);
+		return false;
+	}
+	*present = true;
+	*out = json_integer_value(v);
+	return true;
+}
+
+/*
  * Answer from the idempotency record if this key was seen: the same method,
  * path and body replay the first answer byte for byte; anything else is a
  * 422.  Returns false when the key is new (or absent).
@@ -387,7 +414,10 @@ idempotency_remember(const ApiRequest *q, const Reply *out)
 					   q->body_len, out->status, out->body, out->len);
 }
 
-/* POST /v1/payments/confirm {paymentKey, orderId, amount} */
+/*
+ * POST /v1/payments/confirm {paymentKey, orderId, amount, currency?,
+ * taxFreeAmount?}
+ */
 static void
 api_confirm(const ApiRequest *q, Reply *out)
 {
@@ -397,6 +427,7 @@ api_confirm(const ApiRequest *q, Reply *out)
 	const char *order = NULL;
 	const char *currency = "KRW";
 	int64_t		amount = 0;
+	int64_t		tax_free = 0;
 	bool		present;
 	bool		valid = false;
 	FaultConfig fc = faults_get();
@@ -407,7 +438,8 @@ api_confirm(const ApiRequest *q, Reply *out)
 	if (doc != NULL &&
 		(key = string_member(doc, "paymentKey", err, sizeof(err))) != NULL &&
 		(order = string_member(doc, "orderId", err, sizeof(err))) != NULL &&
-		amount_member(doc, "amount", true, &present, &amount, err, sizeof(err)))
+		amount_member(doc, "amount", true, &present, &amount, err, sizeof(err)) &&
+		tax_free_member(doc, amount, &present, &tax_free, err, sizeof(err)))
 	{
 		if (!valid_payment_key(key, strlen(key)))
 			snprintf(err, sizeof(err), "paymentKey must be 1 to 200 visible ASCII characters without / ? # %% \\ or \"");
@@ -438,11 +470,12 @@ api_confirm(const ApiRequest *q, Reply *out)
 					"the card company could not process the payment; nothing was charged, try again");
 		goto done;
 	}
+	/* a failed attempt (ABORTED, EXPIRED) does not hold its order or key */
 	p = store_payment_by_order(order);
-	if (p != NULL)
+	if (p != NULL && p->state == PAYMENT_APPROVED)
 	{
 		if (strcmp(p->payment_key, key) == 0 && p->total == amount &&
-			strcmp(p->currency, currency) == 0)
+			p->tax_free == tax_free && strcmp(p->currency, currency) == 0)
 		{
 			/* confirming the same payment again just shows it */
 			STAT_ADD(reconfirms, 1);
@@ -454,22 +487,32 @@ api_confirm(const ApiRequest *q, Reply *out)
 		idempotency_remember(q, out);
 		goto done;
 	}
-	if (store_payment_by_key(key) != NULL)
+	p = store_payment_by_key(key);
+	if (p != NULL && p->state == PAYMENT_APPROVED)
 	{
 		reply_error(out, 400, "ALREADY_PROCESSED_PAYMENT",
 					"this paymentKey was already confirmed for another orderId");
 		idempotency_remember(q, out);
 		goto done;
 	}
-	if (magic == MAGIC_DECLINE || faults_roll(fc.decline_rate))
+	if (magic == MAGIC_EXPIRE)
 	{
-		STAT_ADD(declines, 1);
-		reply_error(out, 403, "REJECT_CARD_PAYMENT",
-					"the card was declined (limit exceeded or insufficient balance)");
+		STAT_ADD(expirations, 1);
+		store_fail(key, order, amount, tax_free, currency, PAYMENT_EXPIRED);
+		reply_error(out, 404, "NOT_FOUND_PAYMENT_SESSION",
+					"the payment's session expired before it was confirmed (30 minutes); it is EXPIRED");
 		idempotency_remember(q, out);
 		goto done;
 	}
-	p = store_approve(key, order, amount, currency);
+	if (magic == MAGIC_DECLINE || faults_roll(fc.decline_rate))
+	{
+		STAT_ADD(declines, 1);
+		store_fail(key, order, amount, tax_free, currency, PAYMENT_ABORTED);
+		reply_error(out, 403, DECLINE_CODE, "%s", DECLINE_MESSAGE);
+		idempotency_remember(q, out);
+		goto done;
+	}
+	p = store_approve(key, order, amount, tax_free, currency);
 	STAT_ADD(approvals, 1);
 	STAT_ADD(total_approved_amount, amount);
 	reply_payment(out, p);
@@ -485,7 +528,11 @@ done:
 	json_decref(doc);
 }
 
-/* POST /v1/payments/{paymentKey}/cancel {cancelReason, cancelAmount?} */
+/*
+ * POST /v1/payments/{paymentKey}/cancel {cancelReason, cancelAmount?,
+ * taxFreeAmount?}: taxFreeAmount is the part of the cancel taken from the
+ * tax-free part of the balance; without it the taxable part goes first.
+ */
 static void
 api_cancel(const ApiRequest *q, const char *key, Reply *out)
 {
@@ -493,7 +540,9 @@ api_cancel(const ApiRequest *q, const char *key, Reply *out)
 	json_t	   *doc = parse_object(q, err, sizeof(err));
 	const char *reason = NULL;
 	int64_t		amount = 0;
+	int64_t		tax_free = 0;
 	bool		has_amount = false;
+	bool		has_tax_free = false;
 	bool		valid = false;
 	bool		key_ok = valid_payment_key(key, strlen(key));
 	FaultConfig fc = faults_get();
@@ -502,7 +551,9 @@ api_cancel(const ApiRequest *q, const char *key, Reply *out)
 	STAT_ADD(cancel_requests, 1);
 	if (doc != NULL &&
 		(reason = string_member(doc, "cancelReason", err, sizeof(err))) != NULL &&
-		amount_member(doc, "cancelAmount", false, &has_amount, &amount, err, sizeof(err)))
+		amount_member(doc, "cancelAmount", false, &has_amount, &amount, err, sizeof(err)) &&
+		tax_free_member(doc, has_amount ? amount : MOCKPG_MAX_AMOUNT, &has_tax_free,
+						&tax_free, err, sizeof(err)))
 	{
 		size_t		chars = utf8_chars(reason);
 
@@ -536,6 +587,13 @@ api_cancel(const ApiRequest *q, const char *key, Reply *out)
 			idempotency_remember(q, out);
 		goto done;
 	}
+	if (p->state != PAYMENT_APPROVED)
+	{
+		reply_error(out, 400, "NOT_CANCELABLE_PAYMENT", "the payment is %s: it was never approved",
+					payment_status(p));
+		idempotency_remember(q, out);
+		goto done;
+	}
 	if (p->balance == 0)
 	{
 		reply_error(out, 400, "ALREADY_CANCELED_PAYMENT", "the payment is already fully canceled");
@@ -552,7 +610,19 @@ api_cancel(const ApiRequest *q, const char *key, Reply *out)
 		idempotency_remember(q, out);
 		goto done;
 	}
-	store_cancel(p, amount, reason);
+	if (!has_tax_free)
+		tax_free = amount > p->balance - p->tax_free_left
+			? amount - (p->balance - p->tax_free_left) : 0;
+	if (tax_free > amount || tax_free > p->tax_free_left ||
+		amount - tax_free > p->balance - p->tax_free_left)
+	{
+		reply_error(out, 400, "NOT_CANCELABLE_AMOUNT",
+					"taxFreeAmount %lld does not fit: %lld of the balance %lld is tax-free",
+					(long long) tax_free, (long long) p->tax_free_left, (long long) p->balance);
+		idempotency_remember(q, out);
+		goto done;
+	}
+	store_cancel(p, amount, tax_free, reason);
 	STAT_ADD(cancels, 1);
 	STAT_ADD(total_canceled_amount, amount);
 	reply_payment(out, p);
@@ -883,6 +953,7 @@ api_stats(Reply *out)
 	PUT("approvals", STAT_GET(approvals));
 	PUT("reconfirms", STAT_GET(reconfirms));
 	PUT("declines", STAT_GET(declines));
+	PUT("expirations", STAT_GET(expirations));
 	PUT("errors", STAT_GET(errors));
 	PUT("timeouts", STAT_GET(timeouts));
 	PUT("cancel_requests", STAT_GET(cancel_requests));

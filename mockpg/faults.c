@@ -105,5 +105,7 @@ faults_magic(const char *payment_key)
 		return MAGIC_BAD_TOTAL;
 	if (strncmp(payment_key, "badcurrency_", 12) == 0)
 		return MAGIC_BAD_CURRENCY;
+	if (strncmp(payment_key, "expire_", 7) == 0)
+		return MAGIC_EXPIRE;
 	return MAGIC_NONE;
 }

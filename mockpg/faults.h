@@ -49,7 +49,8 @@ typedef enum MagicKey
 	MAGIC_ERROR,				/* error_* */
 	MAGIC_TIMEOUT,				/* timeout_* */
 	MAGIC_BAD_TOTAL,			/* badtotal_*: a hostile gateway's totalAmount */
-	MAGIC_BAD_CURRENCY			/* badcurrency_*: it answers in another currency */
+	MAGIC_BAD_CURRENCY,			/* badcurrency_*: it answers in another currency */
+	MAGIC_EXPIRE				/* expire_*: the payment's time ran out (EXPIRED) */
 } MagicKey;
 
 extern void faults_init(const FaultConfig *initial, uint64_t seed);

@@ -98,6 +98,32 @@ htab_put(HTab *h, const char *key, void *value)
 	h->count++;
 }
 
+/*
+ * Map key to value, replacing what it mapped to (a failed payment attempt
+ * that a new one takes the place of); key must live as long as value.
+ */
+void
+htab_set(HTab *h, const char *key, void *value)
+{
+	uint64_t	hash;
+	HTabEntry  *e;
+
+	if (h->nbuckets > 0)
+	{
+		hash = hash_bytes(key, strlen(key));
+		for (e = h->buckets[hash & (h->nbuckets - 1)]; e; e = e->next)
+		{
+			if (e->hash == hash && strcmp(e->key, key) == 0)
+			{
+				e->key = key;
+				e->value = value;
+				return;
+			}
+		}
+	}
+	htab_put(h, key, value);
+}
+
 /* Free the table, and the values too when free_value is given. */
 void
 htab_destroy(HTab *h, void (*free_value) (void *))

@@ -32,6 +32,7 @@ extern uint64_t hash_bytes(const void *data, size_t len);
 extern void htab_init(HTab *h);
 extern void *htab_get(const HTab *h, const char *key);
 extern void htab_put(HTab *h, const char *key, void *value);
+extern void htab_set(HTab *h, const char *key, void *value);
 extern void htab_destroy(HTab *h, void (*free_value) (void *));
 
 #endif							/* MOCKPG_HTAB_H */

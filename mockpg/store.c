@@ -6,6 +6,8 @@
  *
  *	  Nothing is ever deleted while the server runs, so pointers into the
  *	  store stay valid; the memory is freed at shutdown (valgrind checks it).
+ *	  A failed attempt (ABORTED, EXPIRED) stays too when a new confirm of
+ *	  its order or paymentKey takes its place in the indexes.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,6 +20,7 @@
 #include "faults.h"
 #include "htab.h"
 #include "journal.h"
+#include "payment_json.h"
 #include "store.h"
 #include "util.h"
 
@@ -32,6 +35,9 @@ static pthread_mutex_t store_mutex = PTHREAD_MUTEX_INITIALIZER;
 static HTab by_key;
 static HTab by_order;
 static HTab idem;
+static Payment **all;			/* every Payment made, for store_destroy */
+static size_t nall;
+static size_t capall;
 static TxnRef *txns;
 static size_t ntxns;
 static size_t captxns;
@@ -79,7 +85,12 @@ void
 store_destroy(void)
 {
 	htab_destroy(&by_order, NULL);
-	htab_destroy(&by_key, free_payment);
+	htab_destroy(&by_key, NULL);
+	for (size_t i = 0; i < nall; i++)
+		free_payment(all[i]);
+	free(all);
+	all = NULL;
+	nall = capall = 0;
 	htab_destroy(&idem, free_idem);
 	free(txns);
 	txns = NULL;
@@ -154,40 +165,63 @@ add_txn(Payment *p, int cancel)
 	ntxns++;
 }
 
-/* Create a payment in DONE state; shared by live approvals and replay. */
+/*
+ * A new Payment under its paymentKey and orderId, taking the place of a
+ * failed attempt that held either; shared by approvals, failures and replay.
+ */
 static Payment *
-apply_approve(const char *payment_key, const char *order_id, int64_t amount,
-			  const char *currency, time_t at, const char *txkey)
+new_payment(const char *payment_key, const char *order_id, PaymentState state,
+			int64_t amount, int64_t tax_free, const char *currency, time_t at)
 {
 	Payment    *p = xcalloc(1, sizeof(Payment));
 
 	p->payment_key = xstrdup(payment_key);
 	p->order_id = xstrdup(order_id);
+	p->state = state;
 	p->total = amount;
 	p->balance = amount;
+	p->tax_free = tax_free;
+	p->tax_free_left = tax_free;
 	snprintf(p->currency, sizeof(p->currency), "%s", currency);
 	p->approved_at = at;
+	if (nall == capall)
+	{
+		capall = capall ? capall * 2 : 4096;
+		all = xrealloc(all, capall * sizeof(Payment *));
+	}
+	all[nall++] = p;
+	htab_set(&by_key, p->payment_key, p);
+	htab_set(&by_order, p->order_id, p);
+	return p;
+}
+
+/* Create a payment in DONE state; shared by live approvals and replay. */
+static Payment *
+apply_approve(const char *payment_key, const char *order_id, int64_t amount,
+			  int64_t tax_free, const char *currency, time_t at, const char *txkey)
+{
+	Payment    *p = new_payment(payment_key, order_id, PAYMENT_APPROVED, amount,
+								tax_free, currency, at);
+
 	snprintf(p->txkey, TXKEY_LEN, "%s", txkey);
-	htab_put(&by_key, p->payment_key, p);
-	htab_put(&by_order, p->order_id, p);
 	add_txn(p, -1);
 	return p;
 }
 
 /*
  * Approve a new payment (the caller has checked that neither its key nor
- * its order exists) and journal it.
+ * its order belongs to an approved one) and journal it.
  */
 Payment *
 store_approve(const char *payment_key, const char *order_id, int64_t amount,
-			  const char *currency)
+			  int64_t tax_free, const char *currency)
 {
 	char		txkey[TXKEY_LEN];
 	time_t		now = time(NULL);
 	Payment    *p;
 
 	new_txkey(txkey);
-	p = apply_approve(payment_key, order_id, amount, currency, now, txkey);
+	p = apply_approve(payment_key, order_id, amount, tax_free, currency, now, txkey);
 	if (journal_enabled())
 	{
 		StrBuf		rec;
@@ -198,6 +232,7 @@ store_approve(const char *payment_key, const char *order_id, int64_t amount,
 		sb_member_string(&rec, "paymentKey", payment_key);
 		sb_member_string(&rec, "orderId", order_id);
 		sb_member_int(&rec, "amount", amount);
+		sb_member_int(&rec, "taxFreeAmount", tax_free);
 		sb_member_string(&rec, "currency", currency);
 		sb_member_int(&rec, "at", (int64_t) now);
 		sb_member_string(&rec, "transactionKey", txkey);
@@ -207,10 +242,42 @@ store_approve(const char *payment_key, const char *order_id, int64_t amount,
 	return p;
 }
 
+/*
+ * Keep a failed attempt (ABORTED or EXPIRED) so that lookups show it, and
+ * journal it; it is no transaction, and a later confirm may take its place.
+ */
+Payment *
+store_fail(const char *payment_key, const char *order_id, int64_t amount,
+		   int64_t tax_free, const char *currency, PaymentState state)
+{
+	time_t		now = time(NULL);
+	Payment    *p;
+
+	p = new_payment(payment_key, order_id, state, amount, tax_free, currency, now);
+	if (journal_enabled())
+	{
+		StrBuf		rec;
+
+		sb_init(&rec, 256);
+		sb_adds(&rec, "{");
+		sb_member_string(&rec, "op", "fail");
+		sb_member_string(&rec, "paymentKey", payment_key);
+		sb_member_string(&rec, "orderId", order_id);
+		sb_member_int(&rec, "amount", amount);
+		sb_member_int(&rec, "taxFreeAmount", tax_free);
+		sb_member_string(&rec, "currency", currency);
+		sb_member_string(&rec, "status", payment_status(p));
+		sb_member_int(&rec, "at", (int64_t) now);
+		sb_adds(&rec, "}");
+		journal_record(&rec);
+	}
+	return p;
+}
+
 /* Record a cancel on a payment; shared by live cancels and replay. */
 static const Cancel *
-apply_cancel(Payment *p, int64_t amount, const char *reason, time_t at,
-			 const char *txkey)
+apply_cancel(Payment *p, int64_t amount, int64_t tax_free, const char *reason,
+			 time_t at, const char *txkey)
 {
 	Cancel	   *c;
 
@@ -220,8 +287,10 @@ apply_cancel(Payment *p, int64_t amount, const char *reason, time_t at,
 		p->cancels = xrealloc(p->cancels, p->capcancels * sizeof(Cancel));
 	}
 	p->balance -= amount;
+	p->tax_free_left -= tax_free;
 	c = &p->cancels[p->ncancels];
 	c->amount = amount;
+	c->tax_free = tax_free;
 	c->balance_after = p->balance;
 	c->reason = xstrdup(reason);
 	c->at = at;
@@ -231,16 +300,19 @@ apply_cancel(Payment *p, int64_t amount, const char *reason, time_t at,
 	return c;
 }
 
-/* Cancel part or all of a payment (the caller checked the amount) and journal it. */
+/*
+ * Cancel part or all of a payment, tax_free of it from the tax-free part
+ * (the caller checked both amounts), and journal it.
+ */
 const Cancel *
-store_cancel(Payment *p, int64_t amount, const char *reason)
+store_cancel(Payment *p, int64_t amount, int64_t tax_free, const char *reason)
 {
 	char		txkey[TXKEY_LEN];
 	time_t		now = time(NULL);
 	const Cancel *c;
 
 	new_txkey(txkey);
-	c = apply_cancel(p, amount, reason, now, txkey);
+	c = apply_cancel(p, amount, tax_free, reason, now, txkey);
 	if (journal_enabled())
 	{
 		StrBuf		rec;
@@ -250,6 +322,7 @@ store_cancel(Payment *p, int64_t amount, const char *reason)
 		sb_member_string(&rec, "op", "cancel");
 		sb_member_string(&rec, "paymentKey", p->payment_key);
 		sb_member_int(&rec, "amount", amount);
+		sb_member_int(&rec, "taxFreeAmount", tax_free);
 		sb_member_string(&rec, "reason", reason);
 		sb_member_int(&rec, "at", (int64_t) now);
 		sb_member_string(&rec, "transactionKey", txkey);
@@ -257,72 +330,6 @@ store_cancel(Payment *p, int64_t amount, const char *reason)
 		journal_record(&rec);
 	}
 	return c;
-}
-
-/* Toss's status names: DONE, then PARTIAL_CANCELED or CANCELED. */
-const char *
-payment_status(const Payment *p)
-{
-	if (p->ncancels == 0)
-		return "DONE";
-	return p->balance == 0 ? "CANCELED" : "PARTIAL_CANCELED";
-}
-
-/* Append "name":"<ISO time>". */
-static void
-member_time(StrBuf *sb, const char *name, time_t t)
-{
-	sb_member(sb, name);
-	sb_json_time(sb, t);
-}
-
-/* Write the Payment object, in the shape of Toss Payments v1. */
-void
-payment_write(StrBuf *sb, const Payment *p)
-{
-	sb_adds(sb, "{");
-	sb_member_string(sb, "mId", "mockpg");
-	sb_member_string(sb, "version", "2022-11-16");
-	sb_member_string(sb, "paymentKey", p->payment_key);
-	sb_member_string(sb, "orderId", p->order_id);
-	sb_member_string(sb, "type", "NORMAL");
-	sb_member_string(sb, "status", payment_status(p));
-	sb_member_string(sb, "method", "CARD");
-	/* a hostile gateway's answer for a badcurrency_* key: another currency */
-	if (faults_magic(p->payment_key) == MAGIC_BAD_CURRENCY)
-		sb_member_string(sb, "currency", strcmp(p->currency, "KRW") == 0 ? "USD" : "KRW");
-	else
-		sb_member_string(sb, "currency", p->currency);
-	/* a hostile gateway's answer for a badtotal_* key: DONE, but negative */
-	sb_member_int(sb, "totalAmount",
-				  faults_magic(p->payment_key) == MAGIC_BAD_TOTAL ? -p->total : p->total);
-	sb_member_int(sb, "balanceAmount", p->balance);
-	member_time(sb, "requestedAt", p->approved_at);
-	member_time(sb, "approvedAt", p->approved_at);
-	sb_member_string(sb, "lastTransactionKey",
-					 p->ncancels ? p->cancels[p->ncancels - 1].txkey : p->txkey);
-	sb_member(sb, "cancels");
-	if (p->ncancels == 0)
-		sb_adds(sb, "null");
-	else
-	{
-		sb_adds(sb, "[");
-		for (int i = 0; i < p->ncancels; i++)
-		{
-			const Cancel *c = &p->cancels[i];
-
-			sb_adds(sb, i > 0 ? ",{" : "{");
-			sb_member_string(sb, "transactionKey", c->txkey);
-			sb_member_string(sb, "cancelReason", c->reason);
-			sb_member_int(sb, "cancelAmount", c->amount);
-			sb_member_int(sb, "refundableAmount", c->balance_after);
-			member_time(sb, "canceledAt", c->at);
-			sb_member_string(sb, "cancelStatus", "DONE");
-			sb_adds(sb, "}");
-		}
-		sb_adds(sb, "]");
-	}
-	sb_adds(sb, "}");
 }
 
 /* The idempotency record for a key, or NULL. */
@@ -446,40 +453,7 @@ store_txn_after(const char *txkey)
 void
 store_txn_write(StrBuf *sb, size_t i)
 {
-	const TxnRef *t = &txns[i];
-	const Payment *p = t->payment;
-	const char *txkey,
-			   *status;
-	int64_t		amount;
-	time_t		at;
-
-	if (t->cancel < 0)
-	{
-		txkey = p->txkey;
-		amount = p->total;
-		at = p->approved_at;
-		status = "DONE";
-	}
-	else
-	{
-		const Cancel *c = &p->cancels[t->cancel];
-
-		txkey = c->txkey;
-		amount = c->amount;
-		at = c->at;
-		status = c->balance_after == 0 ? "CANCELED" : "PARTIAL_CANCELED";
-	}
-	sb_adds(sb, "{");
-	sb_member_string(sb, "transactionKey", txkey);
-	sb_member_string(sb, "paymentKey", p->payment_key);
-	sb_member_string(sb, "orderId", p->order_id);
-	sb_member_string(sb, "type", t->cancel < 0 ? "APPROVE" : "CANCEL");
-	sb_member_int(sb, "amount", amount);
-	sb_member_string(sb, "status", status);
-	member_time(sb, "transactionAt", at);
-	sb_member_string(sb, "method", "CARD");
-	sb_member_string(sb, "currency", p->currency);
-	sb_adds(sb, "}");
+	transaction_write(sb, txns[i].payment, txns[i].cancel);
 }
 
 /* Sizes for GET /__mock/stats. */
@@ -488,7 +462,7 @@ store_sizes(void)
 {
 	StoreSizes s;
 
-	s.payments = by_key.count;
+	s.payments = nall;
 	s.transactions = ntxns;
 	s.idempotency_keys = idem.count;
 	return s;
@@ -520,6 +494,26 @@ rec_int(json_t *rec, const char *name, int64_t *out)
 }
 
 /*
+ * The taxFreeAmount of a journal record: 0 when absent (journals written
+ * before it was kept), else an integer from 0 to amount.
+ */
+static bool
+rec_tax_free(json_t *rec, int64_t amount, int64_t *out)
+{
+	*out = 0;
+	if (json_object_get(rec, "taxFreeAmount") == NULL)
+		return true;
+	return rec_int(rec, "taxFreeAmount", out) && *out >= 0 && *out <= amount;
+}
+
+/* p is an approved payment (not NULL, not a failed attempt) */
+static bool
+approved(const Payment *p)
+{
+	return p != NULL && p->state == PAYMENT_APPROVED;
+}
+
+/*
  * Apply one journal record during replay, checking it against the state so
  * far: a journal that contradicts itself is refused rather than guessed at.
  */
@@ -540,6 +534,7 @@ store_apply_record(json_t *rec, char *err, size_t errlen)
 		const char *txkey = rec_string(rec, "transactionKey", NULL);
 		const char *currency = rec_string(rec, "currency", NULL);
 		int64_t		amount,
+					tax_free,
 					at;
 
 		/* journals written before currencies were kept are all KRW */
@@ -547,18 +542,45 @@ store_apply_record(json_t *rec, char *err, size_t errlen)
 			currency = "KRW";
 		if (!key || !order || !txkey || !rec_int(rec, "amount", &amount) ||
 			!rec_int(rec, "at", &at) || amount < 1 || amount > MOCKPG_MAX_AMOUNT ||
-			!valid_currency(currency))
+			!valid_currency(currency) || !rec_tax_free(rec, amount, &tax_free))
 		{
 			snprintf(err, errlen, "malformed approve record");
 			return false;
 		}
-		if (htab_get(&by_key, key) || htab_get(&by_order, order))
+		if (approved(htab_get(&by_key, key)) || approved(htab_get(&by_order, order)))
 		{
 			snprintf(err, errlen, "payment approved twice");
 			return false;
 		}
-		apply_approve(key, order, amount, currency, (time_t) at, txkey);
+		apply_approve(key, order, amount, tax_free, currency, (time_t) at, txkey);
 		note_txkey(txkey);
+		return true;
+	}
+	if (strcmp(op, "fail") == 0)
+	{
+		const char *key = rec_string(rec, "paymentKey", NULL);
+		const char *order = rec_string(rec, "orderId", NULL);
+		const char *currency = rec_string(rec, "currency", NULL);
+		const char *status = rec_string(rec, "status", NULL);
+		int64_t		amount,
+					tax_free,
+					at;
+
+		if (!key || !order || !currency || !status || !rec_int(rec, "amount", &amount) ||
+			!rec_int(rec, "at", &at) || amount < 1 || amount > MOCKPG_MAX_AMOUNT ||
+			!valid_currency(currency) || !rec_tax_free(rec, amount, &tax_free) ||
+			(strcmp(status, "ABORTED") != 0 && strcmp(status, "EXPIRED") != 0))
+		{
+			snprintf(err, errlen, "malformed fail record");
+			return false;
+		}
+		if (approved(htab_get(&by_key, key)) || approved(htab_get(&by_order, order)))
+		{
+			snprintf(err, errlen, "failed attempt of an approved payment");
+			return false;
+		}
+		new_payment(key, order, strcmp(status, "ABORTED") == 0 ? PAYMENT_ABORTED : PAYMENT_EXPIRED,
+					amount, tax_free, currency, (time_t) at);
 		return true;
 	}
 	if (strcmp(op, "cancel") == 0)
@@ -567,22 +589,25 @@ store_apply_record(json_t *rec, char *err, size_t errlen)
 		const char *reason = rec_string(rec, "reason", NULL);
 		const char *txkey = rec_string(rec, "transactionKey", NULL);
 		int64_t		amount,
+					tax_free,
 					at;
 		Payment    *p;
 
 		if (!key || !reason || !txkey || !rec_int(rec, "amount", &amount) ||
-			!rec_int(rec, "at", &at))
+			!rec_int(rec, "at", &at) || !rec_tax_free(rec, amount, &tax_free))
 		{
 			snprintf(err, errlen, "malformed cancel record");
 			return false;
 		}
 		p = htab_get(&by_key, key);
-		if (p == NULL || amount < 1 || amount > p->balance)
+		if (!approved(p) || amount < 1 || amount > p->balance ||
+			tax_free > p->tax_free_left ||
+			amount - tax_free > p->balance - p->tax_free_left)
 		{
 			snprintf(err, errlen, "cancel does not match its payment");
 			return false;
 		}
-		apply_cancel(p, amount, reason, (time_t) at, txkey);
+		apply_cancel(p, amount, tax_free, reason, (time_t) at, txkey);
 		note_txkey(txkey);
 		return true;
 	}

@@ -30,21 +30,41 @@
 typedef struct Cancel
 {
 	int64_t		amount;
+	int64_t		tax_free;		/* the tax-free part of amount */
 	int64_t		balance_after;	/* what was left to cancel afterwards */
 	char	   *reason;
 	time_t		at;
 	char		txkey[TXKEY_LEN];
 } Cancel;
 
+/*
+ * What became of a confirm: approved (DONE, then PARTIAL_CANCELED or
+ * CANCELED as cancels come), or an attempt that failed and is kept so that
+ * lookups show it, as Toss's are: ABORTED (the card was declined) or
+ * EXPIRED (the payment was not approved within its validity).
+ */
+typedef enum PaymentState
+{
+	PAYMENT_APPROVED,
+	PAYMENT_ABORTED,
+	PAYMENT_EXPIRED
+} PaymentState;
+
+/* Toss's payment window is valid this long; an EXPIRED one was requested so long before */
+#define PAYMENT_VALIDITY_SECONDS (30 * 60)
+
 typedef struct Payment
 {
 	char	   *payment_key;
 	char	   *order_id;
+	PaymentState state;
 	int64_t		total;
 	int64_t		balance;
+	int64_t		tax_free;		/* taxFreeAmount the confirm gave (0 by default) */
+	int64_t		tax_free_left;	/* the part of balance that is tax-free */
 	char		currency[4];	/* ISO 4217, as the confirm asked (KRW by default) */
-	time_t		approved_at;
-	char		txkey[TXKEY_LEN];	/* the approval's transaction */
+	time_t		approved_at;	/* or, for a failed attempt, when it failed */
+	char		txkey[TXKEY_LEN];	/* the approval's transaction ("" if none) */
 	Cancel	   *cancels;
 	int			ncancels;
 	int			capcancels;
@@ -78,10 +98,12 @@ extern void store_unlock(void);
 extern Payment *store_payment_by_key(const char *payment_key);
 extern Payment *store_payment_by_order(const char *order_id);
 extern Payment *store_approve(const char *payment_key, const char *order_id,
-							  int64_t amount, const char *currency);
-extern const Cancel *store_cancel(Payment *p, int64_t amount, const char *reason);
-extern const char *payment_status(const Payment *p);
-extern void payment_write(StrBuf *sb, const Payment *p);
+							  int64_t amount, int64_t tax_free, const char *currency);
+extern Payment *store_fail(const char *payment_key, const char *order_id,
+						   int64_t amount, int64_t tax_free, const char *currency,
+						   PaymentState state);
+extern const Cancel *store_cancel(Payment *p, int64_t amount, int64_t tax_free,
+								  const char *reason);
 
 extern IdemRecord *store_idem_get(const char *key);
 extern IdemRecord *store_idem_put(const char *key, const char *method,

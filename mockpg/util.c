@@ -91,14 +91,18 @@ monotonic_ms(void)
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Payments carry ISO 8601 times with an explicit offset, like Toss's API. */
+/*
+ * Payments carry ISO 8601 times in Korea's time (+09:00, no daylight
+ * saving), to the second, as Toss's API writes them.
+ */
 void
 format_iso_time(time_t t, char *out)
 {
 	struct tm	tm;
+	time_t		kst = t + KST_OFFSET_SECONDS;
 
-	gmtime_r(&t, &tm);
-	strftime(out, ISO_TIME_LEN, "%Y-%m-%dT%H:%M:%S+00:00", &tm);
+	gmtime_r(&kst, &tm);
+	strftime(out, ISO_TIME_LEN, "%Y-%m-%dT%H:%M:%S+09:00", &tm);
 }
 
 /* Read exactly n decimal digits; the ISO parser is strict about widths. */
@@ -130,8 +134,9 @@ days_in_month(int year, int month)
 
 /*
  * /v1/transactions takes startDate/endDate as YYYY-MM-DD or as full ISO 8601
- * timestamps (optional fraction, Z or +HH:MM offset; none means UTC).  A bare
- * date means the start of that day, or its last second when end_of_day is set.
+ * timestamps (optional fraction, Z or +HH:MM offset; none means Korea's time,
+ * +09:00, as at Toss).  A bare date means the start of that day in Korea, or
+ * its last second when end_of_day is set.
  * A space is accepted where '+' belongs, since query strings turn '+' into one.
  */
 bool
@@ -140,7 +145,7 @@ parse_iso_time(const char *s, bool end_of_day, time_t *out)
 	const char *p = s;
 	struct tm	tm;
 	int			y, mo, d, h = 0, mi = 0, sec = 0;
-	int			offset = 0;
+	int			offset = KST_OFFSET_SECONDS;
 	time_t		t;
 
 	memset(&tm, 0, sizeof(tm));
@@ -184,7 +189,10 @@ parse_iso_time(const char *s, bool end_of_day, time_t *out)
 		if (h > 23 || mi > 59 || sec > 59)
 			return false;
 		if (*p == 'Z' || *p == 'z')
+		{
 			p++;
+			offset = 0;
+		}
 		else if (*p == '+' || *p == '-' || *p == ' ')
 		{
 			int			sign = (*p == '-') ? -1 : 1;

@@ -19,6 +19,7 @@
 
 /* Room for "YYYY-MM-DDTHH:MM:SS+00:00" and its terminator. */
 #define ISO_TIME_LEN		32
+#define KST_OFFSET_SECONDS	(9 * 3600)	/* Korea's time, Toss's: +09:00 all year */
 
 extern void *xmalloc(size_t size);
 extern void *xcalloc(size_t n, size_t size);

@@ -91,7 +91,8 @@ install_deps() {
 	done
 }
 
-# build and install the extension and the mock gateway; with
+# build and install the extension, and build the mock gateway (its own
+# target: the extension needs neither libmicrohttpd nor jansson); with
 # COUPON_WERROR=1 (the test command, hence CI) any compiler warning fails it
 build_install() {
 	local werror=()
@@ -99,6 +100,15 @@ build_install() {
 	log "building and installing the extension${werror:+ (warnings are errors)}"
 	make -s -C "$COUPON_ROOT" "${werror[@]}" >/dev/null
 	make -s -C "$COUPON_ROOT" install >/dev/null
+	build_mockpg
+}
+
+# build mockpg/coupon-mockpg (make mockpg); nothing to do when it is current
+build_mockpg() {
+	local werror=()
+	[ "${COUPON_WERROR:-0}" = 1 ] && werror=(WERROR=1)
+	log "building the mock gateway${werror:+ (warnings are errors)}"
+	make -s -C "$COUPON_ROOT" "${werror[@]}" mockpg >/dev/null
 }
 
 # a fresh work directory the postgres user owns

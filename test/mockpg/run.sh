@@ -4,7 +4,7 @@
 # across restarts (clean and kill -9), bad requests, and one run under
 # valgrind.  Output is TAP; the exit status is non-zero on any failure.
 #
-# Run from anywhere after `make -C mockpg`:  test/mockpg/run.sh
+# Run from anywhere (it runs `make mockpg` first):  test/mockpg/run.sh
 # Needs: bash, curl, valgrind (set MOCKPG_SKIP_VALGRIND=1 to skip that part).
 # Servers listen on 127.0.0.1 only, on ports the kernel picks (--port 0).
 #
@@ -32,8 +32,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# the mock is not part of the extension's build: make it here (a no-op when
+# it is current), unless MOCKPG_BIN names a binary built elsewhere
+if [ -z "${MOCKPG_BIN:-}" ] && ! make -s -C "$ROOT" mockpg >/dev/null; then
+	echo "Bail out! make mockpg failed"
+	exit 1
+fi
 if [ ! -x "$BIN" ]; then
-	echo "Bail out! $BIN not built; run: make -C mockpg"
+	echo "Bail out! $BIN not built; run: make mockpg"
 	exit 1
 fi
 if ! command -v curl >/dev/null; then
@@ -74,6 +80,24 @@ lacks() { ! grep -qF -- "$1" <<<"$BODY"; }
 # field NAME: the value of a number or string member of the last body.
 field() {
 	sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$BODY" | head -n 1
+}
+
+# js EXPR: the Python expression EXPR holds of the last body, parsed as d.
+js() {
+	python3 -c 'import json, sys; d = json.loads(sys.stdin.read()); sys.exit(0 if eval(sys.argv[1]) else 1)' \
+		"$1" <<<"$BODY" 2>/dev/null
+}
+
+# shape KIND [STATUS]: the last body has Toss's shape, member by member
+# (test/mockpg/toss_shape.py: payment STATUS, transactions or error); the
+# problems it finds are printed as TAP comments.
+shape() {
+	local out
+	if out=$(python3 "$ROOT/test/mockpg/toss_shape.py" "$@" <<<"$BODY" 2>&1); then
+		return 0
+	fi
+	printf '%s\n' "$out" | head -n 20 | sed 's/^/#   /'
+	return 1
 }
 
 # count TEXT: how many times TEXT occurs in the last body.
@@ -177,7 +201,8 @@ exits_within() {
 	return 1
 }
 
-today=$(date -u +%Y-%m-%d)
+# a bare date in /v1/transactions is a day in Korea (+09:00), as at Toss
+today=$(date -u -d '+9 hours' +%Y-%m-%d)
 
 # ================================================================ command line
 echo "# command line"
@@ -247,12 +272,15 @@ echo "# confirm"
 confirm pk_1 order_1 15000
 expect "confirm -> 200" 200
 check "confirm: status DONE" has '"status":"DONE"'
-check "confirm: paymentKey and orderId echoed" has '"paymentKey":"pk_1","orderId":"order_1"'
+check "confirm: paymentKey and orderId echoed" js 'd["paymentKey"] == "pk_1" and d["orderId"] == "order_1"'
 check "confirm: totalAmount and balanceAmount" has '"totalAmount":15000,"balanceAmount":15000'
-check "confirm: approvedAt is ISO 8601 with offset" \
-	grep -qE '"approvedAt":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\+00:00"' <<<"$BODY"
-check "confirm: method present" has '"method":"CARD"'
+check "confirm: approvedAt is ISO 8601 in Korea's time (+09:00)" \
+	grep -qE '"approvedAt":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\+09:00"' <<<"$BODY"
+check "confirm: method is Toss's Korean label 카드" has '"method":"카드"'
 check "confirm: cancels is null before any cancel" has '"cancels":null'
+check "confirm: the whole Payment object of Toss v1, DONE" shape payment DONE
+check "confirm: suppliedAmount 13636 and vat 1364 of 15000 (Toss's own example)" \
+	has '"suppliedAmount":13636,"vat":1364,"cultureExpense":false,"taxFreeAmount":0'
 first_confirm=$BODY
 
 confirm pk_1 order_1 15000
@@ -368,7 +396,9 @@ req POST /v1/payments/pk_c/cancel '{"cancelReason":"customer asked","cancelAmoun
 expect "partial cancel -> 200" 200
 check "partial cancel: PARTIAL_CANCELED" has '"status":"PARTIAL_CANCELED"'
 check "partial cancel: balanceAmount reduced" has '"totalAmount":1000,"balanceAmount":700'
-check "partial cancel: cancels[] has the cancel" has '"cancelReason":"customer asked","cancelAmount":300'
+check "partial cancel: cancels[] has the cancel" \
+	js 'd["cancels"][0]["cancelReason"] == "customer asked" and d["cancels"][0]["cancelAmount"] == 300'
+check "partial cancel: the whole Payment object, PARTIAL_CANCELED" shape payment PARTIAL_CANCELED
 req POST /v1/payments/pk_c/cancel '{"cancelReason":"too much","cancelAmount":701}'
 expect "cancel more than is left -> NOT_CANCELABLE_AMOUNT" 400 NOT_CANCELABLE_AMOUNT
 req POST /v1/payments/pk_c/cancel '{"cancelReason":"zero","cancelAmount":0}'
@@ -388,6 +418,7 @@ expect "cancel without amount cancels the rest -> 200" 200
 check "full cancel: CANCELED with balance 0" has '"status":"CANCELED"'
 check "full cancel: balanceAmount 0" has '"balanceAmount":0'
 check "full cancel: two cancels listed" test "$(count '"cancelStatus":"DONE"')" = 2
+check "full cancel: the whole Payment object, CANCELED (supplied amount and vat 0)" shape payment CANCELED
 req POST /v1/payments/pk_c/cancel '{"cancelReason":"again"}'
 expect "cancel of a fully canceled payment -> ALREADY_CANCELED_PAYMENT" 400 ALREADY_CANCELED_PAYMENT
 req POST /v1/payments/pk_c/cancel '{"cancelReason":"again","cancelAmount":1}'
@@ -398,17 +429,72 @@ req GET /v1/payments/orders/order_c
 check "GET after cancels shows CANCELED and both cancels" \
 	test "$(field status)" = CANCELED -a "$(count '"cancelStatus":"DONE"')" = 2
 
+# ------------------------------------------------------------------ VAT
+echo "# supplied amount, VAT and tax-free amounts"
+# vat = (balance - taxFreeAmount) / 11 rounded half up; suppliedAmount the rest
+amounts() { # amounts BALANCE SUPPLIED VAT TAXFREE: the last Payment says so
+	js "(d['balanceAmount'], d['suppliedAmount'], d['vat'], d['taxFreeAmount']) == ($1, $2, $3, $4)"
+}
+confirm pk_vat1 order_vat1 9026
+check "9026: supplied 8205, vat 821 (820.5 rounds up)" amounts 9026 8205 821 0
+confirm pk_vat2 order_vat2 30000
+check "30000: supplied 27273, vat 2727 (2727.27 rounds down)" amounts 30000 27273 2727 0
+req POST /v1/payments/confirm '{"paymentKey":"pk_tf","orderId":"order_tf","amount":15000,"taxFreeAmount":4000}'
+expect "confirm with taxFreeAmount -> 200" 200
+check "15000 of which 4000 tax-free: supplied 10000, vat 1000" amounts 15000 10000 1000 4000
+check "... and the whole Payment object" shape payment DONE
+req POST /v1/payments/pk_tf/cancel '{"cancelReason":"part","cancelAmount":9000}'
+check "a cancel without taxFreeAmount takes the taxable part first: 6000 left, 4000 tax-free" \
+	amounts 6000 1818 182 4000
+check "... its cancel says taxFreeAmount 0" js 'd["cancels"][-1]["taxFreeAmount"] == 0'
+req POST /v1/payments/pk_tf/cancel '{"cancelReason":"free part","cancelAmount":3000,"taxFreeAmount":3000}'
+check "a cancel of 3000, all tax-free: 3000 left, 1000 tax-free" amounts 3000 1818 182 1000
+req POST /v1/payments/pk_tf/cancel '{"cancelReason":"x","cancelAmount":100,"taxFreeAmount":200}'
+expect "taxFreeAmount above cancelAmount -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
+req POST /v1/payments/pk_tf/cancel '{"cancelReason":"x","cancelAmount":2500,"taxFreeAmount":0}'
+expect "more taxable than the taxable 2000 left -> NOT_CANCELABLE_AMOUNT" 400 NOT_CANCELABLE_AMOUNT
+req POST /v1/payments/pk_tf/cancel '{"cancelReason":"x","cancelAmount":1100,"taxFreeAmount":1100}'
+expect "more tax-free than the 1000 left -> NOT_CANCELABLE_AMOUNT" 400 NOT_CANCELABLE_AMOUNT
+req POST /v1/payments/pk_tf/cancel '{"cancelReason":"part","cancelAmount":1500,"taxFreeAmount":0}'
+check "1500 more, taxable: 1500 left of which 1000 tax-free: supplied 455, vat 45" amounts 1500 455 45 1000
+req POST /v1/payments/pk_tf/cancel '{"cancelReason":"rest"}'
+check "the rest: CANCELED, every amount 0" amounts 0 0 0 0
+check "... the last cancel took the tax-free 1000" js 'd["cancels"][-1]["taxFreeAmount"] == 1000 and d["cancels"][-1]["cancelAmount"] == 1500'
+check "... the whole Payment object, four cancels" shape payment CANCELED
+req POST /v1/payments/confirm '{"paymentKey":"pk_tf2","orderId":"order_tf2","amount":500,"taxFreeAmount":500}'
+check "all tax-free: supplied 0, vat 0" amounts 500 0 0 500
+req POST /v1/payments/confirm '{"paymentKey":"pk_tf3","orderId":"order_tf3","amount":500,"taxFreeAmount":501}'
+expect "taxFreeAmount above amount -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
+req POST /v1/payments/confirm '{"paymentKey":"pk_tf3","orderId":"order_tf3","amount":500,"taxFreeAmount":-1}'
+expect "negative taxFreeAmount -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
+req POST /v1/payments/confirm '{"paymentKey":"pk_tf3","orderId":"order_tf3","amount":500,"taxFreeAmount":"100"}'
+expect "taxFreeAmount as a string -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
+req POST /v1/payments/confirm '{"paymentKey":"pk_tf2","orderId":"order_tf2","amount":500}'
+expect "the same order confirmed with another taxFreeAmount is refused" 400 ALREADY_PROCESSED_PAYMENT
+
+# ------------------------------------------------------------------ errors
+echo "# error envelope"
+raw /v1/payments/confirm -d '{}'
+check "401: exactly {code, message}" shape error
+req POST /v1/payments/confirm 'nope'
+check "400: exactly {code, message}" shape error
+req GET /v1/payments/pk_nope
+check "404: exactly {code, message}" shape error
+req POST /v1/payments/pk_1/cancel '{"cancelReason":"x","cancelAmount":999999}'
+check "400 NOT_CANCELABLE_AMOUNT: exactly {code, message}" shape error
+
 # ------------------------------------------------------------------ transactions
 echo "# transactions"
 req GET "/v1/transactions?startDate=$today&endDate=$today"
 expect "GET /v1/transactions for today -> 200" 200
 check "transactions: a JSON array" grep -qE '^\[.*\]$' <<<"$BODY"
-check "transactions: the approval of pk_c" \
-	has '"paymentKey":"pk_c","orderId":"order_c","type":"APPROVE","amount":1000,"status":"DONE"'
-check "transactions: the partial cancel of pk_c" \
-	has '"paymentKey":"pk_c","orderId":"order_c","type":"CANCEL","amount":300,"status":"PARTIAL_CANCELED"'
-check "transactions: the final cancel of pk_c" \
-	has '"paymentKey":"pk_c","orderId":"order_c","type":"CANCEL","amount":700,"status":"CANCELED"'
+tx_of() { # tx_of KEY TYPE AMOUNT STATUS: the list has that transaction
+	js "any(t['paymentKey'] == '$1' and t['orderId'] == 'order_c' and t['type'] == '$2' and t['amount'] == $3 and t['status'] == '$4' for t in d)"
+}
+check "transactions: the approval of pk_c" tx_of pk_c APPROVE 1000 DONE
+check "transactions: the partial cancel of pk_c" tx_of pk_c CANCEL 300 PARTIAL_CANCELED
+check "transactions: the final cancel of pk_c" tx_of pk_c CANCEL 700 CANCELED
+check "transactions: every record has Toss's members (method 카드, +09:00), then type" shape transactions
 check "transactions: each has transactionKey and transactionAt" \
 	test "$(count '"transactionKey":"')" = "$(count '"transactionAt":"')" -a "$(count '"transactionKey":"')" -ge 3
 req GET "/v1/transactions?startDate=2000-01-01&endDate=2000-12-31"
@@ -416,6 +502,16 @@ expect "transactions for a past year -> 200" 200
 check "transactions for a past year are empty" test "$BODY" = "[]"
 req GET "/v1/transactions?startDate=2000-01-01T00:00:00%2B09:00&endDate=2999-12-31T23:59:59Z"
 check "full ISO timestamps with offsets are accepted" has '"paymentKey":"pk_c"'
+req GET /v1/payments/pk_c
+read -r c_kst c_utc <<<"$(python3 -c 'import datetime, json, sys
+t = datetime.datetime.fromisoformat(json.loads(sys.argv[1])["approvedAt"])
+print(t.strftime("%Y-%m-%dT%H:%M:%S"), t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))' "$BODY")"
+req GET "/v1/transactions?startDate=${c_kst}&endDate=${c_kst}"
+check "a time without an offset is Korea's time, as at Toss" has '"paymentKey":"pk_c"'
+req GET "/v1/transactions?startDate=${c_utc}Z&endDate=${c_utc}Z"
+check "... and the same instant with Z finds the same approval" has '"paymentKey":"pk_c"'
+req GET "/v1/transactions?startDate=${c_utc}&endDate=${c_utc}"
+check "... which its UTC wall time without an offset does not" lacks '"paymentKey":"pk_c"'
 req GET "/v1/transactions?startDate=$today"
 expect "missing endDate -> 400 INVALID_REQUEST" 400 INVALID_REQUEST
 req GET "/v1/transactions?startDate=yesterday&endDate=$today"
@@ -521,8 +617,32 @@ check "... and only one approval happened" test "$(field approvals)" = $((approv
 echo "# faults and magic keys"
 confirm decline_card1 order_decline1 1000
 expect "decline_* -> 403 REJECT_CARD_PAYMENT" 403 REJECT_CARD_PAYMENT
+check "the decline's error has exactly Toss's {code, message}" shape error
 req GET /v1/payments/orders/order_decline1
-expect "a declined payment is not recorded" 404 NOT_FOUND_PAYMENT
+expect "a declined payment is kept, as at Toss" 200
+check "... ABORTED, with failure {REJECT_CARD_PAYMENT, message}, no approval, no card" shape payment ABORTED
+req POST /v1/payments/decline_card1/cancel '{"cancelReason":"x"}'
+expect "an ABORTED payment cannot be canceled" 400 NOT_CANCELABLE_PAYMENT
+confirm pk_after_decline order_decline1 1000
+expect "the order of an ABORTED attempt is confirmed with another paymentKey" 200
+req GET /v1/payments/orders/order_decline1
+check "... and its lookup by order now shows the approval" js 'd["status"] == "DONE" and d["paymentKey"] == "pk_after_decline"'
+req GET /v1/payments/decline_card1
+check "... while the declined paymentKey still shows the ABORTED attempt" shape payment ABORTED
+confirm expire_card1 order_expire1 2000
+expect "expire_* -> 404 NOT_FOUND_PAYMENT_SESSION (its time ran out before the confirm)" 404 NOT_FOUND_PAYMENT_SESSION
+req GET /v1/payments/orders/order_expire1
+expect "an expired payment is kept" 200
+check "... EXPIRED, with failure EXPIRED_PAYMENT, method null, no approval" shape payment EXPIRED
+check "... requested 30 minutes before it expired" \
+	python3 -c 'import datetime, json, sys
+d = json.loads(sys.argv[1])
+now = datetime.datetime.now(datetime.timezone.utc)
+sys.exit(0 if 1700 < (now - datetime.datetime.fromisoformat(d["requestedAt"])).total_seconds() < 3600 else 1)' "$BODY"
+req POST /v1/payments/expire_card1/cancel '{"cancelReason":"x"}'
+expect "an EXPIRED payment cannot be canceled" 400 NOT_CANCELABLE_PAYMENT
+req GET "/v1/transactions?startDate=$today&endDate=$today"
+check "failed attempts are no transactions" js 'not any(t["orderId"] in ("order_expire1", "decline_card1") or t["paymentKey"] == "decline_card1" for t in d)'
 confirm error_card1 order_error1 1000
 expect "error_* -> 500 PROVIDER_ERROR" 500 PROVIDER_ERROR
 confirm error_card1 order_error1 1000
@@ -533,24 +653,24 @@ confirm timeout_card1 order_timeout1 4200 --max-time 2
 check "timeout_* answers later than the client waits (curl timed out)" test "$CURL_RC" = 28
 req GET /v1/payments/orders/order_timeout1
 expect "timeout_*: the payment was approved and recorded" 200
-check "timeout_*: status DONE, amount kept" has '"status":"DONE","method":"CARD","currency":"KRW","totalAmount":4200'
+check "timeout_*: status DONE, amount kept" js 'd["status"] == "DONE" and d["currency"] == "KRW" and d["totalAmount"] == 4200'
 confirm timeout_card1 order_timeout1 4200
 expect "re-confirming a timed-out payment answers at once" 200
 confirm badtotal_card1 order_badtotal1 3300
 expect "badtotal_* -> 200, approved" 200
 check "badtotal_*: DONE with a negative totalAmount (a hostile gateway)" \
-	has '"status":"DONE","method":"CARD","currency":"KRW","totalAmount":-3300'
+	js 'd["status"] == "DONE" and d["currency"] == "KRW" and d["totalAmount"] == -3300'
 req GET /v1/payments/orders/order_badtotal1
 check "badtotal_*: the lookup says the same" has '"totalAmount":-3300'
 req POST /v1/payments/confirm '{"paymentKey":"pk_usd1","orderId":"order_usd1","amount":1999,"currency":"USD"}'
 expect "a confirm in USD -> 200" 200
-check "the payment keeps the currency it was confirmed in" has '"currency":"USD","totalAmount":1999'
+check "the payment keeps the currency it was confirmed in" js 'd["currency"] == "USD" and d["totalAmount"] == 1999'
 req POST /v1/payments/confirm '{"paymentKey":"pk_usd1","orderId":"order_usd1","amount":1999}'
 expect "the same order confirmed in another currency is refused" 400 ALREADY_PROCESSED_PAYMENT
 req POST /v1/payments/confirm '{"paymentKey":"pk_cur2","orderId":"order_cur2","amount":1999,"currency":"usd"}'
 expect "a currency that is not an ISO 4217 code is refused" 400 INVALID_REQUEST
 confirm badcurrency_card1 order_badcur1 2500
-check "badcurrency_*: a KRW payment answered in USD (a hostile gateway)" has '"currency":"USD","totalAmount":2500'
+check "badcurrency_*: a KRW payment answered in USD (a hostile gateway)" js 'd["currency"] == "USD" and d["totalAmount"] == 2500'
 
 req GET /__mock/faults
 check "GET /__mock/faults shows the settings from the flags" \
@@ -695,7 +815,7 @@ check "stats: cancels" test "$(field cancels)" = 1
 check "stats: idempotent replays" test "$(field idempotent_replays)" = 1
 check "stats: total approved amount" test "$(field total_approved_amount)" = 3000
 check "stats: total canceled amount" test "$(field total_canceled_amount)" = 400
-check "stats: payments in the store" test "$(field payments)" = 2
+check "stats: payments in the store (the declined attempt too)" test "$(field payments)" = 3
 stop_server INT
 check "SIGINT stops the server with exit status 0" test "$STOP_RC" = 0
 
@@ -751,6 +871,14 @@ confirm pk_j2 order_j2 800
 req POST /v1/payments/pk_j2/cancel '{"cancelReason":"all"}'
 confirm decline_j3 order_j3 100 -H 'Idempotency-Key: j-decline'
 j_decline=$BODY
+req GET /v1/payments/decline_j3
+j_aborted=$BODY
+confirm expire_j7 order_j7 700
+req GET /v1/payments/orders/order_j7
+j_expired=$BODY
+req POST /v1/payments/confirm '{"paymentKey":"pk_j8","orderId":"order_j8","amount":8000,"taxFreeAmount":3000}'
+req POST /v1/payments/pk_j8/cancel '{"cancelReason":"tf","cancelAmount":4000,"taxFreeAmount":1000}'
+j_pay8=$BODY
 req GET "/v1/transactions?startDate=2000-01-01&endDate=2999-12-31"
 j_txns=$BODY
 req GET /v1/payments/pk_j1
@@ -774,6 +902,12 @@ req POST /v1/payments/pk_j1/cancel '{"cancelReason":"partial","cancelAmount":120
 check "after restart: a cancel replays its first answer byte for byte" test "$BODY" = "$j_cancel"
 confirm decline_j3 order_j3 100 -H 'Idempotency-Key: j-decline'
 check "after restart: a decline replays too" test "$BODY" = "$j_decline"
+req GET /v1/payments/decline_j3
+check "after restart: the ABORTED attempt is the same, byte for byte" test "$BODY" = "$j_aborted"
+req GET /v1/payments/orders/order_j7
+check "after restart: the EXPIRED attempt is the same, byte for byte" test "$BODY" = "$j_expired"
+req GET /v1/payments/pk_j8
+check "after restart: tax-free amounts of a payment and its cancel are kept" test "$BODY" = "$j_pay8"
 req POST /v1/payments/pk_j1/cancel '{"cancelReason":"other","cancelAmount":1}' -H 'Idempotency-Key: j-cancel'
 expect "after restart: a key reused for another body -> 422" 422 INVALID_REQUEST
 req GET /v1/payments/pk_j1
@@ -833,6 +967,16 @@ rc=0; "$BIN" --port 0 --secret x --journal "$TMP/binary.jnl" >"$TMP/cli.out" 2>"
 check "a binary file is refused, not zeroed" \
 	test "$rc" = 3 -a "$(head -c 3 "$TMP/binary.jnl")" = ELF
 printf '%s\n' '{"op":"header","format":"coupon-mockpg-journal","version":1}' \
+	'{"op":"approve","paymentKey":"pk_old","orderId":"order_old","amount":11000,"at":1795521600,"transactionKey":"txn_000000000001"}' \
+	'{"op":"cancel","paymentKey":"pk_old","amount":1000,"reason":"x","at":1795521900,"transactionKey":"txn_000000000002"}' >"$TMP/old.jnl"
+start_server old --journal "$TMP/old.jnl"
+req GET /v1/payments/pk_old
+check "a journal from before currencies and tax-free amounts reads back (KRW, nothing tax-free)" \
+	js 'd["currency"] == "KRW" and (d["balanceAmount"], d["suppliedAmount"], d["vat"], d["taxFreeAmount"]) == (10000, 9091, 909, 0)'
+check "... with its times in +09:00 (1795521600 is 2026-11-24T12:00:00Z)" \
+	js 'd["approvedAt"] == "2026-11-24T21:00:00+09:00" and d["cancels"][0]["canceledAt"] == "2026-11-24T21:05:00+09:00"'
+stop_server
+printf '%s\n' '{"op":"header","format":"coupon-mockpg-journal","version":1}' \
 	'{"op":"cancel","paymentKey":"ghost","amount":1,"reason":"x","at":0,"transactionKey":"txn_1"}' >"$TMP/ghost.jnl"
 rc=0; "$BIN" --port 0 --secret x --journal "$TMP/ghost.jnl" >"$TMP/cli.out" 2>"$TMP/cli.err" || rc=$?
 check "a journal that contradicts itself is refused" test "$rc" = 3
@@ -861,6 +1005,10 @@ else
 	expect "valgrind: oversized body" 413
 	confirm decline_vg order_vg2 10
 	expect "valgrind: decline" 403
+	confirm pk_vg_after order_vg2 10
+	expect "valgrind: the declined order approved with another key" 200
+	confirm expire_vg order_vg5 10
+	expect "valgrind: expire" 404
 	confirm error_vg order_vg3 10
 	expect "valgrind: error" 500
 	set_faults '{"latency_ms":600000}'

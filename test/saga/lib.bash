@@ -29,8 +29,10 @@ MOCKPG_PORT=
 for tool in curl python3 pgbench; do
 	command -v "$tool" >/dev/null || { echo "Bail out! $tool is not installed"; exit 2; }
 done
-[ -x "$COUPON_ROOT/mockpg/coupon-mockpg" ] ||
-	{ echo "Bail out! mockpg/coupon-mockpg is not built (make)"; exit 2; }
+# the mock gateway is not part of the extension's build: make it (a no-op
+# when it is current)
+make -s -C "$COUPON_ROOT" mockpg >/dev/null ||
+	{ echo "Bail out! mockpg/coupon-mockpg does not build (make mockpg)"; exit 2; }
 PGBIN=${PGBIN:-$(pg_config --bindir)}
 
 if [ -n "${WORK:-}" ]; then
@@ -179,7 +181,9 @@ gw_stat() {
 		python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 
-# the gateway's transaction list (yesterday to tomorrow, UTC) into FILE
+# the gateway's transaction list into FILE: the days from yesterday to
+# tomorrow (UTC dates, which the gateway reads as days in Korea, +09:00: the
+# range still holds now)
 gw_transactions() {
 	curl -sS -f -u "$SAGA_SECRET:" -o "$1" \
 		"$MOCKPG_URL/v1/transactions?startDate=$(date -u -d '-1 day' +%F)&endDate=$(date -u -d '+1 day' +%F)"
