@@ -53,7 +53,7 @@ CREATE TABLE coupon.settlement (
 	CHECK (items_payout + commission + pg_fee - discount_platform = charged)
 );
 CREATE INDEX settlement_merchant_idx ON coupon.settlement (merchant_id, id);
-COMMENT ON TABLE coupon.settlement IS 'One settlement batch per merchant and run: what the merchant is paid out (DESIGN section 9).';
+COMMENT ON TABLE coupon.settlement IS 'One settlement batch per merchant and run: what the merchant is paid out (docs/settlement.md).';
 COMMENT ON COLUMN coupon.settlement.id IS 'Batch id.';
 COMMENT ON COLUMN coupon.settlement.merchant_id IS 'The merchant paid.';
 COMMENT ON COLUMN coupon.settlement.period_end IS 'The batch holds items that happened before this instant (the run''s until minus the merchant''s settlement_delay_days).';
@@ -97,7 +97,7 @@ CREATE TABLE coupon.settlement_item (
 CREATE UNIQUE INDEX settlement_item_once_idx ON coupon.settlement_item (payment_id, refund_id) NULLS NOT DISTINCT;
 CREATE INDEX settlement_item_settlement_idx ON coupon.settlement_item (settlement_id);
 CREATE INDEX settlement_item_merchant_idx ON coupon.settlement_item (merchant_id, occurred_at);
-COMMENT ON TABLE coupon.settlement_item IS 'One row per sale, refund or adjustment, with every figure of DESIGN section 9; each payment''s sale and each refund is settled exactly once.';
+COMMENT ON TABLE coupon.settlement_item IS 'One row per sale, refund or adjustment, with every figure of docs/settlement.md; each payment''s sale and each refund is settled exactly once.';
 COMMENT ON COLUMN coupon.settlement_item.id IS 'Item id.';
 COMMENT ON COLUMN coupon.settlement_item.settlement_id IS 'The batch that settled it.';
 COMMENT ON COLUMN coupon.settlement_item.merchant_id IS 'The merchant paid.';

@@ -9,7 +9,7 @@
 -- January 2030, runs with an explicit until), so nothing depends on now().
 --
 -- Merchants (commission / pg fee in bp, delay in days):
---   figures  10 % / 0    / 1: the three checked figures of section 9
+--   figures  10 % / 0    / 1: the three checked figures of docs/settlement.md
 --   rounding 2.5 % / 3.3 % / 0: halves, stacked coupons
 --   delay    10 % / 2 %  / 3: settlement_delay_days
 --   refunds  10 % / 3 %  / 0: refunds before and after settlement

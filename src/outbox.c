@@ -719,15 +719,20 @@ take_event_ids(int n, int64 *ids)
 {
 	CouponShared *sh = coupon_shared();
 	EventIdBlock *b;
+	Oid			seq;
+	int64		block;
 	int			i = 0;
 
 	if (!OidIsValid(event_seq))
 		find_event_sequence();
+	/* nextval() may take in an invalidation that resets event_seq */
+	seq = event_seq;
+	block = event_block;
 	if (sh == NULL)
 	{
 		/* not preloaded: no shared memory, one nextval() per event */
 		for (i = 0; i < n; i++)
-			ids[i] = nextval_internal(event_seq, false);
+			ids[i] = nextval_internal(seq, false);
 		return;
 	}
 	b = &sh->event_ids;
@@ -736,19 +741,19 @@ take_event_ids(int n, int64 *ids)
 		int64		start;
 
 		SpinLockAcquire(&b->mutex);
-		if (b->seq == event_seq)
+		if (b->seq == seq)
 			while (i < n && b->next < b->end)
 				ids[i++] = b->next++;
 		SpinLockRelease(&b->mutex);
 		if (i == n)
 			return;
-		start = nextval_internal(event_seq, false);
+		start = nextval_internal(seq, false);
 		SpinLockAcquire(&b->mutex);
-		if (b->seq != event_seq || start >= b->end)
+		if (b->seq != seq || start >= b->end)
 		{
-			b->seq = event_seq;
+			b->seq = seq;
 			b->next = start;
-			b->end = start + event_block;
+			b->end = start + block;
 		}
 		SpinLockRelease(&b->mutex);
 	}

@@ -1,13 +1,13 @@
 -- pgTAP: the shape of the coupon schema and who may call what.
 --
 -- Tables, views and the SQL API of docs/api.md (with the argument
--- names callers use), the privileges of section 12 (EXECUTE revoked from
+-- names callers use), the privileges of docs/operations.md, "Roles and privileges" (EXECUTE revoked from
 -- PUBLIC, granted per role), SECURITY DEFINER functions pinning search_path,
 -- no IMMUTABLE functions, every table registered with
 -- pg_extension_config_dump, and a comment on every table, view, column and
 -- function.
 BEGIN;
-SELECT plan(236);
+SELECT plan(239);
 
 -- the API of this version: name, argument types, argument names
 CREATE TEMP TABLE api (fn text, args text[], argnames text[], volatility text) ON COMMIT DROP;
@@ -64,7 +64,7 @@ SELECT volatility_is('coupon', fn, args, CASE volatility WHEN 's' THEN 'stable' 
 					 format('coupon.%s is %s', fn, CASE volatility WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END))
   FROM api ORDER BY fn;
 
--- 90-93: the roles of section 12 exist and cannot log in
+-- 90-93: the roles of docs/operations.md exist and cannot log in
 SELECT has_role(r, 'role ' || r || ' exists')
   FROM unnest('{coupon_admin,coupon_app,coupon_merchant,coupon_customer}'::text[]) r;
 -- 93
@@ -213,6 +213,23 @@ SELECT is_empty($$
 	 WHERE n.nspname = 'coupon' AND obj_description(p.oid, 'pg_proc') IS NULL$$,
 	'every coupon function has a comment');
 SELECT isnt(obj_description('coupon'::regnamespace, 'pg_namespace'), NULL, 'schema coupon has a comment');
+-- comments on triggers, row-level security policies and roles (0.10)
+SELECT is_empty($$
+	SELECT t.tgrelid::regclass || '.' || t.tgname
+	  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	 WHERE n.nspname = 'coupon' AND NOT t.tgisinternal AND obj_description(t.oid, 'pg_trigger') IS NULL$$,
+	'every coupon trigger has a comment');
+SELECT is_empty($$
+	SELECT p.polrelid::regclass || '.' || p.polname
+	  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	 WHERE n.nspname = 'coupon' AND obj_description(p.oid, 'pg_policy') IS NULL$$,
+	'every coupon row-level security policy has a comment');
+SELECT is_empty($$
+	SELECT rolname FROM pg_roles
+	 WHERE rolname IN ('coupon_admin', 'coupon_app', 'coupon_merchant', 'coupon_customer',
+					   'coupon_anonymous', 'coupon_monitor')
+	   AND shobj_description(oid, 'pg_authid') IS NULL$$,
+	'every coupon role has a comment');
 
 -- 205-218: the data model's key constraints
 SELECT has_pk('coupon', t, 'coupon.' || t || ' has a primary key')
@@ -222,12 +239,12 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_index i
 					 AND pg_get_expr(i.indpred, i.indrelid) LIKE '%held%'),
 		  'at most one held reservation per coupon is a unique index');
 
--- 217: tenancy (section 12)
+-- tenancy (docs/operations.md, "Roles and privileges")
 SELECT is_empty($$
 	SELECT c.relname
 	  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 	 WHERE n.nspname = 'coupon' AND c.relkind = 'r' AND NOT c.relrowsecurity$$,
-	'row level security is enabled on every coupon table (section 12)');
+	'row level security is enabled on every coupon table');
 
 -- 220-221: merchant credentials and the PostgREST sign-in (0.8)
 SELECT has_function('coupon', f, 'coupon.' || f || ' exists')

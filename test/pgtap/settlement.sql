@@ -331,7 +331,7 @@ SELECT is_empty($$SELECT * FROM rerun WHERE batches <> 0 OR items <> 0$$,
 SELECT is_empty($$SELECT k, what, count(*), min(id) FROM violation GROUP BY 1, 2$$,
 	'after each run: every sale and refund before its cutoff settled exactly once, none at or after it');
 
--- 14: per batch, the invariant of section 9 over its items
+-- 14: per batch, the invariant of docs/settlement.md over its items
 SELECT is_empty($$
 	SELECT i.settlement_id FROM my_items i GROUP BY i.settlement_id
 	HAVING sum(i.payout + i.commission + i.pg_fee - i.discount_platform) <> sum(i.charged)$$,
