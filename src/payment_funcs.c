@@ -1,7 +1,8 @@
 /*
- * pay.c
+ * payment_funcs.c
  *		coupon.pay, cancel_payment, payment_status, retry_payment and
- *		process_payments: the SQL face of the payment saga.
+ *		process_payments: the SQL-callable functions of payments, the SQL
+ *		face of the saga.  The saga's pure state machine is payment.c.
  *
  * These functions only write state and ask for the workers to be woken at
  * commit; gateway calls happen in saga.c, between transactions (or, for

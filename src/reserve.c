@@ -922,7 +922,7 @@ coupon_expire_coupons(PG_FUNCTION_ARGS)
 }
 
 /* ------------------------------------------------------------------ */
-/* holds owned by a payment (pay.c and the saga)                      */
+/* holds owned by a payment (payment_funcs.c and the saga)              */
 /* ------------------------------------------------------------------ */
 
 /* the payment's holds in a given status, in coupon id order (the lock order) */
