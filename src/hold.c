@@ -1,7 +1,9 @@
 /*
- * reserve.c
- *		coupon.validate, reserve, confirm, release, expire_reservations and
- *		expire_coupons: using a coupon.
+ * hold.c
+ *		One coupon's hold, as the checkout (reserve.c) and the payments
+ *		(payment_hold.c) share it: a coupon read and judged for use at a
+ *		merchant, its rows locked in the global order, and a hold made,
+ *		spent or undone.
  *
  * Lock order everywhere: policy (only when it has a budget) -> coupon ->
  * reservation.  A coupon's use is decided under its row lock, and every
@@ -9,15 +11,12 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "common/int.h"
-#include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
 #include "callctx.h"
@@ -26,19 +25,11 @@
 #include "error.h"
 #include "factcache.h"
 #include "fetch.h"
-#include "reserve.h"
+#include "hold.h"
 #include "rowwrite.h"
 #include "spi_util.h"
 #include "tenant.h"
 
-PG_FUNCTION_INFO_V1(coupon_validate);
-PG_FUNCTION_INFO_V1(coupon_reserve);
-PG_FUNCTION_INFO_V1(coupon_confirm);
-PG_FUNCTION_INFO_V1(coupon_release);
-PG_FUNCTION_INFO_V1(coupon_expire_reservations);
-PG_FUNCTION_INFO_V1(coupon_expire_coupons);
-
-#define MAX_TTL_SECONDS (7 * 24 * 3600)
 
 /*
  * Row locks of the global order are taken in C (fetch.c), FOR NO KEY
@@ -48,30 +39,6 @@ PG_FUNCTION_INFO_V1(coupon_expire_coupons);
 static const char *const policy_lock_cols[] = {"budget_used", "status"};
 static const char *const coupon_lock_cols[] = {"status", "balance", "expires_at"};
 static const char *const reservation_lock_cols[] = {"status", "expires_at", "payment_id"};
-
-/* what reserve() compares of a coupon's live hold with a new request */
-static const char *const held_cols[] = {
-	"id", "status", "merchant_id", "order_id", "order_amount", "user_id"
-};
-
-/* the other coupons already held or spent for the same order, and how many for another amount */
-static SavedPlan order_plan = {
-	.sql = "SELECT coalesce(sum(discount), 0)::bigint, array_agg(coupon_id),"
-	"       count(*) FILTER (WHERE order_amount <> $4)"
-	"  FROM coupon.reservation"
-	" WHERE merchant_id = $1 AND order_id = $2 AND coupon_id <> $3"
-	"   AND status IN ('held', 'confirmed')",
-	.nargs = 4,
-	.argtypes = {INT8OID, TEXTOID, INT8OID, INT8OID}
-};
-
-/* how many of these coupons are not stackable */
-static SavedPlan non_stackable_plan = {
-	.sql = "SELECT count(*) FROM coupon.coupon c JOIN coupon.policy p ON p.id = c.policy_id"
-	" WHERE c.id = ANY ($1) AND NOT p.stackable",
-	.nargs = 1,
-	.argtypes = {INT8ARRAYOID}
-};
 
 /* the columns a hold sets; the id comes from its identity sequence */
 static const char *const hold_cols[] = {
@@ -98,12 +65,6 @@ static SavedPlan reservation_plan = {
 	.argtypes = {INT8OID}
 };
 
-static SavedPlan get_reservation_plan = {
-	.sql = "SELECT * FROM coupon.reservation WHERE id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
 static SavedPlan undo_plan = {
 	.sql = "WITH r AS (UPDATE coupon.reservation SET status = $2, updated_at = now()"
 	"            WHERE id = $1 RETURNING *),"
@@ -117,34 +78,6 @@ static SavedPlan undo_plan = {
 	.nargs = 3,
 	.argtypes = {INT8OID, TEXTOID, INT8OID}
 };
-
-static SavedPlan due_reservations_plan = {
-	.sql = "SELECT id FROM coupon.reservation"
-	" WHERE status = 'held' AND expires_at <= now() AND payment_id IS NULL"
-	" ORDER BY expires_at LIMIT $1",
-	.nargs = 1,
-	.argtypes = {INT4OID}
-};
-
-static SavedPlan expire_coupons_plan = {
-	.sql = "WITH due AS (SELECT id FROM coupon.coupon"
-	"              WHERE status = 'issued' AND expires_at <= now()"
-	"                AND expires_at > now() - $2 * interval '1 day'"
-	"              ORDER BY expires_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)"
-	" UPDATE coupon.coupon c SET status = 'expired', updated_at = now()"
-	"   FROM due WHERE c.id = due.id",
-	.nargs = 2,
-	.argtypes = {INT4OID, INT4OID}
-};
-
-/* what reserve and validate learn of a coupon */
-typedef struct CouponRow
-{
-	int64		policy_id;
-	char	   *user_id;
-	CouponFacts facts;
-	ItemPointerData coupon_tid; /* the version lock_and_refresh() locked */
-} CouponRow;
 
 /* the status column of a fetched row, parsed; an unknown name is corruption */
 static CouponStatus
@@ -242,8 +175,8 @@ load_merchant(int64 merchant_id, bool cached, bool *exists)
  * merchants may then come from its copies (factcache.c); a checkout reads
  * them under its snapshot.
  */
-static bool
-load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row, bool may_cache)
+bool
+hold_load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row, bool may_cache)
 {
 	static const char *const ccols[] = {
 		"policy_id", "user_id", "status", "balance", "expires_at"
@@ -275,8 +208,8 @@ load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row, bool may_cache)
 }
 
 /* the one sentence for a coupon that cannot be used */
-static void
-raise_unusable(CouponReason reason, int64 coupon_id, int64 merchant_id)
+void
+hold_raise_unusable(CouponReason reason, int64 coupon_id, int64 merchant_id)
 {
 	char	   *ids = json_id("coupon_id", coupon_id);
 	long long	c = (long long) coupon_id;
@@ -337,9 +270,9 @@ raise_unusable(CouponReason reason, int64 coupon_id, int64 merchant_id)
  * spent at merchant_id is answered as one that does not exist, before its
  * owner or state could show.
  */
-static CouponReason
-evaluate(const CouponRow *row, const char *user_id, int64 merchant_id,
-		 int64 order_amount, int64 *discount)
+CouponReason
+hold_evaluate(const CouponRow *row, const char *user_id, int64 merchant_id,
+			  int64 order_amount, int64 *discount)
 {
 	*discount = 0;
 	if (row->user_id == NULL || !discount_merchant_allowed(&row->facts, merchant_id))
@@ -365,25 +298,25 @@ lock_existing(FetchTable table, int64 id, int ncols, const char *const *cols,
 }
 
 /* lock a policy row in the global order */
-static void
-lock_policy(int64 policy_id)
+void
+hold_lock_policy(int64 policy_id)
 {
 	lock_existing(FETCH_POLICY, policy_id, 0, NULL, NULL, NULL, NULL);
 }
 
 /* lock a coupon row in the global order */
-static void
-lock_coupon(int64 coupon_id)
+void
+hold_lock_coupon(int64 coupon_id)
 {
 	lock_existing(FETCH_COUPON, coupon_id, 0, NULL, NULL, NULL, NULL);
 }
 
 /*
  * Lock a coupon (and its policy, when budgeted) in the global order and
- * refresh what may have changed since load_coupon read it without locks.
+ * refresh what may have changed since hold_load_coupon read it without locks.
  */
-static void
-lock_and_refresh(CouponRow *row, int64 coupon_id)
+void
+hold_lock_and_refresh(CouponRow *row, int64 coupon_id)
 {
 	CouponFacts *f = &row->facts;
 	Datum		v[3];
@@ -402,125 +335,6 @@ lock_and_refresh(CouponRow *row, int64 coupon_id)
 	f->balance = n[1] ? 0 : DatumGetInt64(v[1]);
 	f->has_expires_at = !n[2];
 	f->expires_at = n[2] ? 0 : DatumGetTimestampTz(v[2]);
-}
-
-/*
- * validate()'s result row type, looked up once per backend (and again if
- * validate() is made anew, as by the 0.6 update, which gave it a named type
- * instead of OUT parameters).
- */
-static TupleDesc
-validate_result_desc(FunctionCallInfo fcinfo)
-{
-	static TupleDesc desc = NULL;
-	static Oid	desc_fn = InvalidOid;
-	TupleDesc	d;
-	MemoryContext old;
-
-	if (desc != NULL && desc_fn == fcinfo->flinfo->fn_oid)
-		return desc;
-	if (get_call_result_type(fcinfo, NULL, &d) != TYPEFUNC_COMPOSITE || d->natts != 3)
-		elog(ERROR, "validate must return a row of three columns");
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	d = BlessTupleDesc(CreateTupleDescCopy(d));
-	MemoryContextSwitchTo(old);
-	if (desc != NULL)
-		FreeTupleDesc(desc);
-	desc = d;
-	desc_fn = fcinfo->flinfo->fn_oid;
-	return desc;
-}
-
-/* coupon.validate(coupon_id, user_id, merchant_id, order_amount) */
-Datum
-coupon_validate(PG_FUNCTION_ARGS)
-{
-	int64		coupon_id = arg_int64(fcinfo, 0, "coupon_id");
-	char	   *user_id = arg_id_text(fcinfo, 1, "user_id", REASON_INVALID_USER_ID);
-	int64		merchant_id = arg_int64(fcinfo, 2, "merchant_id");
-	int64		order_amount = arg_amount(fcinfo, 3, "order_amount");
-	CouponRow	row;
-	CouponReason reason;
-	int64		discount = 0;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-
-	tenant_check_for(merchant_id, user_id);
-	call_begin(CALL_STABLE);
-	if (load_coupon(coupon_id, merchant_id, &row, true))
-		reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
-	else
-		reason = REASON_COUPON_NOT_FOUND;
-	call_end(CALL_STABLE);
-
-	values[0] = BoolGetDatum(reason == REASON_NONE);
-	values[1] = Int64GetDatum(discount);
-	values[2] = CStringGetTextDatum(reason_name(reason));
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(validate_result_desc(fcinfo),
-													  values, nulls)));
-}
-
-/* a hold's lifetime in seconds: the ttl argument or coupon.reservation_ttl */
-static int32
-ttl_seconds(FunctionCallInfo fcinfo, int argno)
-{
-	Interval   *ttl;
-	int64		usecs;
-
-	if (PG_ARGISNULL(argno))
-		return coupon_reservation_ttl;
-	ttl = PG_GETARG_INTERVAL_P(argno);
-	if (ttl->month != 0 || ttl->day < 0 || ttl->day > 7)
-		coupon_error(REASON_INVALID_TTL, NULL, "ttl must be between 1 second and 7 days");
-	usecs = ttl->time + (int64) ttl->day * USECS_PER_DAY;
-	if (usecs < USECS_PER_SEC || usecs > (int64) MAX_TTL_SECONDS * USECS_PER_SEC)
-		coupon_error(REASON_INVALID_TTL, NULL, "ttl must be between 1 second and 7 days");
-	return (int32) (usecs / USECS_PER_SEC);
-}
-
-/*
- * Several coupons on one order follow the stacking rules: at most one of
- * them non-stackable, and their discounts together never above the order
- * amount.  Returns the discount this coupon may still give.  The caller
- * holds the order's advisory lock, so concurrent holds for one order queue.
- */
-static int64
-order_stacking(int64 merchant_id, const char *order_id, int64 coupon_id,
-			   const CouponRow *row, int64 order_amount, int64 discount)
-{
-	Datum		args[4];
-	int64		others_discount;
-	bool		isnull;
-
-	args[0] = Int64GetDatum(merchant_id);
-	args[1] = CStringGetTextDatum(order_id);
-	args[2] = Int64GetDatum(coupon_id);
-	args[3] = Int64GetDatum(order_amount);
-	spi_run(&order_plan, args, NULL, false, 1);
-	if (spi_isnull(0, 2))
-		return discount;		/* the only coupon of the order */
-	if (spi_int64(0, 3, NULL) > 0)
-		coupon_error(REASON_ORDER_AMOUNT_MISMATCH, json_id("coupon_id", coupon_id),
-					 "order \"%s\" already holds coupons for another order amount than %lld",
-					 order_id, (long long) order_amount);
-	others_discount = spi_int64(0, 1, NULL);
-	args[0] = spi_datum(0, 2, &isnull);
-	spi_run(&non_stackable_plan, args, NULL, false, 1);
-	if (spi_int64(0, 1, NULL) + (row->facts.stackable ? 0 : 1) > 1)
-		coupon_error(REASON_NOT_STACKABLE, json_id("coupon_id", coupon_id),
-					 "coupon %lld cannot be combined with the coupons already on order \"%s\"",
-					 (long long) coupon_id, order_id);
-	return Max(0, Min(discount, order_amount - others_discount));
-}
-
-/* the reservation row as the function's result */
-static Datum
-reservation_result(FunctionCallInfo fcinfo, int64 reservation_id)
-{
-	Datum		arg = Int64GetDatum(reservation_id);
-
-	spi_run(&get_reservation_plan, &arg, NULL, false, 1);
-	return spi_result_row(fcinfo);
 }
 
 /*
@@ -549,11 +363,11 @@ charge_budget(int64 policy_id, int64 discount)
 /*
  * Make the hold: the reservation, the coupon reserved and, for a budgeted
  * policy, the discount charged to its budget.  The caller holds the coupon
- * (and policy) locked through lock_and_refresh().  payment_id 0 is a hold
+ * (and policy) locked through hold_lock_and_refresh().  payment_id 0 is a hold
  * without a payment.  Returns the reservation row.
  */
-static Datum
-make_hold(const CouponRow *row, int64 coupon_id, int64 merchant_id, const char *user_id,
+Datum
+hold_make(const CouponRow *row, int64 coupon_id, int64 merchant_id, const char *user_id,
 		  const char *order_id, int64 order_amount, int64 discount, int32 ttl,
 		  int64 payment_id)
 {
@@ -583,67 +397,6 @@ make_hold(const CouponRow *row, int64 coupon_id, int64 merchant_id, const char *
 	if (row->facts.has_budget)
 		charge_budget(row->policy_id, discount);
 	return hold;
-}
-
-/* coupon.reserve(coupon_id, user_id, merchant_id, order_id, order_amount, ttl) */
-Datum
-coupon_reserve(PG_FUNCTION_ARGS)
-{
-	int64		coupon_id = arg_int64(fcinfo, 0, "coupon_id");
-	char	   *user_id = arg_id_text(fcinfo, 1, "user_id", REASON_INVALID_USER_ID);
-	int64		merchant_id = arg_int64(fcinfo, 2, "merchant_id");
-	char	   *order_id = arg_id_text(fcinfo, 3, "order_id", REASON_INVALID_ORDER_ID);
-	int64		order_amount = arg_amount(fcinfo, 4, "order_amount");
-	int32		ttl = ttl_seconds(fcinfo, 5);
-	CouponRow	row;
-	CouponReason reason;
-	int64		discount;
-	Datum		held[lengthof(held_cols)];
-	bool		held_null[lengthof(held_cols)];
-	Datum		result;
-
-	tenant_check(merchant_id);
-	call_begin(CALL_VOLATILE);
-	if (!load_coupon(coupon_id, merchant_id, &row, false))
-		raise_unusable(REASON_COUPON_NOT_FOUND, coupon_id, merchant_id);
-
-	reserve_lock_order(merchant_id, order_id);
-
-	lock_and_refresh(&row, coupon_id);
-
-	/*
-	 * The same order asking again (a retried request) gets the same hold.
-	 * The hold is found in C through reservation_one_hold_idx: as SQL, the
-	 * generic plan preferred a full scan of reservation_expiry_idx, whose
-	 * statistics say it is empty while its dead entries pile up.
-	 */
-	if (row.facts.status == COUPON_RESERVED &&
-		fetch_columns_how(FETCH_HELD_RESERVATION, coupon_id, FETCH_READ, lengthof(held_cols),
-						  held_cols, held, held_null) == FETCH_FOUND &&
-		strcmp(TextDatumGetCString(held[1]), "held") == 0 &&
-		DatumGetInt64(held[2]) == merchant_id &&
-		strcmp(TextDatumGetCString(held[3]), order_id) == 0 &&
-		DatumGetInt64(held[4]) == order_amount &&
-		strcmp(TextDatumGetCString(held[5]), user_id) == 0)
-	{
-		result = reservation_result(fcinfo, DatumGetInt64(held[0]));
-		call_end(CALL_VOLATILE);
-		PG_RETURN_DATUM(result);
-	}
-
-	reason = evaluate(&row, user_id, merchant_id, order_amount, &discount);
-	if (reason != REASON_NONE)
-		raise_unusable(reason, coupon_id, merchant_id);
-
-	/* the order has other coupons: the stacking rules decide the discount */
-	if (fetch_order_has_other(merchant_id, order_id, coupon_id))
-		discount = order_stacking(merchant_id, order_id, coupon_id, &row, order_amount,
-								  discount);
-	result = make_hold(&row, coupon_id, merchant_id, user_id, order_id, order_amount,
-					   discount, ttl, 0);
-	result = SPI_datumTransfer(result, false, -1);
-	call_end(CALL_VOLATILE);
-	PG_RETURN_DATUM(result);
 }
 
 /* a reservation's coupon and policy, read without locks; false if missing */
@@ -692,28 +445,11 @@ lock_reservation(int64 reservation_id, int64 coupon_id, int64 policy_id,
 }
 
 /* raise PT404 for a missing reservation */
-static void
-reservation_not_found(int64 reservation_id)
+void
+hold_not_found(int64 reservation_id)
 {
 	coupon_error(REASON_RESERVATION_NOT_FOUND, json_id("reservation_id", reservation_id),
 				 "reservation %lld does not exist", (long long) reservation_id);
-}
-
-/*
- * A hold a payment owns is the saga's alone: confirming or releasing it by
- * hand would leave the payment and its coupons disagreeing.  The owner is
- * written with the hold and never changes, so no lock is needed to read it.
- */
-static void
-refuse_payment_hold(int64 reservation_id, bool payment_null, Datum payment_id)
-{
-	if (payment_null)
-		return;
-	coupon_error(REASON_HOLD_OWNED_BY_PAYMENT,
-				 json_join(json_id("reservation_id", reservation_id),
-						   json_id("payment_id", DatumGetInt64(payment_id))),
-				 "reservation %lld belongs to payment %lld and can only be settled by it",
-				 (long long) reservation_id, (long long) DatumGetInt64(payment_id));
 }
 
 /*
@@ -722,8 +458,8 @@ refuse_payment_hold(int64 reservation_id, bool payment_null, Datum payment_id)
  * decides under the locks.  Returns the confirmed row, or 0 with *status
  * set when the hold is not live (not held, or lapsed without a payment).
  */
-static Datum
-spend_hold(int64 reservation_id, int64 coupon_id, char **status)
+Datum
+hold_spend(int64 reservation_id, int64 coupon_id, char **status)
 {
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	ItemPointerData coupon_tid;
@@ -740,7 +476,7 @@ spend_hold(int64 reservation_id, int64 coupon_id, char **status)
 	lock_existing(FETCH_COUPON, coupon_id, 1, spend_coupon_lock_cols, cv, cn, &coupon_tid);
 	if (fetch_row(FETCH_RESERVATION, reservation_id, FETCH_LOCK, lengthof(spend_hold_lock_cols),
 				  spend_hold_lock_cols, hv, hn, &hold_tid) != FETCH_FOUND)
-		reservation_not_found(reservation_id);
+		hold_not_found(reservation_id);
 	*status = TextDatumGetCString(hv[0]);
 	if (strcmp(*status, "held") != 0 || (DatumGetTimestampTz(hv[1]) <= now && hn[2]))
 		return (Datum) 0;
@@ -766,53 +502,14 @@ spend_hold(int64 reservation_id, int64 coupon_id, char **status)
 	return row;
 }
 
-/* coupon.confirm(reservation_id) */
-Datum
-coupon_confirm(PG_FUNCTION_ARGS)
-{
-	static const char *const owner_cols[] = {"coupon_id", "merchant_id", "payment_id"};
-	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
-	char	   *ids = json_id("reservation_id", reservation_id);
-	Datum		owner[lengthof(owner_cols)];
-	bool		owner_null[lengthof(owner_cols)];
-	Datum		result;
-	char	   *status;
-
-	call_begin(CALL_VOLATILE);
-	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_READ, lengthof(owner_cols),
-						  owner_cols, owner, owner_null) != FETCH_FOUND)
-		reservation_not_found(reservation_id);
-	tenant_check(DatumGetInt64(owner[1]));
-	refuse_payment_hold(reservation_id, owner_null[2], owner[2]);
-
-	result = spend_hold(reservation_id, DatumGetInt64(owner[0]), &status);
-	if (result != (Datum) 0)
-	{
-		result = SPI_datumTransfer(result, false, -1);
-		call_end(CALL_VOLATILE);
-		PG_RETURN_DATUM(result);
-	}
-
-	/* not a live hold: say why, or repeat a confirmation */
-	if (strcmp(status, "released") == 0)
-		coupon_error(REASON_RESERVATION_RELEASED, ids,
-					 "reservation %lld was released", (long long) reservation_id);
-	if (strcmp(status, "confirmed") != 0)
-		coupon_error(REASON_RESERVATION_EXPIRED, ids,
-					 "reservation %lld has expired", (long long) reservation_id);
-	result = reservation_result(fcinfo, reservation_id);
-	call_end(CALL_VOLATILE);
-	PG_RETURN_DATUM(result);
-}
-
 /*
  * Undo a hold: the coupon goes back to its holder and the discount back to
  * the budget.  With `expiring`, only a lapsed hold is touched and it ends as
  * 'expired', and a hold whose rows are busy is skipped.  Returns true if
  * this call changed it.  Inside SPI.
  */
-static bool
-undo_hold(int64 reservation_id, bool expiring)
+bool
+hold_undo(int64 reservation_id, bool expiring)
 {
 	int64		coupon_id,
 				merchant_id,
@@ -824,7 +521,7 @@ undo_hold(int64 reservation_id, bool expiring)
 	char		nulls[3] = {' ', ' ', ' '};
 
 	if (!load_reservation(reservation_id, &coupon_id, &merchant_id, &policy_id, &budgeted))
-		reservation_not_found(reservation_id);
+		hold_not_found(reservation_id);
 	if (!expiring)
 		tenant_check(merchant_id);
 	status = lock_reservation(reservation_id, coupon_id, policy_id, budgeted, expiring,
@@ -851,324 +548,11 @@ undo_hold(int64 reservation_id, bool expiring)
 	return true;
 }
 
-/* coupon.release(reservation_id) */
-Datum
-coupon_release(PG_FUNCTION_ARGS)
-{
-	static const char *const owner_cols[] = {"merchant_id", "payment_id"};
-	int64		reservation_id = arg_int64(fcinfo, 0, "reservation_id");
-	Datum		owner[lengthof(owner_cols)];
-	bool		owner_null[lengthof(owner_cols)];
-	Datum		result;
-
-	call_begin(CALL_VOLATILE);
-	if (fetch_columns_how(FETCH_RESERVATION, reservation_id, FETCH_READ, lengthof(owner_cols),
-						  owner_cols, owner, owner_null) != FETCH_FOUND)
-		reservation_not_found(reservation_id);
-	tenant_check(DatumGetInt64(owner[0]));
-	refuse_payment_hold(reservation_id, owner_null[1], owner[1]);
-	if (undo_hold(reservation_id, false))
-		result = spi_result_row(fcinfo);
-	else
-		result = reservation_result(fcinfo, reservation_id);
-	call_end(CALL_VOLATILE);
-	PG_RETURN_DATUM(result);
-}
-
-/* coupon.expire_reservations(max_rows): release lapsed holds */
-Datum
-coupon_expire_reservations(PG_FUNCTION_ARGS)
-{
-	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 1000000,
-										   REASON_INVALID_MAX_ROWS);
-	Datum		arg = Int32GetDatum(max_rows);
-	uint64		n;
-	int64	   *ids;
-	int32		expired = 0;
-
-	call_begin(CALL_VOLATILE);
-	n = spi_run(&due_reservations_plan, &arg, NULL, false, max_rows);
-	ids = palloc(sizeof(int64) * Max(n, 1));
-	for (uint64 i = 0; i < n; i++)
-		ids[i] = spi_int64(i, 1, NULL);
-	for (uint64 i = 0; i < n; i++)
-		if (undo_hold(ids[i], true))
-			expired++;
-	call_end(CALL_VOLATILE);
-	PG_RETURN_INT32(expired);
-}
-
-/*
- * coupon.expire_coupons(max_rows): mark issued coupons past expires_at.
- * Only the last coupon.expire_lookback days are looked at, so a sweep never
- * rescans the coupons that expired or were used long ago (the expiry index
- * leaves status out, to keep status changes HOT).  Whether a coupon may be
- * used is always decided from expires_at itself, never from this mark.
- */
-Datum
-coupon_expire_coupons(PG_FUNCTION_ARGS)
-{
-	int32		max_rows = arg_int32_range(fcinfo, 0, "max_rows", 1, 10000000,
-										   REASON_INVALID_MAX_ROWS);
-	Datum		args[2];
-	uint64		n;
-
-	args[0] = Int32GetDatum(max_rows);
-	args[1] = Int32GetDatum(coupon_expire_lookback);
-	call_begin(CALL_VOLATILE);
-	n = spi_run(&expire_coupons_plan, args, NULL, false, 0);
-	call_end(CALL_VOLATILE);
-	PG_RETURN_INT32((int32) n);
-}
-
-/* ------------------------------------------------------------------ */
-/* holds owned by a payment (payment_funcs.c and the saga)              */
-/* ------------------------------------------------------------------ */
-
-/* the payment's holds in a given status, in coupon id order (the lock order) */
-static SavedPlan payment_holds_plan = {
-	.sql = "SELECT r.id, r.coupon_id, c.policy_id, p.budget IS NOT NULL"
-	"  FROM coupon.reservation r"
-	"  JOIN coupon.coupon c ON c.id = r.coupon_id"
-	"  JOIN coupon.policy p ON p.id = c.policy_id"
-	" WHERE r.payment_id = $1 AND r.status = $2"
-	" ORDER BY r.coupon_id",
-	.nargs = 2,
-	.argtypes = {INT8OID, TEXTOID}
-};
-
-static SavedPlan payment_holds_idx_plan = {
-	.sql = "SELECT 1 FROM coupon.reservation WHERE payment_id = $1 LIMIT 1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
-/* give a spent coupon back: its value, its status if still valid, its budget */
-static SavedPlan restore_plan = {
-	.sql = "WITH r AS (SELECT coupon_id, discount FROM coupon.reservation WHERE id = $1),"
-	"     c AS (UPDATE coupon.coupon c"
-	"              SET balance = c.balance + r.discount,"
-	"                  status = CASE WHEN c.status IN ('used', 'issued')"
-	"                                THEN CASE WHEN c.expires_at <= now()"
-	"                                          THEN 'expired' ELSE 'issued' END"
-	"                                ELSE c.status END,"
-	"                  used_at = NULL, updated_at = now()"
-	"             FROM r WHERE c.id = r.coupon_id)"
-	" UPDATE coupon.policy p SET budget_used = p.budget_used - r.discount"
-	"   FROM r WHERE p.id = $2",
-	.nargs = 2,
-	.argtypes = {INT8OID, INT8OID}
-};
-
-/* one hold of a payment, as the payment_holds_plan rows give it */
-typedef struct PaymentHold
-{
-	int64		reservation_id;
-	int64		coupon_id;
-	int64		policy_id;
-	bool		budgeted;
-} PaymentHold;
-
 /* serialize everything done for one order, before any row lock */
 void
-reserve_lock_order(int64 merchant_id, const char *order_id)
+hold_lock_order(int64 merchant_id, const char *order_id)
 {
 	call_advisory_lock(COUPON_LOCK_ORDER,
 					   (int32) hash_bytes_extended((const unsigned char *) order_id,
 												   strlen(order_id), (uint64) merchant_id));
-}
-
-/* read the payment's holds in one status into a palloc'd array */
-static int
-payment_holds(int64 payment_id, const char *status, PaymentHold **holds)
-{
-	Datum		args[2];
-	uint64		n;
-
-	args[0] = Int64GetDatum(payment_id);
-	args[1] = CStringGetTextDatum(status);
-	n = spi_run(&payment_holds_plan, args, NULL, false, 0);
-	*holds = palloc(sizeof(PaymentHold) * Max(n, 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		(*holds)[i].reservation_id = spi_int64(i, 1, NULL);
-		(*holds)[i].coupon_id = spi_int64(i, 2, NULL);
-		(*holds)[i].policy_id = spi_int64(i, 3, NULL);
-		(*holds)[i].budgeted = spi_bool(i, 4);
-	}
-	return (int) n;
-}
-
-/* lock each distinct budgeted policy of these holds, ascending (the global order) */
-static void
-lock_hold_policies(PaymentHold *holds, int n)
-{
-	int64		last = -1;
-
-	for (;;)
-	{
-		int64		next = -1;
-
-		for (int i = 0; i < n; i++)
-			if (holds[i].budgeted && holds[i].policy_id > last &&
-				(next < 0 || holds[i].policy_id < next))
-				next = holds[i].policy_id;
-		if (next < 0)
-			return;
-		lock_policy(next);
-		last = next;
-	}
-}
-
-/*
- * Hold every coupon of a new payment (coupon_ids sorted, distinct) and
- * return the order's total discount.  All-or-nothing: any coupon that
- * cannot be used raises its reason.  Inside SPI; the caller holds the
- * order lock.
- */
-int64
-reserve_for_payment(int64 payment_id, int64 merchant_id, const char *user_id,
-					const char *order_id, int64 amount, int n, const int64 *coupon_ids)
-{
-	CouponRow  *rows;
-	StackItem  *items;
-	PaymentHold *locks;
-	int64		total = 0;
-	CouponReason reason;
-
-	if (n == 0)
-		return 0;
-	rows = palloc(sizeof(CouponRow) * n);
-	items = palloc0(sizeof(StackItem) * n);
-	locks = palloc0(sizeof(PaymentHold) * n);
-
-	/* a cheap look without locks first: most refusals end here */
-	for (int i = 0; i < n; i++)
-	{
-		int64		discount;
-
-		if (!load_coupon(coupon_ids[i], merchant_id, &rows[i], false))
-			raise_unusable(REASON_COUPON_NOT_FOUND, coupon_ids[i], merchant_id);
-		reason = evaluate(&rows[i], user_id, merchant_id, amount, &discount);
-		if (reason != REASON_NONE)
-			raise_unusable(reason, coupon_ids[i], merchant_id);
-		locks[i].coupon_id = coupon_ids[i];
-		locks[i].policy_id = rows[i].policy_id;
-		locks[i].budgeted = rows[i].facts.has_budget;
-	}
-
-	/* policies, then coupons, in ascending id order; refresh what may move */
-	lock_hold_policies(locks, n);
-	for (int i = 0; i < n; i++)
-	{
-		CouponFacts *f = &rows[i].facts;
-		int64		discount;
-
-		lock_and_refresh(&rows[i], coupon_ids[i]);
-		reason = evaluate(&rows[i], user_id, merchant_id, amount, &discount);
-		if (reason != REASON_NONE)
-			raise_unusable(reason, coupon_ids[i], merchant_id);
-		items[i].type = f->type;
-		items[i].value = f->value;
-		items[i].has_max_discount = f->has_max_discount;
-		items[i].max_discount = f->max_discount;
-		items[i].balance = f->balance;
-		items[i].stackable = f->stackable;
-	}
-
-	if (discount_stack(items, n, amount, &total) != REASON_NONE)
-		coupon_error(REASON_NOT_STACKABLE, json_id("coupon_id", coupon_ids[n - 1]),
-					 "at most one coupon of a payment may be non-stackable");
-
-	/* coupons of one budgeted policy share its budget */
-	for (int i = 0; i < n; i++)
-	{
-		int64		sum = 0;
-
-		if (!rows[i].facts.has_budget)
-			continue;
-		for (int j = 0; j < n; j++)
-			if (rows[j].policy_id == rows[i].policy_id)
-				sum += items[j].discount;
-		if (rows[i].facts.budget_used + sum > rows[i].facts.budget)
-			raise_unusable(REASON_BUDGET_EXHAUSTED, coupon_ids[i], merchant_id);
-	}
-
-	for (int i = 0; i < n; i++)
-		make_hold(&rows[i], coupon_ids[i], merchant_id, user_id, order_id, amount,
-				  items[i].discount, coupon_reservation_ttl, payment_id);
-	return total;
-}
-
-/*
- * Spend every hold of an approved payment, or none: true when all were
- * still held (they are confirmed now), false when one was released behind
- * the payment's back.  Inside SPI.
- */
-bool
-reserve_spend_holds(int64 payment_id)
-{
-	PaymentHold *holds;
-	int			n;
-	Datum		arg = Int64GetDatum(payment_id);
-	int			held;
-
-	if (spi_run(&payment_holds_idx_plan, &arg, NULL, false, 1) == 0)
-		return true;			/* a payment without coupons */
-	n = payment_holds(payment_id, "held", &holds);
-	held = n;
-	for (int i = 0; i < n; i++)
-		lock_coupon(holds[i].coupon_id);
-	/* a hold that is no longer held (released by hand) fails the lot */
-	n = payment_holds(payment_id, "held", &holds);
-	if (n != held || n == 0)
-		return false;
-	for (int i = 0; i < n; i++)
-	{
-		char	   *status;
-
-		if (spend_hold(holds[i].reservation_id, holds[i].coupon_id, &status) == (Datum) 0)
-			elog(ERROR, "hold %lld of payment %lld vanished under its lock",
-				 (long long) holds[i].reservation_id, (long long) payment_id);
-	}
-	return true;
-}
-
-/* give back the coupons of a payment that charged nothing.  Inside SPI. */
-void
-reserve_release_holds(int64 payment_id)
-{
-	PaymentHold *holds;
-	int			n = payment_holds(payment_id, "held", &holds);
-
-	/* every policy first, ascending, as pay() took them */
-	lock_hold_policies(holds, n);
-	for (int i = 0; i < n; i++)
-		undo_hold(holds[i].reservation_id, false);
-}
-
-/*
- * A fully refunded payment gives its coupons back: balance restored, status
- * issued again unless expired (or revoked), budget returned.  Inside SPI;
- * runs once, on the payment's move to refunded.
- */
-void
-reserve_restore_holds(int64 payment_id)
-{
-	PaymentHold *holds;
-	int			n = payment_holds(payment_id, "confirmed", &holds);
-
-	lock_hold_policies(holds, n);
-	for (int i = 0; i < n; i++)
-	{
-		Datum		args[2];
-		char		nulls[2] = {' ', ' '};
-
-		lock_coupon(holds[i].coupon_id);
-		args[0] = Int64GetDatum(holds[i].reservation_id);
-		args[1] = Int64GetDatum(holds[i].policy_id);
-		if (!holds[i].budgeted)
-			nulls[1] = 'n';
-		spi_run(&restore_plan, args, nulls, false, 0);
-	}
 }

@@ -32,7 +32,7 @@
 
 #include "callctx.h"
 #include "coupon.h"
-#include "reserve.h"
+#include "payment_hold.h"
 #include "saga.h"
 #include "shmem.h"
 #include "spi_util.h"
