@@ -6,7 +6,7 @@ MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
 	src/codefmt.o src/throttle.o src/merchant.o src/policy.o src/issue.o \
-	src/code.o src/hold.o src/reserve.o src/fetch.o src/factcache.o src/rowwrite.o src/payment.o src/gateway.o \
+	src/code.o src/hold.o src/reserve.o src/fetch.o src/factcache.o src/rowwrite.o src/payment.o src/gateway.o src/gateway_reply.o \
 	src/saga.o src/saga_worker.o src/payment_funcs.o src/payment_hold.o src/reconcile.o src/excerpt.o src/callctx.o src/cacheinval.o src/credentials.o src/ratelimit.o \
 	src/outbox.o src/relay.o src/relay_worker.o src/worker.o
 # each released version's install script, and the upgrades between them;

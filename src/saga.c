@@ -32,6 +32,7 @@
 
 #include "callctx.h"
 #include "coupon.h"
+#include "gateway_reply.h"
 #include "payment_hold.h"
 #include "saga.h"
 #include "shmem.h"
