@@ -6,9 +6,9 @@ MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
 	src/codefmt.o src/throttle.o src/merchant.o src/policy.o src/issue.o \
-	src/code.o src/reserve.o src/fetch.o src/factcache.o src/rowwrite.o src/payment.o src/gateway.o \
-	src/saga.o src/saga_worker.o src/pay.o src/reconcile.o src/excerpt.o src/callctx.o src/cacheinval.o src/credentials.o src/ratelimit.o \
-	src/outbox.o src/relay.o src/relay_worker.o src/worker.o
+	src/code.o src/hold.o src/reserve.o src/fetch.o src/factcache.o src/rowwrite.o src/payment.o src/gateway.o src/gateway_reply.o \
+	src/saga.o src/saga_worker.o src/payment_funcs.o src/payment_hold.o src/reconcile.o src/excerpt.o src/callctx.o src/cacheinval.o src/credentials.o src/ratelimit.o \
+	src/outbox.o src/relay.o src/relay_cache.o src/relay_worker.o src/worker.o
 # each released version's install script, and the upgrades between them;
 # the newest version's script is the 0.1 script plus every upgrade since
 DATA = coupon--0.1.sql coupon--0.1--0.2.sql coupon--0.2--0.3.sql coupon--0.3--0.4.sql coupon--0.4--0.5.sql \

@@ -4,6 +4,7 @@
  *		multi interface.  Many calls run at once; waiting on them also waits
  *		on the process latch, so a worker that is busy with calls still wakes
  *		at once for new work.  No transaction may be open across a wait.
+ *		What the answers say is read by gateway_reply.h.
  */
 #ifndef COUPON_GATEWAY_H
 #define COUPON_GATEWAY_H
@@ -56,21 +57,6 @@ typedef struct GatewayCall
 } GatewayCall;
 
 /*
- * The fields of a gateway answer the saga reads (absent: NULL / -1).  The
- * strings are palloc'd in the caller's memory context; the amounts are -1
- * also when the member is not a non-negative JSON integer that fits int64.
- */
-typedef struct GatewayReply
-{
-	char	   *status;			/* Payment.status: DONE, CANCELED, ... */
-	char	   *code;			/* error code: REJECT_CARD_PAYMENT, ... */
-	char	   *message;		/* error message */
-	char	   *currency;		/* Payment.currency */
-	int64		total_amount;	/* Payment.totalAmount */
-	int64		balance_amount; /* Payment.balanceAmount */
-} GatewayReply;
-
-/*
  * A client for base_url (http or https only; a trailing slash is dropped)
  * authenticating with secret.  timeout_ms (> 0) limits each call as a whole,
  * from gateway_start.  Connections are kept alive and capped a little below
@@ -113,17 +99,7 @@ extern GatewayCall *gateway_next_done(Gateway *gw);
 /* is a finished call waiting for gateway_next_done? */
 extern bool gateway_has_done(Gateway *gw);
 
-/*
- * Parse the top-level members of a gateway JSON answer into *reply (strings
- * palloc'd in the current memory context); false, with *reply all absent,
- * if body is NULL or not a JSON object.  Never errors on bad input.
- */
-extern bool gateway_parse_reply(const char *body, GatewayReply *reply);
-
 /* a path segment percent-encoded (RFC 3986 unreserved kept), palloc'd */
 extern char *gateway_escape(const char *segment);
-
-/* what a gateway said, bounded and without secrets, as it may be stored or shown */
-extern char *gateway_text(const char *text);
 
 #endif							/* COUPON_GATEWAY_H */

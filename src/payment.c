@@ -1,6 +1,7 @@
 /*
  * payment.c
- *		The payment saga's transitions, backoff and circuit breaker.
+ *		The payment saga's transitions, backoff and circuit breaker: its pure
+ *		state machine (the SQL functions of payments are payment_funcs.c).
  *
  * Pure C (no PostgreSQL headers) so the unit tests link it directly.  The
  * rule behind every transition: money moves only on an answer we can read;

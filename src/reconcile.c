@@ -23,6 +23,7 @@
 #include "coupon.h"
 #include "pgcompat.h"
 #include "gateway.h"
+#include "gateway_reply.h"
 
 PG_FUNCTION_INFO_V1(coupon_gateway_transactions);
 PG_FUNCTION_INFO_V1(coupon_gateway_transaction_rows);

@@ -1,8 +1,9 @@
 /*
  * relay_worker.c
  *		The relay background worker: publishes the outbox to a Redis stream
- *		(or as NOTIFY coupon_events), keeps the Redis read caches, purges
- *		old events; and the relay_status view (docs/events.md).
+ *		(or as NOTIFY coupon_events), keeps the Redis read caches (through
+ *		relay_cache.c), purges old events; and the relay_status view
+ *		(docs/events.md).
  *
  * Order without a shared counter.  An event row carries its transaction's
  * id.  The relay remembers a snapshot, published_through: the events of
@@ -50,6 +51,7 @@
 #include "callctx.h"
 #include "coupon.h"
 #include "relay.h"
+#include "relay_cache.h"
 #include "shmem.h"
 #include "spi_util.h"
 #include "worker.h"
@@ -61,8 +63,6 @@ PGDLLEXPORT void coupon_relay_worker_main(Datum main_arg);
 #define RELAY_BATCH			1000
 /* event ids of a window read at once */
 #define RELAY_WINDOW_CHUNK	1000000
-/* caches refilled per statement by a rebuild */
-#define REBUILD_CHUNK		5000
 /* the longest wait before reconnecting to Redis */
 #define RELAY_BACKOFF_MAX_MS 10000
 /* how often published events older than the retention are purged, and how */
@@ -137,36 +137,6 @@ static SavedPlan advance_plan = {
 	" target = CASE WHEN $3 THEN NULL ELSE target END",
 	.nargs = 3,
 	.argtypes = {INT8OID, INT8OID, BOOLOID}
-};
-
-/* what a policy's and a balance coupon's cache hold (append_*_cache read them) */
-#define POLICY_CACHE_SELECT "SELECT p.id, p.status, p.total_quantity," \
-	" (SELECT sum(s.remaining) FROM coupon.policy_stock s WHERE s.policy_id = p.id)::bigint" \
-	" FROM coupon.policy p"
-#define BALANCE_CACHE_SELECT "SELECT id, balance, status FROM coupon.coupon WHERE balance IS NOT NULL"
-
-static SavedPlan policy_cache_plan = {
-	.sql = POLICY_CACHE_SELECT " WHERE p.id = ANY($1)",
-	.nargs = 1,
-	.argtypes = {INT8ARRAYOID}
-};
-
-static SavedPlan balance_cache_plan = {
-	.sql = BALANCE_CACHE_SELECT " AND id = ANY($1)",
-	.nargs = 1,
-	.argtypes = {INT8ARRAYOID}
-};
-
-static SavedPlan all_policies_plan = {
-	.sql = POLICY_CACHE_SELECT " WHERE p.id > $1 ORDER BY p.id LIMIT $2",
-	.nargs = 2,
-	.argtypes = {INT8OID, INT8OID}
-};
-
-static SavedPlan all_balances_plan = {
-	.sql = BALANCE_CACHE_SELECT " AND id > $1 ORDER BY id LIMIT $2",
-	.nargs = 2,
-	.argtypes = {INT8OID, INT8OID}
 };
 
 static SavedPlan rebuild_asked_plan = {
@@ -267,32 +237,6 @@ release_relay(int code, Datum arg)
 	SpinLockRelease(&rs->mutex);
 }
 
-/* a Redis key: the configured prefix, ':' and the rest */
-static char *
-redis_key(const char *fmt,...) pg_attribute_printf(1, 2);
-
-static char *
-redis_key(const char *fmt,...)
-{
-	StringInfoData key;
-	va_list		args;
-
-	initStringInfo(&key);
-	appendStringInfo(&key, "%s:", coupon_redis_prefix);
-	for (;;)
-	{
-		int			needed;
-
-		va_start(args, fmt);
-		needed = appendStringInfoVA(&key, fmt, args);
-		va_end(args);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&key, needed);
-	}
-	return key.data;
-}
-
 /* qsort order of 8-byte by-value Datums (bigint, xid8): any total order will do */
 static int
 datum8_cmp(const void *a, const void *b)
@@ -321,6 +265,13 @@ distinct_array(const Datum *vals, int n, Oid elemtype)
 			distinct[ndistinct++] = distinct[i];
 	return PointerGetDatum(construct_array(distinct, ndistinct, elemtype, 8, FLOAT8PASSBYVAL,
 										   TYPALIGN_DOUBLE));
+}
+
+/* the distinct ids of the caches a batch touched, as relay_cache_refresh takes them */
+static Datum
+touched_ids(const Datum *ids, int n)
+{
+	return n > 0 ? distinct_array(ids, n, INT8OID) : (Datum) 0;
 }
 
 /* read relay_state, locking it, and set a target if there is none */
@@ -389,52 +340,6 @@ load_window(const RelayPosition *pos)
 	window.more = (n == RELAY_WINDOW_CHUNK);
 }
 
-/* queue an HSET of a policy's cache from row `row` of the current result */
-static void
-append_policy_cache(RedisLink *link, int row)
-{
-	char	   *key = redis_key("policy:" INT64_FORMAT, spi_int64(row, 1, NULL));
-	char	   *total = spi_isnull(row, 3) ? "" : psprintf(INT64_FORMAT, spi_int64(row, 3, NULL));
-	char	   *left = spi_isnull(row, 4) ? "" : psprintf(INT64_FORMAT, spi_int64(row, 4, NULL));
-	const char *argv[] = {"HSET", key, "status", spi_text(row, 2), "total", total, "remaining", left};
-
-	redis_append(link, lengthof(argv), argv, NULL);
-}
-
-/* queue an HSET of a balance coupon's cache from row `row` */
-static void
-append_balance_cache(RedisLink *link, int row)
-{
-	char	   *key = redis_key("balance:" INT64_FORMAT, spi_int64(row, 1, NULL));
-	char	   *balance = psprintf(INT64_FORMAT, spi_int64(row, 2, NULL));
-	const char *argv[] = {"HSET", key, "balance", balance, "status", spi_text(row, 3)};
-
-	redis_append(link, lengthof(argv), argv, NULL);
-}
-
-/* queue the cache refreshes of what a batch touched */
-static void
-append_cache_refresh(RedisLink *link, Datum *policies, int npolicies, Datum *coupons, int ncoupons)
-{
-	Datum		arg;
-	uint64		n;
-
-	if (npolicies > 0)
-	{
-		arg = distinct_array(policies, npolicies, INT8OID);
-		n = spi_run(&policy_cache_plan, &arg, NULL, true, 0);
-		for (uint64 i = 0; i < n; i++)
-			append_policy_cache(link, (int) i);
-	}
-	if (ncoupons > 0)
-	{
-		arg = distinct_array(coupons, ncoupons, INT8OID);
-		n = spi_run(&balance_cache_plan, &arg, NULL, true, 0);
-		for (uint64 i = 0; i < n; i++)
-			append_balance_cache(link, (int) i);
-	}
-}
-
 /*
  * Queue one XADD per event of the batch; note in *policies and *coupons
  * (room for nids each, repeats allowed) the caches the events touched.
@@ -447,7 +352,7 @@ append_batch(RedisLink *link, Datum *args, int nids, Datum *policies, int *npoli
 		"event_id", "type", "aggregate", "aggregate_id", "merchant_id", "user_id",
 		"actor", "trace_id", "occurred_at", "payload"
 	};
-	char	   *stream = redis_key("events");
+	char	   *stream = relay_key("events");
 	char	   *maxlen = psprintf("%d", coupon_redis_stream_maxlen);
 	uint64		n = spi_run(&batch_plan, args, NULL, true, 0);
 
@@ -480,53 +385,6 @@ append_batch(RedisLink *link, Datum *args, int nids, Datum *policies, int *npoli
 	}
 }
 
-/* queue the HSETs of one chunk of caches (a result of `plan`); the last id read */
-static int64
-append_cache_chunk(RedisLink *link, SavedPlan *plan, Datum *args, uint64 *n,
-				   void (*append) (RedisLink *, int))
-{
-	int64		last;
-
-	*n = spi_run(plan, args, NULL, true, 0);
-	for (uint64 i = 0; i < *n; i++)
-		append(link, (int) i);
-	last = (*n > 0) ? spi_int64(*n - 1, 1, NULL) : 0;
-	SPI_freetuptable(SPI_tuptable);
-	return last;
-}
-
-/*
- * Empty the caches and refill them from the tables, a chunk at a time, the
- * memory of each chunk given back before the next.
- */
-static bool
-rebuild_caches(RedisLink *link, char *err, size_t errlen)
-{
-	SavedPlan  *plans[] = {&all_policies_plan, &all_balances_plan};
-	void		(*appends[]) (RedisLink *, int) = {append_policy_cache, append_balance_cache};
-	MemoryContext chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "coupon relay rebuild",
-													ALLOCSET_DEFAULT_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(chunk_cxt);
-	bool		ok = redis_delete_matching(link, redis_key("policy:*"), err, errlen) &&
-		redis_delete_matching(link, redis_key("balance:*"), err, errlen);
-
-	for (int k = 0; k < 2 && ok; k++)
-	{
-		Datum		args[2] = {Int64GetDatum(0), Int64GetDatum(REBUILD_CHUNK)};
-		uint64		n;
-
-		do
-		{
-			args[0] = Int64GetDatum(append_cache_chunk(link, plans[k], args, &n, appends[k]));
-			ok = redis_flush(link, err, errlen);
-			MemoryContextReset(chunk_cxt);
-		} while (ok && n == REBUILD_CHUNK);
-	}
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(chunk_cxt);
-	return ok;
-}
-
 /*
  * Refill the caches if rebuild_redis_caches() asked for it since the last
  * refill: a transaction of its own, apart from the batches.  False after a
@@ -539,7 +397,7 @@ maybe_rebuild(RedisLink *link, char *err, size_t errlen)
 
 	worker_step_begin("refilling the Redis caches");
 	asked = spi_run(&rebuild_asked_plan, NULL, NULL, true, 1) == 1 && !spi_isnull(0, 1) && spi_bool(0, 1);
-	if (asked && !rebuild_caches(link, err, errlen))
+	if (asked && !relay_cache_rebuild(link, err, errlen))
 	{
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(loop_cxt);
@@ -603,7 +461,8 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 				nbatch = -1;
 			else
 			{
-				append_cache_refresh(link, policies, npolicies, coupons, ncoupons);
+				relay_cache_refresh(link, touched_ids(policies, npolicies),
+									touched_ids(coupons, ncoupons));
 				if (redis_flush(link, cache_err, sizeof(cache_err)))
 					cache_warned = false;
 				else if (!redis_usable(link))

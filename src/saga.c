@@ -14,6 +14,13 @@
  * No other path locks a coupon and then a payment (pay() creates the
  * payment after its holds, cancel_payment() locks only the payment), so
  * this order cannot deadlock with the rest of the API.
+ *
+ * One file of about 850 lines, on purpose: claim and record are two ends
+ * of the same step and share its private pieces (the payment row as read,
+ * the call in flight, advance() with its event log, the breaker under its
+ * lock); split apart they would need a header of saga internals for every
+ * one of them.  The pure rules are payment.c's, the holds
+ * payment_hold.c's, the worker's loop saga_worker.c's.
  */
 #include "postgres.h"
 
@@ -32,7 +39,8 @@
 
 #include "callctx.h"
 #include "coupon.h"
-#include "reserve.h"
+#include "gateway_reply.h"
+#include "payment_hold.h"
 #include "saga.h"
 #include "shmem.h"
 #include "spi_util.h"

@@ -8,7 +8,7 @@ CREATE SCHEMA IF NOT EXISTS bench;
 
 /*
  * bench.validate_sql: the rules of coupon.validate() (src/discount.c,
- * discount_evaluate(), and evaluate() in src/reserve.c) written as one SQL
+ * discount_evaluate(), and hold_evaluate() in src/hold.c) written as one SQL
  * statement over the same tables (coupon, its policy, the issuing merchant
  * and the merchant where it is spent), in the same order, with the same
  * reason names.  Keep it in step with those files: run.sh asks both the same

@@ -1,7 +1,8 @@
 /*
- * pay.c
+ * payment_funcs.c
  *		coupon.pay, cancel_payment, payment_status, retry_payment and
- *		process_payments: the SQL face of the payment saga.
+ *		process_payments: the SQL-callable functions of payments, the SQL
+ *		face of the saga.  The saga's pure state machine is payment.c.
  *
  * These functions only write state and ask for the workers to be woken at
  * commit; gateway calls happen in saga.c, between transactions (or, for
@@ -26,8 +27,9 @@
 #include "coupon.h"
 #include "error.h"
 #include "fetch.h"
+#include "hold.h"
 #include "idempotency.h"
-#include "reserve.h"
+#include "payment_hold.h"
 #include "saga.h"
 #include "spi_util.h"
 #include "tenant.h"
@@ -324,7 +326,7 @@ coupon_pay(PG_FUNCTION_ARGS)
 		}
 	}
 
-	reserve_lock_order(merchant_id, order_id);
+	hold_lock_order(merchant_id, order_id);
 	args[0] = Int64GetDatum(merchant_id);
 	args[1] = CStringGetTextDatum(order_id);
 	if (spi_run(&order_taken_plan, args, NULL, false, 1) > 0)

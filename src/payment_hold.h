@@ -1,13 +1,12 @@
 /*
- * reserve.h
- *		Holds on coupons made for a payment: taken by pay(), spent, released
- *		or restored by the saga.  All run inside SPI.
+ * payment_hold.h
+ *		Holds on coupons made for a payment (payment_hold.c): taken by
+ *		pay(), spent, released or restored by the saga.  All run inside SPI;
+ *		the caller of reserve_for_payment holds the order lock
+ *		(hold_lock_order).
  */
-#ifndef COUPON_RESERVE_H
-#define COUPON_RESERVE_H
-
-/* serialize everything done for one order (transaction advisory lock) */
-extern void reserve_lock_order(int64 merchant_id, const char *order_id);
+#ifndef COUPON_PAYMENT_HOLD_H
+#define COUPON_PAYMENT_HOLD_H
 
 /* hold every coupon (sorted, distinct) for the payment; returns the total discount */
 extern int64 reserve_for_payment(int64 payment_id, int64 merchant_id,
@@ -23,4 +22,4 @@ extern void reserve_release_holds(int64 payment_id);
 /* give a fully refunded payment's coupons back */
 extern void reserve_restore_holds(int64 payment_id);
 
-#endif							/* COUPON_RESERVE_H */
+#endif							/* COUPON_PAYMENT_HOLD_H */
