@@ -11,10 +11,11 @@ DEBIAN_PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-
 	libjansson-dev curl redis-server wrk valgrind procps python3
 	prometheus-postgres-exporter"
 
-# packaged services the tests start by themselves (on ports of their own)
+# packaged services the tests start by themselves (on ports of their own:
+# redis-server, PostgreSQL in directories of their own, the exporter)
 # and that must never run as system services: installing them starts none,
 # and they stay disabled at boot (see apt_install)
-QUIET_SERVICES="prometheus-postgres-exporter"
+QUIET_SERVICES="prometheus-postgres-exporter redis-server postgresql"
 
 # every program a script, test or benchmark of this repository runs that a
 # minimal Debian 12 (debootstrap minbase) lacks or may lack; checked after
