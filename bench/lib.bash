@@ -102,7 +102,18 @@ print_report() {
 	echo "run took $((SECONDS - START))s (setup, runs and checks; build excluded)"
 	echo "settings: fsync $(q postgres "SHOW fsync"), synchronous_commit $(q postgres "SHOW synchronous_commit"), shared_buffers $(q postgres "SHOW shared_buffers"), max_connections $(q postgres "SHOW max_connections"), checkpoint before each run"
 	echo
-	python3 "$COUPON_ROOT/bench/report.py" "$RESULTS"
+	python3 "$COUPON_ROOT/bench/report.py" "$RESULTS" "$WORK/summary.tsv"
 	echo
 	sed 's/^/info: /' "$INFO"
+}
+
+# BENCH_SAVE=DIR: keep the run's report (what was printed), its summary
+# table and the results file in DIR, for bench/plot.sh and docs/benchmarks.md
+save_report() {
+	local report=$1
+	[ -n "${BENCH_SAVE:-}" ] || return 0
+	mkdir -p "$BENCH_SAVE"
+	cp "$report" "$BENCH_SAVE/report.txt"
+	cp "$WORK/summary.tsv" "$BENCH_SAVE/summary.tsv"
+	echo "report saved in $BENCH_SAVE"
 }

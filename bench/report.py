@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/report.py: the benchmark table, from bench/run.sh's results file.
 
-Usage: report.py RESULTS_TSV
+Usage: report.py RESULTS_TSV [SUMMARY_TSV]
 
 Each line of RESULTS_TSV (tab-separated) describes one pgbench run:
     key  label  clients  tps  log_prefix  status  wal_bytes  xacts  cutoff  round
@@ -24,6 +24,12 @@ the same build, and a workload "@after" also with itself "@before".
 
 Latency percentiles are nearest-rank over every logged transaction: the log's
 third field is the transaction's latency in microseconds.
+
+With SUMMARY_TSV, the table is also written there, one line per workload and
+client count, for bench/plot.sh:
+    key  label  clients  tps  p50_ms  p95_ms  p99_ms  wal_per_tx  ratios
+where ratios is "baseline:ratio:target" items joined by commas (target "-"
+when there is none).
 """
 import glob
 import math
@@ -117,8 +123,10 @@ def main():
     header = ("workload", "clients", "tps", "p50 ms", "p95 ms", "p99 ms", "WAL B/tx",
               "ratio vs baseline (target)")
     table = []
+    summary = []
     for r in lines:
         notes = []
+        ratio_items = []
         key, _, build = r["key"].partition("@")
         compare = [(b + ("@" + build if build else ""), t) for b, t in COMPARE.get(key, [])]
         if build == "after":
@@ -133,6 +141,7 @@ def main():
             if not ratios:
                 continue
             ratio = statistics.median(ratios)
+            ratio_items.append("%s:%.3f:%s" % (base, ratio, "-" if target is None else "%.2f" % target))
             name, _, bbuild = base.partition("@")
             name = SHORT.get(name, name) + (" " + bbuild if bbuild else "")
             s = "%.2fx %s" % (ratio, name)
@@ -143,6 +152,11 @@ def main():
             notes.append(s)
         if r["status"] != "ok":
             notes.append("[%s]" % r["status"])
+        summary.append("\t".join([r["key"], r["label"], str(r["clients"]),
+                                  "%.1f" % r["tps"], "%.3f" % r["p50"], "%.3f" % r["p95"],
+                                  "%.3f" % r["p99"],
+                                  "-" if r["wal_tx"] is None else "%.0f" % r["wal_tx"],
+                                  ",".join(ratio_items) or "-"]))
         table.append((r["label"], str(r["clients"]),
                       "-" if math.isnan(r["tps"]) else "%.0f" % r["tps"],
                       fmt_ms(r["p50"]), fmt_ms(r["p95"]), fmt_ms(r["p99"]),
@@ -159,6 +173,9 @@ def main():
     print("  ".join("-" * w for w in widths))
     for t in table:
         print(line(t))
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "w") as f:
+            f.write("".join(s + "\n" for s in summary))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@
 #   BENCH_PAIR_RATE  reserve+confirm pool per run = BENCH_SECONDS * this (12000)
 #   BENCH_STATEMENTS=1  also load pg_stat_statements and print the top statements
 #   BENCH_KEEP=1     keep the work directory (logs) instead of removing it
+#   BENCH_SAVE=DIR   keep the report and its summary table in DIR (for
+#                    bench/plot.sh, which draws them with gnuplot)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
@@ -217,4 +219,5 @@ fi
 
 # ----------------------------------------------------------------- report
 
-print_report "coupon benchmark" "$CLIENT_COUNTS"
+print_report "coupon benchmark" "$CLIENT_COUNTS" | tee "$WORK/report.txt"
+save_report "$WORK/report.txt"

@@ -342,7 +342,7 @@ M_IDLE=$(merchant "idle wake-up")
 cat >"$WORK/insert.sql" <<'EOF'
 -- baseline: a payment row and its 'created' event, plain SQL, one statement
 WITH p AS (INSERT INTO bench.payment (merchant_id, user_id, order_id, amount, payment_key)
-		   VALUES (:mid, 'user-' || :client_id, gen_random_uuid()::text, 10000, 'pk-bench')
+		   VALUES (:mid, 'user-' || :client_id, gen_random_uuid()::text, 10000, 'pk-' || gen_random_uuid())
 		   RETURNING id)
 INSERT INTO bench.payment_event (payment_id, step, to_state, actor)
 SELECT id, 'created', 'pending', 'backend' FROM p;
