@@ -7,9 +7,12 @@
  * The triggers sit on the tables rather than in each function that writes
  * them, so that every path to a change (the C checkout, the PL/pgSQL
  * functions, the saga worker, an operator's own UPDATE) leaves its event.
- * The checkout's writes go through rowwrite.c, which fires row triggers as
- * a statement would; the event row itself is appended the same way,
- * without planning a statement.
+ * The checkout's single-row writes (rowwrite.c) take the trigger out of
+ * their own copy of the table's triggers and hand the row they wrote to
+ * outbox_capture_row(), which describes it with the same code, without the
+ * executor queueing it and fetching it back.  The events of a transaction
+ * are kept in its memory and appended just before its commit, with ids
+ * taken from a block of the sequence held in shared memory.
  *
  * Which changes are events, and what an event says, is decided here from
  * the row's old and new values.
@@ -98,8 +101,7 @@ static PolicyMerchant policy_merchants[MERCHANT_SLOTS];
 
 /*
  * The column numbers the descriptions read, by table and name: the names
- * are the literals of this file, so their addresses identify them, and a
- * slot is found from the address without searching.
+ * are the literals of this file, so their addresses identify them.
  */
 #define ATTNUM_SLOTS 128
 typedef struct AttnumSlot

@@ -513,6 +513,9 @@ row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 			Datum		ivalues[INDEX_MAX_KEYS];
 			bool		inulls[INDEX_MAX_KEYS];
 
+			/* as the executor does: an index CREATE INDEX CONCURRENTLY is still building */
+			if (!infos[x]->ii_ReadyForInserts)
+				continue;
 			for (int k = 0; k < infos[x]->ii_NumIndexAttrs; k++)
 			{
 				ivalues[k] = row[infos[x]->ii_IndexAttrNumbers[k] - 1];
