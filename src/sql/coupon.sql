@@ -12,9 +12,9 @@
  * coupon--X--Y.sql) are kept as they were released: ALTER EXTENSION coupon
  * UPDATE runs them to bring an older installation to this version.  The
  * load test test/load/upgrade.sh installs this file in one database, 0.1
- * and every upgrade in another, and requires their catalogs to agree (see
- * "Releasing a version" in docs/operations.md).  So a change of the schema
- * is made twice: here, and in the upgrade script of the next version.
+ * and every upgrade in another, and requires their catalogs to agree.  So
+ * a change of the schema is made twice: here, and in the upgrade script of
+ * the next version (README.md, "Changing the schema").
  */
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
