@@ -8,9 +8,10 @@
 # catalog of the extension (its schema, relations, column order, defaults,
 # constraints, indexes, sequences, types and domains, triggers, row-level
 # security policies, functions with their bodies and settings, views,
-# comments on each of these, privileges, the tables pg_dump saves, the
-# extension's members, and the roles it makes) is described by one query in
-# both databases and the descriptions must be equal.
+# comments on each of these, privileges and the initial privileges pg_dump
+# reads, the tables pg_dump saves, the extension's members, and the roles it
+# makes) is described by one query in both databases and the descriptions
+# must be equal.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -171,6 +172,15 @@ describe() {
 		SELECT 'ext ' || e.extname || ' ' || e.extversion || ' schema=' || e.extnamespace::regnamespace::text
 			   || ' relocatable=' || e.extrelocatable
 		  FROM pg_extension e WHERE e.oid = (SELECT oid FROM ext)
+		UNION ALL
+		-- the privileges the scripts gave, which pg_dump leaves out of a dump
+		SELECT 'initpriv ' || pg_describe_object(i.classoid, i.objoid, i.objsubid) || ' ' || i.privtype::text
+			   || ' ' || array_to_string(ARRAY(SELECT x::text FROM unnest(i.initprivs) x ORDER BY 1), ',')
+		  FROM pg_init_privs i
+		 WHERE i.objoid = (SELECT oid FROM ns)
+			OR (i.classoid, i.objoid) IN (SELECT d.classid, d.objid FROM pg_depend d
+										   WHERE d.refclassid = 'pg_extension'::regclass
+											 AND d.refobjid = (SELECT oid FROM ext) AND d.deptype = 'e')
 		UNION ALL
 		SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
 		  FROM pg_depend d
