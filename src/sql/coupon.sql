@@ -925,10 +925,14 @@ $$;
  * their own, as does every trigger function but outbox_capture(): only
  * built-in objects resolve unqualified, and pg_temp comes last; every
  * statement names the extension's objects with their schema.  The C
- * functions carry no other setting: the SQL they run goes through one
- * place in C (spi_run, src/spi_util.c), so no setting is saved and
- * restored on each call.  Every function's EXECUTE is revoked from PUBLIC
- * and granted to the roles at the end of this file.
+ * functions carry no other setting, so no setting is saved and restored
+ * around each call (validate() not even the search path: see below).  The
+ * SQL-language readers user_coupons() and outbox_backlog() also plan with
+ * enable_seqscan off: their plans are cached per session from the first
+ * calls on, often while the tables are still nearly empty, and the setting
+ * keeps those plans on the indexes as the tables grow.  Every function's
+ * EXECUTE is revoked from PUBLIC and granted to the roles at the end of
+ * this file.
  */
 
 /* ------------------------------------------------- tenancy and errors */
@@ -2109,7 +2113,13 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION coupon.events(text, bigint) IS 'The audit trail of one coupon, policy, payment or settlement batch: its events still in the outbox (coupon.outbox_retention), oldest first. A merchant-bound session sees only its own merchant''s events (none without a merchant).';
 
-/* ------------------------------------------------------------ monitoring */
+/* ------------------------------------------------------------ monitoring
+ * What the DBA's prometheus-postgres-exporter reads (its queries file is
+ * scripts/exporter_queries.yaml, docs/operations.md "Metrics") as the
+ * login role it connects with, a member of coupon_monitor only: this
+ * function and the views worker_status, stuck_payments, payment_backlog,
+ * relay_status and policy_stats; payment_due_idx and payment_attention_idx
+ * keep each of its queries to the rows it reports. */
 
 CREATE FUNCTION coupon.throttle_status(OUT kind text, OUT blocked bigint)
 RETURNS SETOF record
