@@ -9,12 +9,15 @@ OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/code.o src/hold.o src/reserve.o src/fetch.o src/factcache.o src/rowwrite.o src/payment.o src/gateway.o src/gateway_reply.o \
 	src/saga.o src/saga_worker.o src/payment_funcs.o src/payment_hold.o src/reconcile.o src/excerpt.o src/callctx.o src/cacheinval.o src/credentials.o src/ratelimit.o \
 	src/outbox.o src/relay.o src/relay_cache.o src/relay_worker.o src/worker.o
-# each released version's install script, and the upgrades between them;
-# the newest version's script is the 0.1 script plus every upgrade since
-DATA = coupon--0.1.sql coupon--0.1--0.2.sql coupon--0.2--0.3.sql coupon--0.3--0.4.sql coupon--0.4--0.5.sql \
-	coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql \
-	coupon--0.9--0.10.sql
-DATA_built = coupon--$(EXTVERSION).sql
+# The SQL is in src/sql/.  coupon.sql is the current version written out;
+# the build copies it to the install script of EXTVERSION.  Beside it are
+# the released scripts, kept as released: coupon--0.1.sql and the upgrades
+# coupon--X--Y.sql, which ALTER EXTENSION coupon UPDATE runs on an older
+# installation.  A schema change goes into coupon.sql and into the upgrade
+# script of the next version; test/load/upgrade.sh checks that a fresh
+# install and 0.1 plus every upgrade give the same catalog.
+DATA = src/sql/coupon--0.1.sql $(sort $(wildcard src/sql/coupon--*--*.sql))
+DATA_built = src/sql/coupon--$(EXTVERSION).sql
 SHLIB_LINK = -lcurl -lhiredis
 PGFILEDESC = "coupon - coupon and payment platform"
 
@@ -36,10 +39,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-coupon--$(EXTVERSION).sql: coupon--0.1.sql coupon--0.1--0.2.sql coupon--0.2--0.3.sql coupon--0.3--0.4.sql coupon--0.4--0.5.sql \
-		coupon--0.5--0.6.sql coupon--0.6--0.7.sql coupon--0.7--0.8.sql coupon--0.8--0.9.sql \
-		coupon--0.9--0.10.sql
-	cat $^ > $@
+src/sql/coupon--$(EXTVERSION).sql: src/sql/coupon.sql
+	cp $< $@
 
 # PGXS tracks no header dependencies: rebuild every object when a header changes
 $(OBJS): $(wildcard src/*.h)

@@ -254,7 +254,7 @@ echo
 echo "coupon settlement benchmark: $n_pay completed payments, $n_ref refunds, $NMER merchants"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "server: $(q "SELECT version()")"
-echo "build: commit $(git -C "$COUPON_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$COUPON_ROOT" diff --quiet HEAD -- 'coupon--*.sql' 2>/dev/null || echo ', install scripts modified')"
+echo "build: commit $(git -C "$COUPON_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$COUPON_ROOT" diff --quiet HEAD -- src/sql 2>/dev/null || echo ', install scripts modified')"
 echo "run took $((SECONDS - START))s (load, runs and checks; build excluded)"
 echo "settings: fsync $(q "SHOW fsync"), synchronous_commit $(q "SHOW synchronous_commit"), shared_buffers $(q "SHOW shared_buffers"), work_mem $(q "SHOW work_mem"), checkpoint before each timed statement"
 echo

@@ -45,7 +45,7 @@ suite() {
 run_installcheck() {
 	local tree="$WORK/tree"
 	mkdir -p "$tree"
-	cp -a "$COUPON_ROOT/Makefile" "$COUPON_ROOT/coupon.control" "$COUPON_ROOT"/coupon--*.sql \
+	cp -a "$COUPON_ROOT/Makefile" "$COUPON_ROOT/coupon.control" \
 		"$COUPON_ROOT/sql" "$COUPON_ROOT/expected" "$COUPON_ROOT/test" "$COUPON_ROOT/src" "$tree/"
 	chown -R postgres:postgres "$tree"
 	if ! runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" \

@@ -2,10 +2,16 @@
 # ALTER EXTENSION coupon UPDATE from 0.1 gives the same extension as a fresh
 # install of the newest version, and keeps the data of 0.1 working.
 #
-# The catalog of the schema (columns, defaults, constraints, indexes,
-# triggers, policies, function signatures and settings, comments, grants,
-# config dump registrations) is described by one query in both databases
-# and the descriptions must be equal.
+# The fresh install runs src/sql/coupon.sql, the current version written
+# out; the update runs src/sql/coupon--0.1.sql and every upgrade script
+# after it.  Two scripts of one schema: this test keeps them in step.  The
+# catalog of the extension (its schema, relations, column order, defaults,
+# constraints, indexes, sequences, types and domains, triggers, row-level
+# security policies, functions with their bodies and settings, views,
+# comments on each of these, privileges and the initial privileges pg_dump
+# reads, the tables pg_dump saves, the extension's members, and the roles it
+# makes) is described by one query in both databases and the descriptions
+# must be equal.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -17,6 +23,33 @@ for db in $OLD $NEW; do
 done
 psql_db "$OLD" -c "CREATE EXTENSION coupon VERSION '0.1'"
 psql_db "$NEW" -c "CREATE EXTENSION coupon"
+
+# The roles are the cluster's, shared by both databases: their comments are
+# cleared before each script sets them, so each description shows only
+# what its own script set.  (Their attributes are whatever the first script
+# that created them gave; NOLOGIN in both.)
+ROLES="SELECT a.grantee::regrole::text FROM pg_namespace n, aclexplode(n.nspacl) a
+        WHERE n.nspname = 'coupon' AND a.grantee <> n.nspowner ORDER BY 1"
+clear_role_comments() {
+	local r
+	for r in $(query "$NEW" "$ROLES"); do
+		psql_db postgres -c "COMMENT ON ROLE $r IS NULL"
+	done
+}
+# one line per fact of the cluster's roles that schema coupon is granted to
+describe_roles() {
+	query "$1" "
+	SELECT 'role ' || r.rolname || ' login=' || r.rolcanlogin || ' super=' || r.rolsuper
+		   || ' inherit=' || r.rolinherit || ' createrole=' || r.rolcreaterole || ' createdb=' || r.rolcreatedb
+		   || ' replication=' || r.rolreplication || ' bypassrls=' || r.rolbypassrls
+		   || ' connlimit=' || r.rolconnlimit
+		   || ' comment=' || coalesce(shobj_description(r.oid, 'pg_authid'), '')
+	  FROM pg_roles r WHERE r.rolname IN ($ROLES) ORDER BY 1"
+}
+clear_role_comments
+psql_db "$NEW" -c "DROP EXTENSION coupon" -c "CREATE EXTENSION coupon"
+describe_roles "$NEW" >"$LOAD_DIR/roles_new.txt"
+clear_role_comments
 
 # data made under 0.1: a merchant, a policy, coupons, a confirmed and a held reservation
 psql_db "$OLD" >/dev/null <<'SQL'
@@ -36,58 +69,132 @@ fi
 check "the update reaches the default version" \
 	"$(query "$OLD" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")" \
 	"$(query "$NEW" "SELECT extversion FROM pg_extension WHERE extname = 'coupon'")"
+describe_roles "$OLD" >"$LOAD_DIR/roles_old.txt"
 
-# one line per catalog fact of schema coupon, ids and oids left out
+# a privilege list (aclitem[]) as a sorted list of grantee:privilege:grantable
+acl() {
+	echo "array_to_string(ARRAY(SELECT a.grantee::regrole::text || ':' || a.privilege_type || ':' || a.is_grantable
+	                              FROM aclexplode($1) a ORDER BY 1), ',')"
+}
+
+# One line per catalog fact of the extension, ids and oids left out (text
+# that spans lines is kept on one, with \n).  Privileges are compared as
+# sets (an ACL's order means nothing), with a missing ACL read as the
+# default it stands for.  Columns are numbered in order, dropped ones
+# skipped; a table's unique indexes are numbered in the order a row is
+# checked against them, which decides the error a row that breaks two of
+# them meets.
 describe() {
 	query "$1" "
 	WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'coupon'),
+	ext AS (SELECT oid FROM pg_extension WHERE extname = 'coupon'),
+	rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)),
 	facts AS (
-		SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' rls=' || c.relrowsecurity
+		SELECT 'schema ' || n.nspname || ' comment=' || coalesce(obj_description(n.oid, 'pg_namespace'), '')
+			   || ' acl=' || $(acl "coalesce(n.nspacl, acldefault('n', n.nspowner))") AS f
+		  FROM pg_namespace n WHERE n.oid = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' persistence=' || c.relpersistence::text
+			   || ' rls=' || c.relrowsecurity || ' forcerls=' || c.relforcerowsecurity
+			   || ' replident=' || c.relreplident::text
 			   || ' opts=' || coalesce(array_to_string(c.reloptions, ','), '')
 			   || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '')
-			   || ' acl=' || coalesce(c.relacl::text, '') AS f
-		  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)
+			   || ' acl=' || $(acl "coalesce(c.relacl, CASE WHEN c.relkind = 'S' THEN acldefault('s', c.relowner)
+														ELSE acldefault('r', c.relowner) END)")
+		  FROM rel c
 		UNION ALL
-		SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+		SELECT 'col ' || c.relname || '.' || row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum)
+			   || ' ' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
 			   || ' notnull=' || a.attnotnull || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+			   || ' identity=' || a.attidentity::text || ' generated=' || a.attgenerated::text
+			   || ' collation=' || coalesce((SELECT collname FROM pg_collation WHERE oid = a.attcollation), '')
 			   || ' comment=' || coalesce(col_description(c.oid, a.attnum), '')
-		  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+			   || ' acl=' || coalesce(array_to_string(ARRAY(SELECT x::text FROM unnest(a.attacl) x ORDER BY 1), ','), '')
+		  FROM rel c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 		  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-		 WHERE c.relnamespace = (SELECT oid FROM ns)
 		UNION ALL
-		SELECT 'con ' || conrelid::regclass::text || ' ' || pg_get_constraintdef(oid)
+		SELECT 'seq ' || s.seqrelid::regclass::text || ' ' || format_type(s.seqtypid, NULL)
+			   || ' start=' || s.seqstart || ' increment=' || s.seqincrement || ' min=' || s.seqmin
+			   || ' max=' || s.seqmax || ' cache=' || s.seqcache || ' cycle=' || s.seqcycle
+			   || ' owned_by=' || coalesce((SELECT d.refobjid::regclass::text || '.' || a.attname || ' ' || d.deptype::text
+											  FROM pg_depend d JOIN pg_attribute a
+												ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+											 WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
+											   AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')), '')
+		  FROM pg_sequence s JOIN rel c ON c.oid = s.seqrelid
+		UNION ALL
+		SELECT 'type ' || t.typname || ' ' || t.typtype::text
+			   || ' base=' || coalesce(format_type(nullif(t.typbasetype, 0), t.typtypmod), '')
+			   || ' notnull=' || t.typnotnull || ' default=' || coalesce(t.typdefault, '')
+			   || ' comment=' || coalesce(obj_description(t.oid, 'pg_type'), '')
+			   || ' acl=' || $(acl "coalesce(t.typacl, acldefault('T', t.typowner))")
+		  FROM pg_type t
+		 WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype IN ('b', 'c', 'd', 'e', 'm', 'r')
+		   AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+		UNION ALL
+		SELECT 'con ' || coalesce(nullif(conrelid, 0)::regclass::text, contypid::regtype::text) || ' ' || conname
+			   || ' ' || pg_get_constraintdef(oid) || ' validated=' || convalidated
+			   || ' comment=' || coalesce(obj_description(oid, 'pg_constraint'), '')
 		  FROM pg_constraint WHERE connamespace = (SELECT oid FROM ns)
 		UNION ALL
-		SELECT 'idx ' || pg_get_indexdef(indexrelid)
-		  FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = (SELECT oid FROM ns))
+		SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
+			   || CASE WHEN i.indisunique
+					   THEN ' unique #' || row_number() OVER (PARTITION BY i.indrelid, i.indisunique ORDER BY i.indexrelid)
+					   ELSE '' END
+		  FROM pg_index i JOIN rel c ON c.oid = i.indrelid
 		UNION ALL
-		SELECT 'trg ' || pg_get_triggerdef(t.oid)
-		  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-		 WHERE c.relnamespace = (SELECT oid FROM ns) AND NOT t.tgisinternal
+		SELECT 'trg ' || pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled::text
+			   || ' comment=' || coalesce(obj_description(t.oid, 'pg_trigger'), '')
+		  FROM pg_trigger t JOIN rel c ON c.oid = t.tgrelid
+		 WHERE NOT t.tgisinternal
 		UNION ALL
-		SELECT 'pol ' || tablename || ' ' || policyname || ' ' || array_to_string(roles, ',') || ' ' || coalesce(qual, '')
-		  FROM pg_policies WHERE schemaname = 'coupon'
+		SELECT 'pol ' || c.relname || ' ' || p.polname || ' ' || p.polcmd::text || ' permissive=' || p.polpermissive
+			   || ' roles=' || array_to_string(ARRAY(SELECT x::regrole::text FROM unnest(p.polroles) x ORDER BY 1), ',')
+			   || ' using=' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')
+			   || ' check=' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+			   || ' comment=' || coalesce(obj_description(p.oid, 'pg_policy'), '')
+		  FROM pg_policy p JOIN rel c ON c.oid = p.polrelid
 		UNION ALL
 		SELECT 'fn ' || p.oid::regprocedure::text || ' ' || pg_get_function_result(p.oid)
 			   || ' args=' || pg_get_function_arguments(p.oid) || ' vol=' || p.provolatile::text
 			   || ' secdef=' || p.prosecdef || ' config=' || coalesce(array_to_string(p.proconfig, ','), '')
-			   || ' src=' || p.prosrc || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '')
-			   || ' acl=' || coalesce(p.proacl::text, '')
+			   || ' def=' || replace(pg_get_functiondef(p.oid), E'\n', '\n')
+			   || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '')
+			   || ' acl=' || $(acl "coalesce(p.proacl, acldefault('f', p.proowner))")
 		  FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)
 		UNION ALL
-		SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid)
-		  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind = 'v'
+		SELECT 'view ' || c.relname || ' ' || replace(pg_get_viewdef(c.oid), E'\n', '\n')
+		  FROM rel c WHERE c.relkind IN ('v', 'm')
 		UNION ALL
-		SELECT 'dump ' || x::regclass::text
-		  FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'coupon')
+		SELECT 'dump ' || x.rel::regclass::text || ' where=' || coalesce(e.extcondition[x.n], '')
+		  FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY x(rel, n) WHERE e.extname = 'coupon'
+		UNION ALL
+		SELECT 'ext ' || e.extname || ' ' || e.extversion || ' schema=' || e.extnamespace::regnamespace::text
+			   || ' relocatable=' || e.extrelocatable
+		  FROM pg_extension e WHERE e.oid = (SELECT oid FROM ext)
+		UNION ALL
+		-- the privileges the scripts gave, which pg_dump leaves out of a dump
+		SELECT 'initpriv ' || pg_describe_object(i.classoid, i.objoid, i.objsubid) || ' ' || i.privtype::text
+			   || ' ' || array_to_string(ARRAY(SELECT x::text FROM unnest(i.initprivs) x ORDER BY 1), ',')
+		  FROM pg_init_privs i
+		 WHERE i.objoid = (SELECT oid FROM ns)
+			OR (i.classoid, i.objoid) IN (SELECT d.classid, d.objid FROM pg_depend d
+										   WHERE d.refclassid = 'pg_extension'::regclass
+											 AND d.refobjid = (SELECT oid FROM ext) AND d.deptype = 'e')
+		UNION ALL
+		SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+		  FROM pg_depend d
+		 WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = (SELECT oid FROM ext) AND d.deptype = 'e')
 	SELECT f FROM facts ORDER BY f"
 }
 describe "$OLD" >"$LOAD_DIR/old.txt"
 describe "$NEW" >"$LOAD_DIR/new.txt"
+cat "$LOAD_DIR/roles_new.txt" >>"$LOAD_DIR/new.txt"
+cat "$LOAD_DIR/roles_old.txt" >>"$LOAD_DIR/old.txt"
 if diff "$LOAD_DIR/new.txt" "$LOAD_DIR/old.txt" >"$LOAD_DIR/diff.txt"; then
 	ok "the updated schema equals a fresh install ($(wc -l <"$LOAD_DIR/new.txt") catalog facts compared)"
 else
-	not_ok "the updated schema equals a fresh install"
+	not_ok "the updated schema equals a fresh install (< src/sql/coupon.sql, > the upgrade chain)"
 	sed 's/^/#   /' "$LOAD_DIR/diff.txt" | head -40
 fi
 
