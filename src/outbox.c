@@ -1007,7 +1007,7 @@ coupon_wake_relay(PG_FUNCTION_ARGS)
 /*
  * Just before the commit (or PREPARE), write the transaction's events;
  * at its end, forget them and, after a commit that wrote some, set the
- * relay worker's latch.
+ * latch of the relay worker serving this database.
  */
 static void
 outbox_xact_callback(XactEvent event, void *arg)
@@ -1034,8 +1034,14 @@ outbox_xact_callback(XactEvent event, void *arg)
 		return;
 	if ((sh = coupon_shared()) == NULL)
 		return;
+	/*
+	 * Not while it waits out a back-off, and not from another database than
+	 * the one it serves: it would wake only to find nothing of its own (in
+	 * a busy database, a wake-up per commit kept it running on a CPU the
+	 * commits needed).
+	 */
 	SpinLockAcquire(&sh->relay.mutex);
-	latch = sh->relay.resting ? NULL : sh->relay.latch;
+	latch = (sh->relay.resting || sh->relay.database != MyDatabaseId) ? NULL : sh->relay.latch;
 	SpinLockRelease(&sh->relay.mutex);
 	if (latch)
 		SetLatch(latch);

@@ -232,6 +232,7 @@ release_relay(int code, Datum arg)
 	SpinLockAcquire(&rs->mutex);
 	rs->pid = 0;
 	rs->latch = NULL;
+	rs->database = InvalidOid;
 	rs->state = RELAY_STOPPED;
 	rs->connected = false;
 	SpinLockRelease(&rs->mutex);
@@ -627,6 +628,10 @@ coupon_relay_worker_main(Datum main_arg)
 	before_shmem_exit(release_relay, (Datum) 0);
 
 	BackgroundWorkerInitializeConnection(coupon_database, NULL, 0);
+	/* only commits in this database have events for it (outbox.c) */
+	SpinLockAcquire(&shared->mutex);
+	shared->database = MyDatabaseId;
+	SpinLockRelease(&shared->mutex);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	/* every statement here walks an index; keep the saved plans on them as the outbox grows */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);

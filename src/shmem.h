@@ -80,6 +80,7 @@ typedef struct RelayShared
 	slock_t		mutex;
 	pid_t		pid;
 	Latch	   *latch;
+	Oid			database;		/* the database it serves; InvalidOid until connected */
 	RelayWorkerState state;
 	bool		redis_mode;		/* coupon.redis_url set: Redis, else NOTIFY */
 	bool		connected;
