@@ -41,10 +41,17 @@ mkdir -p "$WORK/logs" "$WORK/before" "$WORK/lib"
 : >"$INFO"
 LIBDIR=$(pg_config --pkglibdir)
 
+# put a build's module in place under a new inode: copying over the file
+# the running server has mapped would change its code under it
+install_so() {
+	cp "$1" "$LIBDIR/coupon.so.new"
+	mv -f "$LIBDIR/coupon.so.new" "$LIBDIR/coupon.so"
+}
+
 cleanup() {
 	cluster_stop "$WORK"
 	# leave the working tree's module installed, whatever happened
-	[ -f "$WORK/lib/after.so" ] && cp "$WORK/lib/after.so" "$LIBDIR/coupon.so"
+	[ -f "$WORK/lib/after.so" ] && install_so "$WORK/lib/after.so"
 	if [ "${BENCH_KEEP:-0}" = 1 ]; then
 		echo "work directory kept: $WORK"
 	else
@@ -69,7 +76,7 @@ START=$SECONDS
 
 # install build $1 (before or after) and restart, so every backend loads it
 use_build() {
-	cp "$WORK/lib/$1.so" "$LIBDIR/coupon.so"
+	install_so "$WORK/lib/$1.so"
 	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w -t 60 \
 		restart >/dev/null
 }
