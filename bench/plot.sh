@@ -51,8 +51,6 @@ with open(out + "/lat.dat", "w") as f:
     for r in rows:
         if int(r[2]) == top:
             f.write('"%s" %s %s %s\n' % (r[1], r[4], r[5], r[6]))
-short = {"select1": "SELECT 1", "validate_sql": "sql validate", "issue_counter": "counter",
-         "simple_update": "simple-update"}
 with open(out + "/ratio.dat", "w") as f:
     for r in rows:
         if r[8] == "-":
@@ -62,7 +60,7 @@ with open(out + "/ratio.dat", "w") as f:
             if target == "-":
                 continue
             name = r[1].replace("coupon.", "").replace(" pair", "").split(",")[0]
-            f.write('"%s / %s, %s" %s %s\n' % (name, short.get(base, base), r[2], ratio, target))
+            f.write('"%s / %s, %s" %s %s\n' % (name, base, r[2], ratio, target))
 with open(out + "/clients", "w") as f:
     f.write(" ".join(str(c) for c in clients) + "\n%d\n" % top)
 PY

@@ -28,8 +28,8 @@ third field is the transaction's latency in microseconds.
 With SUMMARY_TSV, the table is also written there, one line per workload and
 client count, for bench/plot.sh:
     key  label  clients  tps  p50_ms  p95_ms  p99_ms  wal_per_tx  ratios
-where ratios is "baseline:ratio:target" items joined by commas (target "-"
-when there is none).
+where ratios is "baseline:ratio:target" items joined by commas (the
+baseline as the table names it; target "-" when there is none).
 """
 import glob
 import math
@@ -141,9 +141,9 @@ def main():
             if not ratios:
                 continue
             ratio = statistics.median(ratios)
-            ratio_items.append("%s:%.3f:%s" % (base, ratio, "-" if target is None else "%.2f" % target))
             name, _, bbuild = base.partition("@")
             name = SHORT.get(name, name) + (" " + bbuild if bbuild else "")
+            ratio_items.append("%s:%.3f:%s" % (name, ratio, "-" if target is None else "%.2f" % target))
             s = "%.2fx %s" % (ratio, name)
             if len(ratios) > 1:
                 s += " [%.2f-%.2f]" % (min(ratios), max(ratios))

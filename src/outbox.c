@@ -602,6 +602,19 @@ static int	pending_size = 0;
 static Oid	actor_user = InvalidOid;
 static Datum actor_name = (Datum) 0;
 
+/* replace a text value kept for the backend's life (in TopMemoryContext) */
+static void
+keep_text(Datum *kept, const char *s)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	Datum		text = PointerGetDatum(cstring_to_text(s));
+
+	MemoryContextSwitchTo(old);
+	if (*kept != (Datum) 0)
+		pfree(DatumGetPointer(*kept));
+	*kept = text;
+}
+
 /*
  * The text value of one of this file's literals (an event type or an
  * aggregate), made once per backend: literals are identified by address.
@@ -618,16 +631,24 @@ literal_text(const char *s)
 
 	if (literals[slot].s != s)
 	{
-		if (literals[slot].s != NULL)
-			pfree(DatumGetPointer(literals[slot].text));
 		literals[slot].s = NULL;
-		literals[slot].text = PointerGetDatum(MemoryContextAlloc(TopMemoryContext,
-																 VARHDRSZ + strlen(s)));
-		memcpy(VARDATA(DatumGetPointer(literals[slot].text)), s, strlen(s));
-		SET_VARSIZE(DatumGetPointer(literals[slot].text), VARHDRSZ + strlen(s));
+		keep_text(&literals[slot].text, s);
 		literals[slot].s = s;
 	}
 	return literals[slot].text;
+}
+
+/* the acting role's name as text, looked up again only when the role or a name changes */
+static Datum
+actor_text(void)
+{
+	if (GetOuterUserId() != actor_user)
+	{
+		actor_user = InvalidOid;
+		keep_text(&actor_name, GetUserNameFromId(GetOuterUserId(), false));
+		actor_user = GetOuterUserId();
+	}
+	return actor_name;
 }
 
 /* keep the event until the commit */
@@ -663,20 +684,7 @@ queue_event(Event *ev)
 	p->nulls[COL_MERCHANT] = ev->merchant_null;
 	p->nulls[COL_USER] = (ev->user_id == (Datum) 0);
 	p->values[COL_USER] = p->nulls[COL_USER] ? (Datum) 0 : datumCopy(ev->user_id, false, -1);
-	if (GetOuterUserId() != actor_user)
-	{
-		const char *name = GetUserNameFromId(GetOuterUserId(), false);
-
-		actor_user = InvalidOid;
-		if (actor_name != (Datum) 0)
-			pfree(DatumGetPointer(actor_name));
-		actor_name = (Datum) 0;
-		actor_name = PointerGetDatum(MemoryContextAlloc(TopMemoryContext, VARHDRSZ + strlen(name)));
-		memcpy(VARDATA(DatumGetPointer(actor_name)), name, strlen(name));
-		SET_VARSIZE(DatumGetPointer(actor_name), VARHDRSZ + strlen(name));
-		actor_user = GetOuterUserId();
-	}
-	p->values[COL_ACTOR] = actor_name;
+	p->values[COL_ACTOR] = actor_text();
 	p->nulls[COL_TRACE] = (trace_id == NULL);
 	p->values[COL_TRACE] = p->nulls[COL_TRACE] ? (Datum) 0 : CStringGetTextDatum(trace_id);
 	p->values[COL_PAYLOAD] = CStringGetTextDatum(ev->payload->data);

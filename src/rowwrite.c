@@ -345,6 +345,7 @@ open_indexes(WriteCache *c, Relation rel, Relation **irelsp, IndexInfo ***infosp
 	Relation   *irels;
 	IndexInfo **infos;
 	bool		keep;
+	MemoryContext old;
 
 	if (c->nindexes < 0)
 	{
@@ -370,20 +371,14 @@ open_indexes(WriteCache *c, Relation rel, Relation **irelsp, IndexInfo ***infosp
 	for (int i = 0; i < c->nindexes; i++)
 		keep = keep && (irels[i]->rd_rel->relam == BTREE_AM_OID ||
 						irels[i]->rd_rel->relam == HASH_AM_OID);
-	if (keep)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cache_cxt);
-
-		c->index_infos = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
-		for (int i = 0; i < c->nindexes; i++)
-			c->index_infos[i] = BuildIndexInfo(irels[i]);
-		MemoryContextSwitchTo(old);
-		*infosp = c->index_infos;
-		return c->nindexes;
-	}
-	*infosp = infos = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
+	old = MemoryContextSwitchTo(keep ? cache_cxt : CurrentMemoryContext);
+	infos = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
 	for (int i = 0; i < c->nindexes; i++)
 		infos[i] = BuildIndexInfo(irels[i]);
+	MemoryContextSwitchTo(old);
+	if (keep)
+		c->index_infos = infos;
+	*infosp = infos;
 	return c->nindexes;
 }
 
