@@ -304,6 +304,40 @@ ROLLBACK;
 SELECT status, (SELECT count(*) FROM coupon.reservation WHERE coupon_id = :s_dom) AS holds
   FROM coupon.coupon WHERE id = :s_dom;
 
+-- the tables' CHECK constraints are compiled once per session and follow
+-- DDL: one added after this session's first holds refuses the next under
+-- its own name, a rollback takes it away again, and one calling a PL
+-- function (compiled at every write instead) refuses as well
+CREATE FUNCTION public.refused_by(stmt text) RETURNS text LANGUAGE plpgsql AS $fn$
+DECLARE
+	st text;
+	cn text;
+BEGIN
+	EXECUTE stmt;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, cn = CONSTRAINT_NAME;
+	RETURN st || ' ' || coalesce(cn, '-');
+END
+$fn$;
+CREATE FUNCTION public.small_amount(bigint) RETURNS boolean
+	LANGUAGE plpgsql IMMUTABLE AS $$BEGIN RETURN $1 < 5000; END$$;
+SELECT id AS s_chk FROM coupon.issue(:p_stack, 'cher') \gset
+SELECT format('SELECT coupon.reserve(%s, %L, %s, %L, 10000)', :s_chk, 'cher', :m1, 'check-order')
+	AS chk_stmt \gset
+BEGIN;
+ALTER TABLE coupon.reservation ADD CONSTRAINT small_orders CHECK (order_amount < 5000) NOT VALID;
+SELECT public.refused_by(:'chk_stmt') AS sql_check;
+ROLLBACK;
+BEGIN;
+ALTER TABLE coupon.reservation ADD CONSTRAINT small_orders_pl CHECK (public.small_amount(order_amount)) NOT VALID;
+SELECT public.refused_by(:'chk_stmt') AS pl_check;
+ROLLBACK;
+SELECT public.refused_by(:'chk_stmt') AS after_rollback;
+SELECT status FROM coupon.coupon WHERE id = :s_chk;
+DROP FUNCTION public.refused_by(text);
+DROP FUNCTION public.small_amount(bigint);
+
 -- a BEFORE ROW trigger that skips a write the extension makes is refused,
 -- not ignored: the hold would be missing while the coupon is reserved
 CREATE FUNCTION public.skip_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;

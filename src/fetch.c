@@ -229,7 +229,8 @@ read_snapshot(FetchHow how)
 /*
  * Find the row whose primary key is `keys` under the call's snapshot, lock
  * it if asked, copy its columns, and say where the version it found (or
- * locked) is.
+ * locked) is.  With no keys, lock the version at *tid instead, which a read
+ * under the same snapshot found: the one the index scan would find again.
  */
 static FetchResult
 fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
@@ -245,18 +246,27 @@ fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
 	Oid			indexid = t->indexid;
 	bool		locking = (how == FETCH_LOCK || how == FETCH_LOCK_SKIP);
 	Relation	rel = table_open(relid, locking ? RowShareLock : AccessShareLock);
-	Relation	index = index_open(indexid, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	Snapshot	snapshot = read_snapshot(how);
-	IndexScanDesc scan;
-	FetchResult result;
+	FetchResult result = FETCH_FOUND;
 	CallUser	caller;
 
+	Assert(nkeys > 0 || locking);
 	call_become_owner(rel, &caller);
-	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
-	index_rescan(scan, keys, nkeys, NULL, 0);
-	result = index_getnext_slot(scan, ForwardScanDirection, slot) ? FETCH_FOUND : FETCH_MISSING;
-	index_endscan(scan);
+	if (nkeys > 0)
+	{
+		Relation	index = index_open(indexid, AccessShareLock);
+		IndexScanDesc scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+
+		index_rescan(scan, keys, nkeys, NULL, 0);
+		if (!index_getnext_slot(scan, ForwardScanDirection, slot))
+			result = FETCH_MISSING;
+		index_endscan(scan);
+		/* like the executor, keep the locks until the transaction ends */
+		index_close(index, NoLock);
+	}
+	else
+		slot->tts_tid = *tid;
 
 	if (result == FETCH_FOUND && locking)
 		result = lock_row(rel, slot, snapshot, how == FETCH_LOCK_SKIP);
@@ -269,12 +279,19 @@ fetch_by_key(FetchTable table, int nkeys, ScanKey keys, FetchHow how, int ncols,
 	call_restore_user(&caller);
 	UnregisterSnapshot(snapshot);
 	ExecDropSingleTupleTableSlot(slot);
-	/* like the executor, keep the locks until the transaction ends */
-	index_close(index, NoLock);
 	table_close(rel, NoLock);
 	if (locking && result == FETCH_FOUND)
 		call_next_statement();
 	return result;
+}
+
+/* lock a row version that a FETCH_READ in this statement found; see fetch.h */
+FetchResult
+fetch_lock_found(FetchTable table, bool skip_locked, int ncols, const char *const *names,
+				 Datum *values, bool *nulls, ItemPointer tid)
+{
+	return fetch_by_key(table, 0, NULL, skip_locked ? FETCH_LOCK_SKIP : FETCH_LOCK, ncols,
+						names, values, nulls, tid);
 }
 
 /* fetch_by_key() for the tables whose primary key is one bigint id */

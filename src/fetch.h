@@ -80,6 +80,16 @@ extern FetchResult fetch_stock_row(int64 policy_id, int32 shard, FetchHow how, i
 								   const char *const *names, Datum *values, bool *nulls,
 								   ItemPointer tid);
 
+/*
+ * Lock the row version at *tid, found by a FETCH_READ of `table` in the
+ * same statement, as a locking fetch would after finding it again (the
+ * same snapshot finds the same version), and say where the locked version
+ * is: one index scan instead of two for a read-then-lock.
+ */
+extern FetchResult fetch_lock_found(FetchTable table, bool skip_locked, int ncols,
+									const char *const *names, Datum *values, bool *nulls,
+									ItemPointer tid);
+
 /* is a coupon other than coupon_id held or spent for this order? */
 extern bool fetch_order_has_other(int64 merchant_id, const char *order_id, int64 coupon_id);
 

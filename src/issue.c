@@ -84,11 +84,10 @@ take_shard(int64 policy_id, int32 shard, bool skip_locked)
 	ItemPointerData tid;
 	FetchResult r;
 
-	if (fetch_stock_row(policy_id, shard, FETCH_READ, 1, cols, &v, &n, NULL) != FETCH_FOUND ||
+	if (fetch_stock_row(policy_id, shard, FETCH_READ, 1, cols, &v, &n, &tid) != FETCH_FOUND ||
 		DatumGetInt64(v) <= 0)
 		return SHARD_EMPTY;
-	r = fetch_stock_row(policy_id, shard, skip_locked ? FETCH_LOCK_SKIP : FETCH_LOCK, 1, cols,
-						&v, &n, &tid);
+	r = fetch_lock_found(FETCH_POLICY_STOCK, skip_locked, 1, cols, &v, &n, &tid);
 	if (r == FETCH_BUSY)
 		return SHARD_BUSY;
 	if (r != FETCH_FOUND || DatumGetInt64(v) <= 0)

@@ -28,6 +28,7 @@
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "catalog/dependency.h"
 #include "catalog/index.h"
 #include "catalog/pg_am.h"
@@ -36,7 +37,9 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "funcapi.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/optimizer.h"
 #if PG_VERSION_NUM >= 160000
 #include "parser/parse_relation.h"
 #endif
@@ -61,6 +64,8 @@ typedef struct WriteCache
 	Oid			identity_seq;	/* that column's sequence */
 	Oid		   *domain;			/* per column: its domain, or InvalidOid */
 	void	  **domain_extra;	/* per column: domain_check()'s cache */
+	/* the table's CHECK constraints, compiled once; NULL: none, or not kept */
+	ExprState **checks;
 	/* row_append(): the table's indexes, described once if all are btree or hash */
 	int			nindexes;		/* -1: not known yet */
 	Oid		   *index_oids;
@@ -96,6 +101,85 @@ rowwrite_reset(void)
 	cache_stale = true;
 }
 
+/*
+ * Can a compiled CHECK expression be kept from one write to the next?  Only
+ * when it is made of nodes whose evaluation keeps nothing in the query's
+ * memory (a hashed IN list, a row conversion or a sub-plan would) and
+ * calls only built-in functions (an SQL or PL function keeps per-query
+ * state in its FmgrInfo).
+ */
+static bool
+check_not_keepable(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	switch (nodeTag(node))
+	{
+		case T_Var:
+		case T_Const:
+		case T_BoolExpr:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_RelabelType:
+		case T_List:
+			break;
+		case T_OpExpr:
+		case T_DistinctExpr:
+			if (((OpExpr *) node)->opfuncid >= FirstNormalObjectId)
+				return true;
+			break;
+		case T_FuncExpr:
+			if (((FuncExpr *) node)->funcid >= FirstNormalObjectId)
+				return true;
+			break;
+		case T_ScalarArrayOpExpr:
+			if (OidIsValid(((ScalarArrayOpExpr *) node)->hashfuncid) ||
+				((ScalarArrayOpExpr *) node)->opfuncid >= FirstNormalObjectId)
+				return true;
+			break;
+		default:
+			return true;
+	}
+	return expression_tree_walker(node, check_not_keepable, context);
+}
+
+/*
+ * The table's CHECK constraints compiled once, in the order of the
+ * relcache's list, for ExecConstraints to find in the result relation
+ * instead of parsing and planning each one from its text at every write;
+ * NULL when there are none or one cannot be kept (check_not_keepable).
+ * Built as ExecRelCheck builds them, in the cache's memory, without a
+ * parent plan (so no JIT); an invalidation of the table drops them with
+ * the rest of the cache.
+ */
+static ExprState **
+compile_checks(Relation rel)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	MemoryContext old;
+	ExprState **checks;
+	Expr	  **exprs;
+
+	if (constr == NULL || constr->num_check == 0)
+		return NULL;
+	old = MemoryContextSwitchTo(cache_cxt);
+	exprs = palloc(sizeof(Expr *) * constr->num_check);
+	for (int i = 0; i < constr->num_check; i++)
+	{
+		exprs[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+		if (check_not_keepable((Node *) exprs[i], NULL))
+		{
+			MemoryContextSwitchTo(old);
+			return NULL;
+		}
+	}
+	checks = palloc(sizeof(ExprState *) * constr->num_check);
+	for (int i = 0; i < constr->num_check; i++)
+		checks[i] = ExecInitExpr(exprs[i], NULL);
+	MemoryContextSwitchTo(old);
+	return checks;
+}
+
 /* the column facts of the open table, built on first use */
 static WriteCache *
 write_cache(FetchTable table, Relation rel)
@@ -116,6 +200,7 @@ write_cache(FetchTable table, Relation rel)
 		cache_cxt = AllocSetContextCreate(TopMemoryContext, "coupon row writes",
 										  ALLOCSET_SMALL_SIZES);
 	c->identity = 0;
+	c->checks = NULL;
 	c->nindexes = -1;
 	c->index_infos = NULL;
 	c->domain = MemoryContextAllocZero(cache_cxt, sizeof(Oid) * desc->natts);
@@ -137,6 +222,7 @@ write_cache(FetchTable table, Relation rel)
 		if (get_typtype(att->atttypid) == TYPTYPE_DOMAIN)
 			c->domain[i] = att->atttypid;
 	}
+	c->checks = compile_checks(rel);
 	c->relid = RelationGetRelid(rel);
 	return c;
 }
@@ -175,6 +261,7 @@ write_begin(RowWrite *w, FetchTable table)
 #endif
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
+	w->rri->ri_ConstraintExprs = w->cache->checks;
 	outbox_take_trigger(w->rri->ri_TrigDesc, &w->capture);
 	/* so that AFTER triggers (foreign keys) find it instead of opening another */
 	w->estate->es_opened_result_relations = list_make1(w->rri);
