@@ -168,3 +168,12 @@ SELECT count(*) AS long_user FROM coupon.user_coupons(repeat('u', 10000));
 -- policy_stats after issuance
 SELECT name, total_quantity, stock_remaining, unclaimed, issued, available, reserved, used, expired, cancelled
   FROM coupon.policy_stats WHERE merchant_id = :m1 AND issued > 0 ORDER BY policy_id;
+
+-- a policy created by a transaction that rolls back is gone for issue()
+-- too, though that transaction issued from it (the backend's copies of
+-- policies are not filled by a transaction that has written)
+BEGIN;
+SELECT id AS p_rolled FROM coupon.create_policy(:m1, 'rolled back', 'fixed', 100) \gset
+SELECT user_id FROM coupon.issue(:p_rolled, 'gina');
+ROLLBACK;
+SELECT try($$SELECT coupon.issue(%s, 'gina')$$, :'p_rolled') AS rolled_back_policy;

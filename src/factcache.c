@@ -1,12 +1,15 @@
 /*
  * factcache.c
- *		validate()'s backend-local copies of the policy and merchant facts it
- *		reads on every call, kept on PostgreSQL's cache invalidation.
+ *		validate()'s and issue()'s backend-local copies of the policy and
+ *		merchant facts they read on every call, kept on PostgreSQL's cache
+ *		invalidation.
  *
  * Of validate()'s three primary-key probes, two (a policy, a merchant) read
  * rows that change a few times a day; skipping them made validate() about
- * a third cheaper (docs/benchmarks.md).  Each backend keeps the facts it
- * read in two small hash tables.  The triggers policy_fact_change and
+ * a third cheaper (docs/benchmarks.md).  issue() reads the same two rows
+ * before it takes stock (since 0.11).  Each backend keeps the facts it
+ * read in small hash tables: validate()'s view of a policy, issue()'s, and
+ * each merchant's state.  The triggers policy_fact_change and
  * merchant_fact_change (AFTER UPDATE, ENABLE ALWAYS) call
  * coupon.note_fact_change(), which registers a relcache invalidation of
  * the changed table: PostgreSQL sends it when the transaction commits (at
@@ -63,9 +66,16 @@ typedef struct MerchantCopy
 	bool		active;
 } MerchantCopy;
 
+typedef struct IssueCopy
+{
+	int64		id;				/* hash key */
+	PolicyIssueInfo info;		/* merchant_active not set: the merchant's copy has it */
+} IssueCopy;
+
 static MemoryContext cache_cxt = NULL;
 static HTAB *policies = NULL;
 static HTAB *merchants = NULL;
+static HTAB *issues = NULL;
 
 /*
  * Found with the triggers (InvalidOid: look again): the guard relation,
@@ -127,7 +137,7 @@ forget_all(void)
 {
 	if (cache_cxt != NULL)
 		MemoryContextReset(cache_cxt);
-	policies = merchants = NULL;
+	policies = merchants = issues = NULL;
 }
 
 /* a hash table of copies keyed by id, in the cache's context */
@@ -224,28 +234,51 @@ factcache_put_policy(int64 policy_id, const CouponFacts *f)
 		copy->facts.allowed = copy_ids(cache_cxt, f->allowed, f->n_allowed);
 }
 
-/* whether the merchant is active, from its copy; false if none */
+/*
+ * Is the merchant active (and does it exist)?  From its copy when `cached`
+ * (factcache_open() said so), which a miss fills from the newest snapshot;
+ * otherwise read under the call's.
+ */
 bool
-factcache_get_merchant(int64 merchant_id, bool *active)
+factcache_load_merchant(int64 merchant_id, bool cached, bool *exists)
 {
-	MerchantCopy *copy = find_copy(merchants, merchant_id);
+	MerchantCopy *copy = cached ? find_copy(merchants, merchant_id) : NULL;
+	bool		active;
+
+	*exists = true;
+	if (copy != NULL)
+		return copy->active;
+	active = fetch_merchant_active(merchant_id, cached ? FETCH_NEWEST : FETCH_READ, exists);
+	if (cached && *exists && resets == resets_at_open)
+	{
+		copy = enter_copy(&merchants, "coupon merchant copies", sizeof(MerchantCopy), merchant_id);
+		copy->active = active;
+	}
+	return active;
+}
+
+/* *info as issue() read it from policy_id, from its copy; false if none */
+bool
+factcache_get_issue_info(int64 policy_id, PolicyIssueInfo *info)
+{
+	IssueCopy  *copy = find_copy(issues, policy_id);
 
 	if (copy == NULL)
 		return false;
-	*active = copy->active;
+	*info = copy->info;
 	return true;
 }
 
-/* keep an existing merchant's state */
+/* keep what issue() read of a policy (all of it is in the struct) */
 void
-factcache_put_merchant(int64 merchant_id, bool active)
+factcache_put_issue_info(int64 policy_id, const PolicyIssueInfo *info)
 {
-	MerchantCopy *copy;
+	IssueCopy  *copy;
 
 	if (resets != resets_at_open)
 		return;					/* read before an invalidation of this call */
-	copy = enter_copy(&merchants, "coupon merchant copies", sizeof(MerchantCopy), merchant_id);
-	copy->active = active;
+	copy = enter_copy(&issues, "coupon issue copies", sizeof(IssueCopy), policy_id);
+	copy->info = *info;
 }
 
 /*

@@ -153,21 +153,6 @@ load_policy(int64 policy_id, int64 coupon_id, bool cached, CouponFacts *f)
 		factcache_put_policy(policy_id, f);
 }
 
-/* is the merchant active (and does it exist)? from the copies when `cached` */
-static bool
-load_merchant(int64 merchant_id, bool cached, bool *exists)
-{
-	bool		active;
-
-	*exists = true;
-	if (cached && factcache_get_merchant(merchant_id, &active))
-		return active;
-	active = fetch_merchant_active(merchant_id, cached ? FETCH_NEWEST : FETCH_READ, exists);
-	if (cached && *exists)
-		factcache_put_merchant(merchant_id, active);
-	return active;
-}
-
 /*
  * Read the coupon, its policy and both merchants, by primary key and
  * without locks, into a CouponRow for use at merchant_id; false if the
@@ -199,11 +184,11 @@ hold_load_coupon(int64 coupon_id, int64 merchant_id, CouponRow *row, bool may_ca
 	f->balance = cn[3] ? 0 : DatumGetInt64(c[3]);
 	f->has_expires_at = !cn[4];
 	f->expires_at = cn[4] ? 0 : DatumGetTimestampTz(c[4]);
-	f->merchant_active = load_merchant(merchant_id, cached, &f->merchant_exists);
+	f->merchant_active = factcache_load_merchant(merchant_id, cached, &f->merchant_exists);
 	if (f->issuer_id == merchant_id)
 		f->issuer_active = f->merchant_active;	/* the common case: one read */
 	else
-		f->issuer_active = load_merchant(f->issuer_id, cached, &exists);
+		f->issuer_active = factcache_load_merchant(f->issuer_id, cached, &exists);
 	return true;
 }
 

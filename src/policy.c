@@ -16,6 +16,7 @@
 #include "callctx.h"
 #include "coupon.h"
 #include "error.h"
+#include "factcache.h"
 #include "fetch.h"
 #include "policy.h"
 #include "spi_util.h"
@@ -327,9 +328,9 @@ read_ts(Datum d, bool isnull, bool *has, TimestampTz *value)
 	*value = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* load a policy for issuance by primary key; raises PT404 when missing */
-void
-policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
+/* a policy's issue facts read by primary key under `how`; false if none */
+static bool
+read_issue_info(int64 policy_id, FetchHow how, PolicyIssueInfo *info)
 {
 	static const char *const cols[] = {
 		"merchant_id", "issue_method", "status", "total_quantity", "per_user_limit",
@@ -338,12 +339,10 @@ policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 	};
 	Datum		v[lengthof(cols)];
 	bool		n[lengthof(cols)];
-	bool		exists;
 	char	   *s;
 
-	if (!fetch_columns(FETCH_POLICY, policy_id, lengthof(cols), cols, v, n))
-		coupon_error(REASON_POLICY_NOT_FOUND, json_id("policy_id", policy_id),
-					 "policy %lld does not exist", (long long) policy_id);
+	if (fetch_columns_how(FETCH_POLICY, policy_id, how, lengthof(cols), cols, v, n) != FETCH_FOUND)
+		return false;
 	info->id = policy_id;
 	info->merchant_id = DatumGetInt64(v[0]);
 	text_to_cstring_buffer(DatumGetTextPP(v[1]), info->issue_method, sizeof(info->issue_method));
@@ -362,7 +361,32 @@ policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 	info->valid_days = n[9] ? 0 : DatumGetInt32(v[9]);
 	info->is_balance = strcmp(TextDatumGetCString(v[10]), "balance") == 0;
 	info->discount_value = DatumGetInt64(v[11]);
-	info->merchant_active = fetch_merchant_active(info->merchant_id, FETCH_READ, &exists);
+	return true;
+}
+
+/*
+ * Load a policy for issuance by primary key; raises PT404 when missing.
+ * The policy and its merchant come from the backend's copies when the call
+ * may use them (factcache.c: READ COMMITTED, no change in flight), as
+ * validate()'s do: an issue then reads no policy or merchant row.  A
+ * transaction that has written keeps no copy: it may have created the
+ * policy, and a rollback sends no invalidation for an insert.
+ */
+void
+policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
+{
+	bool		cached = factcache_open();
+	bool		exists;
+
+	if (!cached || !factcache_get_issue_info(policy_id, info))
+	{
+		if (!read_issue_info(policy_id, cached ? FETCH_NEWEST : FETCH_READ, info))
+			coupon_error(REASON_POLICY_NOT_FOUND, json_id("policy_id", policy_id),
+						 "policy %lld does not exist", (long long) policy_id);
+		if (cached && !TransactionIdIsValid(GetTopTransactionIdIfAny()))
+			factcache_put_issue_info(policy_id, info);
+	}
+	info->merchant_active = factcache_load_merchant(info->merchant_id, cached, &exists);
 }
 
 /* raise unless coupons of the policy may be issued now */

@@ -7,7 +7,7 @@
 -- pg_extension_config_dump, and a comment on every table, view, column and
 -- function.
 BEGIN;
-SELECT plan(239);
+SELECT plan(240);
 
 -- the API of this version: name, argument types, argument names
 CREATE TEMP TABLE api (fn text, args text[], argnames text[], volatility text) ON COMMIT DROP;
@@ -271,6 +271,9 @@ SELECT function_privs_are('coupon', 'events', '{text,bigint}'::name[], 'coupon_m
 						  'coupon_merchant may execute coupon.events (its own merchant''s events)');
 SELECT function_privs_are('coupon', 'events', '{text,bigint}'::name[], 'coupon_customer', '{}',
 						  'coupon_customer may not execute coupon.events');
+-- 240: the audit trail's index is a btree (a hash index before 0.11)
+SELECT index_is_type('coupon', 'outbox', 'outbox_aggregate_idx', 'btree',
+					 'the outbox''s aggregate index is a btree');
 
 SELECT * FROM finish();
 ROLLBACK;
