@@ -338,6 +338,29 @@ SELECT status FROM coupon.coupon WHERE id = :s_chk;
 DROP FUNCTION public.refused_by(text);
 DROP FUNCTION public.small_amount(bigint);
 
+-- a BEFORE ROW trigger that writes through the extension after a policy
+-- change (whose invalidation drops the backend's caches of compiled
+-- constraints and index descriptions) leaves the write that fired it
+-- whole: the hold is checked, indexed and found, and so is the coupon
+-- the trigger issued
+SELECT format($f$CREATE FUNCTION public.write_in_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM coupon.set_policy_status(%s, 'paused');
+	PERFORM coupon.set_policy_status(%s, 'active');
+	PERFORM coupon.issue(%s, 'nested-' || NEW.order_id);
+	RETURN NEW;
+END$$$f$, :p_future, :p_future, :p_stack) \gexec
+CREATE TRIGGER write_in_trigger BEFORE INSERT ON coupon.reservation
+	FOR EACH ROW EXECUTE FUNCTION public.write_in_trigger();
+SELECT id AS s_nest FROM coupon.issue(:p_stack, 'nell') \gset
+SELECT status FROM coupon.reserve(:s_nest, 'nell', :m1, 'nest-order', 10000);
+DROP TRIGGER write_in_trigger ON coupon.reservation;
+DROP FUNCTION public.write_in_trigger();
+SELECT c.status, r.status AS hold, r.discount
+  FROM coupon.coupon c JOIN coupon.reservation r ON r.coupon_id = c.id
+ WHERE c.id = :s_nest AND r.merchant_id = :m1 AND r.order_id = 'nest-order';
+SELECT count(*) AS nested_issue FROM coupon.coupon WHERE user_id = 'nested-nest-order';
+
 -- a BEFORE ROW trigger that skips a write the extension makes is refused,
 -- not ignored: the hold would be missing while the coupon is reserved
 CREATE FUNCTION public.skip_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;

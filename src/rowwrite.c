@@ -190,8 +190,15 @@ write_cache(FetchTable table, Relation rel)
 	if (cache_stale)
 	{
 		memset(caches, 0, sizeof(caches));
+
+		/*
+		 * A write in progress may still use what the cache holds (its
+		 * compiled constraints and index descriptions), when a trigger it
+		 * fired writes too: the memory goes with the transaction.
+		 */
 		if (cache_cxt != NULL)
-			MemoryContextReset(cache_cxt);
+			MemoryContextSetParent(cache_cxt, TopTransactionContext);
+		cache_cxt = NULL;
 		cache_stale = false;
 	}
 	if (c->relid == RelationGetRelid(rel))
@@ -225,6 +232,107 @@ write_cache(FetchTable table, Relation rel)
 	c->checks = compile_checks(rel);
 	c->relid = RelationGetRelid(rel);
 	return c;
+}
+
+/*
+ * Can an index's description be kept from one write to the next?  A btree
+ * or hash index's holds nothing of a query, but for the compiled forms of
+ * expressions and of a predicate, which the executor builds in the query's
+ * memory: so no expressions, and a predicate only if it can be kept
+ * compiled (check_not_keepable).
+ */
+static bool
+index_keepable(Relation irel)
+{
+	List	   *pred;
+
+	if (irel->rd_rel->relam != BTREE_AM_OID && irel->rd_rel->relam != HASH_AM_OID)
+		return false;
+	if (RelationGetIndexExpressions(irel) != NIL)
+		return false;
+	pred = RelationGetIndexPredicate(irel);
+	return pred == NIL || !check_not_keepable((Node *) expression_planner((Expr *) pred), NULL);
+}
+
+/*
+ * The table's indexes, open, and what index_insert and the executor need
+ * to know of each.  Described once per table, predicates compiled, and
+ * kept while the cache is valid when every index can be (index_keepable);
+ * otherwise described again in the caller's context.
+ */
+static int
+open_indexes(WriteCache *c, Relation rel, Relation **irelsp, IndexInfo ***infosp)
+{
+	Relation   *irels;
+	IndexInfo **infos;
+	bool		keep = true;
+	MemoryContext old;
+
+	if (c->nindexes < 0)
+	{
+		List	   *oids = RelationGetIndexList(rel);
+		int			i = 0;
+		ListCell   *lc;
+
+		c->index_oids = MemoryContextAlloc(cache_cxt, sizeof(Oid) * Max(list_length(oids), 1));
+		foreach(lc, oids)
+			c->index_oids[i++] = lfirst_oid(lc);
+		c->nindexes = i;
+		list_free(oids);
+	}
+	*irelsp = irels = palloc(sizeof(Relation) * Max(c->nindexes, 1));
+	for (int i = 0; i < c->nindexes; i++)
+		irels[i] = index_open(c->index_oids[i], RowExclusiveLock);
+	if (c->index_infos != NULL)
+	{
+		*infosp = c->index_infos;
+		return c->nindexes;
+	}
+	for (int i = 0; i < c->nindexes && keep; i++)
+		keep = index_keepable(irels[i]);
+	old = MemoryContextSwitchTo(keep ? cache_cxt : CurrentMemoryContext);
+	infos = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
+	for (int i = 0; i < c->nindexes; i++)
+	{
+		infos[i] = BuildIndexInfo(irels[i]);
+		/* as ExecInsertIndexTuples would compile it, once */
+		if (keep && infos[i]->ii_Predicate != NIL)
+			infos[i]->ii_PredicateState =
+				ExecInitQual((List *) expression_planner((Expr *) infos[i]->ii_Predicate), NULL);
+	}
+	MemoryContextSwitchTo(old);
+	if (keep)
+		c->index_infos = infos;
+	*infosp = infos;
+	return c->nindexes;
+}
+
+/*
+ * Open the table's indexes for ExecSimpleRelation*, as ExecOpenIndices
+ * does, but from the kept descriptions when there are some: that would
+ * describe every index again, and the insert compile every predicate
+ * again, at each write.
+ */
+static void
+open_result_indexes(RowWrite *w)
+{
+	Relation   *irels;
+	IndexInfo **infos;
+	int			n = open_indexes(w->cache, w->rel, &irels, &infos);
+
+	if (w->cache->index_infos == NULL)
+	{
+		for (int i = 0; i < n; i++)
+			index_close(irels[i], RowExclusiveLock);
+		ExecOpenIndices(w->rri, false);
+		return;
+	}
+	/* the executor notes per statement whether an update leaves an index alone */
+	for (int i = 0; i < n; i++)
+		infos[i]->ii_CheckedUnchanged = false;
+	w->rri->ri_NumIndices = n;
+	w->rri->ri_IndexRelationDescs = irels;
+	w->rri->ri_IndexRelationInfo = infos;
 }
 
 /*
@@ -267,7 +375,7 @@ write_begin(RowWrite *w, FetchTable table)
 	w->estate->es_opened_result_relations = list_make1(w->rri);
 	w->estate->es_output_cid = GetCurrentCommandId(true);
 	w->estate->es_snapshot = GetActiveSnapshot();
-	ExecOpenIndices(w->rri, false);
+	open_result_indexes(w);
 	AfterTriggerBeginQuery();
 }
 
@@ -418,55 +526,6 @@ append_by_executor(FetchTable table, int ncols, const char *const *names, int nr
 	write_end(&w, false);
 	if (pushed)
 		PopActiveSnapshot();
-}
-
-/*
- * The table's indexes, open, and what index_insert needs to know of each.
- * Described once per table and kept while the cache is valid when they
- * are all btree or hash, whose descriptions hold nothing of a transaction;
- * otherwise described again in the caller's context.
- */
-static int
-open_indexes(WriteCache *c, Relation rel, Relation **irelsp, IndexInfo ***infosp)
-{
-	Relation   *irels;
-	IndexInfo **infos;
-	bool		keep;
-	MemoryContext old;
-
-	if (c->nindexes < 0)
-	{
-		List	   *oids = RelationGetIndexList(rel);
-		int			i = 0;
-		ListCell   *lc;
-
-		c->index_oids = MemoryContextAlloc(cache_cxt, sizeof(Oid) * Max(list_length(oids), 1));
-		foreach(lc, oids)
-			c->index_oids[i++] = lfirst_oid(lc);
-		c->nindexes = i;
-		list_free(oids);
-	}
-	*irelsp = irels = palloc(sizeof(Relation) * Max(c->nindexes, 1));
-	for (int i = 0; i < c->nindexes; i++)
-		irels[i] = index_open(c->index_oids[i], RowExclusiveLock);
-	if (c->index_infos != NULL)
-	{
-		*infosp = c->index_infos;
-		return c->nindexes;
-	}
-	keep = true;
-	for (int i = 0; i < c->nindexes; i++)
-		keep = keep && (irels[i]->rd_rel->relam == BTREE_AM_OID ||
-						irels[i]->rd_rel->relam == HASH_AM_OID);
-	old = MemoryContextSwitchTo(keep ? cache_cxt : CurrentMemoryContext);
-	infos = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
-	for (int i = 0; i < c->nindexes; i++)
-		infos[i] = BuildIndexInfo(irels[i]);
-	MemoryContextSwitchTo(old);
-	if (keep)
-		c->index_infos = infos;
-	*infosp = infos;
-	return c->nindexes;
 }
 
 /*
