@@ -26,6 +26,13 @@
 #define JSON_CALLBACK_DONE return
 #endif
 
+/* 17 moved the backend's local transaction id into its virtual one */
+#if PG_VERSION_NUM >= 170000
+#define coupon_local_xid() (MyProc->vxid.lxid)
+#else
+#define coupon_local_xid() (MyProc->lxid)
+#endif
+
 /* 17: the lexer context, the wait event set's owner, the identity's table */
 #if PG_VERSION_NUM >= 170000
 #define coupon_json_lexer(json, len, need_escapes) \

@@ -43,6 +43,7 @@
 #if PG_VERSION_NUM >= 160000
 #include "parser/parse_relation.h"
 #endif
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -66,7 +67,7 @@ typedef struct WriteCache
 	void	  **domain_extra;	/* per column: domain_check()'s cache */
 	/* the table's CHECK constraints, compiled once; NULL: none, or not kept */
 	ExprState **checks;
-	/* row_append(): the table's indexes, described once if all are btree or hash */
+	/* the table's indexes, described once if every one can be (index_keepable) */
 	int			nindexes;		/* -1: not known yet */
 	Oid		   *index_oids;
 	IndexInfo **index_infos;	/* NULL: described at each append */
@@ -81,6 +82,17 @@ static MemoryContext cache_cxt = NULL;
  * not free what is being built.
  */
 static bool cache_stale = false;
+
+/*
+ * Writes begun and not yet ended in the transaction writes_lxid, besides
+ * the one asking: a reset while one is in progress (a trigger it fired
+ * writes too) must not free the compiled constraints and index
+ * descriptions that write holds.  A write cut short by an error is never
+ * ended, so the count may err high until the transaction ends, which only
+ * keeps a reset cache's memory until then.
+ */
+static int	writes_active = 0;
+static LocalTransactionId writes_lxid = InvalidLocalTransactionId;
 
 /* one write in progress */
 typedef struct RowWrite
@@ -190,15 +202,14 @@ write_cache(FetchTable table, Relation rel)
 	if (cache_stale)
 	{
 		memset(caches, 0, sizeof(caches));
-
-		/*
-		 * A write in progress may still use what the cache holds (its
-		 * compiled constraints and index descriptions), when a trigger it
-		 * fired writes too: the memory goes with the transaction.
-		 */
-		if (cache_cxt != NULL)
+		if (cache_cxt != NULL && writes_lxid == coupon_local_xid() && writes_active > 0)
+		{
+			/* a write in progress still uses it: it goes with the transaction */
 			MemoryContextSetParent(cache_cxt, TopTransactionContext);
-		cache_cxt = NULL;
+			cache_cxt = NULL;
+		}
+		else if (cache_cxt != NULL)
+			MemoryContextReset(cache_cxt);
 		cache_stale = false;
 	}
 	if (c->relid == RelationGetRelid(rel))
@@ -348,6 +359,12 @@ write_begin(RowWrite *w, FetchTable table)
 	w->rel = fetch_open(table, RowExclusiveLock);
 	call_become_owner(w->rel, &w->user);
 	w->cache = write_cache(table, w->rel);
+	if (writes_lxid != coupon_local_xid())
+	{
+		writes_lxid = coupon_local_xid();
+		writes_active = 0;
+	}
+	writes_active++;
 	w->estate = CreateExecutorState();
 	w->caller = MemoryContextSwitchTo(w->estate->es_query_cxt);
 
@@ -394,6 +411,7 @@ write_end(RowWrite *w, bool next_statement)
 	FreeExecutorState(w->estate);
 	call_restore_user(&w->user);
 	table_close(w->rel, NoLock);
+	writes_active--;
 	if (next_statement)
 		call_next_statement();
 }
