@@ -27,11 +27,13 @@ LANGUAGE sql STABLE
 AS $$
 	WITH f AS (
 		SELECT c.user_id AS holder, c.status AS c_status, c.balance, c.expires_at,
-			   p.merchant_id AS issuer, p.status AS p_status, p.discount_type,
+			   p.status AS p_status, p.discount_type,
 			   p.discount_value, p.max_discount, p.min_order_amount, p.valid_from,
-			   p.allowed_merchants, p.budget, p.budget_used,
+			   p.budget, p.budget_used,
 			   m.status = 'active' AS issuer_active, sm.id IS NOT NULL AS merchant_exists,
-			   sm.status = 'active' AS merchant_active
+			   sm.status = 'active' AS merchant_active,
+			   CASE WHEN p.allowed_merchants IS NULL THEN $3 = p.merchant_id
+					ELSE coalesce($3 = ANY (p.allowed_merchants), false) END AS allowed
 		  FROM coupon.coupon c JOIN coupon.policy p ON p.id = c.policy_id
 		  JOIN coupon.merchant m ON m.id = p.merchant_id
 		  LEFT JOIN coupon.merchant sm ON sm.id = $3
@@ -50,7 +52,7 @@ AS $$
 	), r AS (
 		SELECT d.amount,
 			   CASE
-				   WHEN d.holder IS NULL THEN 'coupon_not_found'
+				   WHEN d.holder IS NULL OR NOT d.allowed THEN 'coupon_not_found'
 				   WHEN d.holder <> $2 THEN 'not_owner'
 				   WHEN d.p_status IN ('draft', 'paused') THEN 'policy_inactive'
 				   WHEN NOT d.issuer_active THEN 'merchant_inactive'
@@ -60,9 +62,6 @@ AS $$
 				   WHEN d.c_status = 'expired' THEN 'expired'
 				   WHEN d.c_status = 'cancelled' THEN 'coupon_cancelled'
 				   WHEN NOT d.merchant_exists THEN 'merchant_not_found'
-				   WHEN NOT CASE WHEN d.allowed_merchants IS NULL THEN $3 = d.issuer
-								 ELSE coalesce($3 = ANY (d.allowed_merchants), false) END
-					   THEN 'merchant_not_allowed'
 				   WHEN NOT d.merchant_active THEN 'merchant_inactive'
 				   WHEN d.expires_at IS NOT NULL AND transaction_timestamp() >= d.expires_at THEN 'expired'
 				   WHEN d.valid_from IS NOT NULL AND transaction_timestamp() < d.valid_from THEN 'not_yet_valid'
