@@ -2,7 +2,8 @@
 # Load test: validate() answers from per-backend copies of policies and
 # merchants (src/factcache.c), which must never be older than the caller's
 # snapshot.  32 clients validate one coupon while a writer raises its
-# policy's fixed discount by one, 300 times, each in its own transaction.
+# policy's fixed discount by one, each time in its own transaction, from
+# before the first validate until after the last.
 # Every client statement reads the policy's discount_value and validate()'s
 # discount together: the answer may be newer than the statement's snapshot
 # (it can only grow), never older.
@@ -12,7 +13,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 DB=load_validate_copies
 CLIENTS=32
 ROUNDS=300
-WRITES=300
 
 create_db "$DB" >/dev/null
 psql_db "$DB" <<'SQL'
@@ -32,22 +32,32 @@ SELECT p.discount_value, v.discount, v.reason
  WHERE p.id = :pid;
 PGB
 )
-WRITER=$(scratch_file copies_writer.pgbench <<'PGB'
-UPDATE coupon.policy SET discount_value = discount_value + 1 WHERE id = :pid;
-PGB
-)
 
-as_pg pgbench -n -f "$WRITER" -c 1 -t "$WRITES" -D pid="$PID" "$DB" >"$LOAD_DIR/writer.log" 2>&1 &
+# the writer runs until told to stop, so that it overlaps every validate
+STOP=$LOAD_DIR/validate_copies.stop
+rm -f "$STOP"
+(
+	n=0
+	while [ ! -e "$STOP" ]; do
+		query "$DB" "UPDATE coupon.policy SET discount_value = discount_value + 1 WHERE id = $PID" >/dev/null
+		n=$((n + 1))
+	done
+	echo "$n" >"$LOAD_DIR/validate_copies.writes"
+) &
 WRITER_PID=$!
 pgbench_run "$DB" "$READER" -M prepared -c "$CLIENTS" -j 2 -t "$ROUNDS" \
 	-D cid="$CID" -D mid="$MID" -D pid="$PID"
+touch "$STOP"
 wait "$WRITER_PID"
+WRITES=$(cat "$LOAD_DIR/validate_copies.writes")
 
 check "every answer was ok" \
 	"$(query "$DB" "SELECT count(*) FILTER (WHERE reason <> 'ok') || ' of ' || count(*) FROM seen")" \
 	"0 of $((CLIENTS * ROUNDS))"
 check "no answer was older than its statement's snapshot" \
 	"$(query "$DB" "SELECT count(*) FROM seen WHERE answered < snapshot_value")" "0"
+check "the policy changed while the clients validated" \
+	"$(query "$DB" "SELECT count(DISTINCT snapshot_value) > 1 FROM seen")" "t"
 check "the writer made all its changes" \
 	"$(query "$DB" "SELECT discount_value FROM coupon.policy WHERE id = $PID")" "$((1000 + WRITES))"
 diag "answers newer than their snapshot: $(query "$DB" "SELECT count(*) FROM seen WHERE answered > snapshot_value")"
