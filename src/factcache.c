@@ -269,14 +269,19 @@ factcache_get_issue_info(int64 policy_id, PolicyIssueInfo *info)
 	return true;
 }
 
-/* keep what issue() read of a policy (all of it is in the struct) */
+/*
+ * Keep what issue() read of a policy (all of it is in the struct); not in
+ * a transaction that has written: it may have created the policy, and
+ * rolling that back sends no invalidation, while issue() is asked for a
+ * policy by its id alone.
+ */
 void
 factcache_put_issue_info(int64 policy_id, const PolicyIssueInfo *info)
 {
 	IssueCopy  *copy;
 
-	if (resets != resets_at_open)
-		return;					/* read before an invalidation of this call */
+	if (resets != resets_at_open || TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;					/* read before an invalidation of this call, or see above */
 	copy = enter_copy(&issues, "coupon issue copies", sizeof(IssueCopy), policy_id);
 	copy->info = *info;
 }

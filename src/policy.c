@@ -368,9 +368,7 @@ read_issue_info(int64 policy_id, FetchHow how, PolicyIssueInfo *info)
  * Load a policy for issuance by primary key; raises PT404 when missing.
  * The policy and its merchant come from the backend's copies when the call
  * may use them (factcache.c: READ COMMITTED, no change in flight), as
- * validate()'s do: an issue then reads no policy or merchant row.  A
- * transaction that has written keeps no copy: it may have created the
- * policy, and a rollback sends no invalidation for an insert.
+ * validate()'s do: an issue then reads no policy or merchant row.
  */
 void
 policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
@@ -383,7 +381,7 @@ policy_load_issue_info(int64 policy_id, PolicyIssueInfo *info)
 		if (!read_issue_info(policy_id, cached ? FETCH_NEWEST : FETCH_READ, info))
 			coupon_error(REASON_POLICY_NOT_FOUND, json_id("policy_id", policy_id),
 						 "policy %lld does not exist", (long long) policy_id);
-		if (cached && !TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		if (cached)
 			factcache_put_issue_info(policy_id, info);
 	}
 	info->merchant_active = factcache_load_merchant(info->merchant_id, cached, &exists);

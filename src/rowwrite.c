@@ -322,7 +322,8 @@ open_indexes(WriteCache *c, Relation rel, Relation **irelsp, IndexInfo ***infosp
  * Open the table's indexes for ExecSimpleRelation*, as ExecOpenIndices
  * does, but from the kept descriptions when there are some: that would
  * describe every index again, and the insert compile every predicate
- * again, at each write.
+ * again, at each write.  Descriptions not kept are fresh ones in the
+ * write's memory, which the executor completes as it would its own.
  */
 static void
 open_result_indexes(RowWrite *w)
@@ -331,13 +332,6 @@ open_result_indexes(RowWrite *w)
 	IndexInfo **infos;
 	int			n = open_indexes(w->cache, w->rel, &irels, &infos);
 
-	if (w->cache->index_infos == NULL)
-	{
-		for (int i = 0; i < n; i++)
-			index_close(irels[i], RowExclusiveLock);
-		ExecOpenIndices(w->rri, false);
-		return;
-	}
 	/* the executor notes per statement whether an update leaves an index alone */
 	for (int i = 0; i < n; i++)
 		infos[i]->ii_CheckedUnchanged = false;

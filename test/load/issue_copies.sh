@@ -30,22 +30,9 @@ SELECT p.discount_value, (coupon.issue(:pid, 'u' || :client_id)).balance
 PGB
 )
 
-# the writer runs until told to stop, so that it overlaps every issue
-STOP=$LOAD_DIR/issue_copies.stop
-rm -f "$STOP"
-(
-	n=0
-	while [ ! -e "$STOP" ]; do
-		query "$DB" "UPDATE coupon.policy SET discount_value = discount_value + 1 WHERE id = $PID" >/dev/null
-		n=$((n + 1))
-	done
-	echo "$n" >"$LOAD_DIR/issue_copies.writes"
-) &
-WRITER_PID=$!
+start_policy_writer "$DB" "$PID"
 pgbench_run "$DB" "$READER" -M prepared -c "$CLIENTS" -j 2 -t "$ROUNDS" -D pid="$PID"
-touch "$STOP"
-wait "$WRITER_PID"
-WRITES=$(cat "$LOAD_DIR/issue_copies.writes")
+stop_policy_writer
 
 check "every statement issued a coupon" \
 	"$(query "$DB" "SELECT count(*) FROM seen") / $(query "$DB" "SELECT count(*) FROM coupon.coupon WHERE policy_id = $PID")" \

@@ -60,6 +60,30 @@ scratch_file() {
 	echo "$f"
 }
 
+# Raise policy $2's discount_value by one, each time in its own transaction,
+# in the background until stop_policy_writer: a writer that runs from
+# before the clients start until after they end overlaps every call.
+start_policy_writer() {
+	local db=$1 pid=$2
+	rm -f "$LOAD_DIR/writer.stop"
+	(
+		n=0
+		while [ ! -e "$LOAD_DIR/writer.stop" ]; do
+			query "$db" "UPDATE coupon.policy SET discount_value = discount_value + 1 WHERE id = $pid" >/dev/null
+			n=$((n + 1))
+		done
+		echo "$n" >"$LOAD_DIR/writer.count"
+	) &
+	WRITER_PID=$!
+}
+
+# stop the writer; WRITES is then how many changes it made
+stop_policy_writer() {
+	touch "$LOAD_DIR/writer.stop"
+	wait "$WRITER_PID"
+	WRITES=$(cat "$LOAD_DIR/writer.count")
+}
+
 load_cleanup() {
 	local rc=$?
 	for db in "${LOAD_DBS[@]}"; do

@@ -33,23 +33,10 @@ SELECT p.discount_value, v.discount, v.reason
 PGB
 )
 
-# the writer runs until told to stop, so that it overlaps every validate
-STOP=$LOAD_DIR/validate_copies.stop
-rm -f "$STOP"
-(
-	n=0
-	while [ ! -e "$STOP" ]; do
-		query "$DB" "UPDATE coupon.policy SET discount_value = discount_value + 1 WHERE id = $PID" >/dev/null
-		n=$((n + 1))
-	done
-	echo "$n" >"$LOAD_DIR/validate_copies.writes"
-) &
-WRITER_PID=$!
+start_policy_writer "$DB" "$PID"
 pgbench_run "$DB" "$READER" -M prepared -c "$CLIENTS" -j 2 -t "$ROUNDS" \
 	-D cid="$CID" -D mid="$MID" -D pid="$PID"
-touch "$STOP"
-wait "$WRITER_PID"
-WRITES=$(cat "$LOAD_DIR/validate_copies.writes")
+stop_policy_writer
 
 check "every answer was ok" \
 	"$(query "$DB" "SELECT count(*) FILTER (WHERE reason <> 'ok') || ' of ' || count(*) FROM seen")" \
