@@ -1,7 +1,7 @@
 # coupon: PGXS build and tests; `make mockpg` builds the mock gateway.
 
 EXTENSION = coupon
-EXTVERSION = 0.11
+EXTVERSION = 0.12
 MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \

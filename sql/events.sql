@@ -144,9 +144,27 @@ ROLLBACK;
 -- the backlog: this database's events wait (no relay serves it); skipped,
 -- none waits
 SELECT backlog > 0 AS waiting FROM coupon.relay_status;
+SELECT count(*) AS lookup_rows_unpublished FROM coupon.outbox_lookup;
 SELECT coupon.relay_skip() = (SELECT max(event_id) FROM coupon.outbox) AS skipped_to_newest;
 SELECT backlog, lag_seconds FROM coupon.relay_status;
+-- the audit trail's lookup: the skip gave every event its row, as the relay
+-- does when it publishes; events() reads the published ones through it and
+-- a later, unpublished one by the outbox's key, each once
+SELECT count(*) = (SELECT count(*) FROM coupon.outbox) AS every_event_listed,
+	   count(*) = count(DISTINCT (aggregate_id, event_id)) AS listed_once
+  FROM coupon.outbox_lookup l
+ WHERE EXISTS (SELECT FROM coupon.outbox o WHERE o.xid = l.xid AND o.event_id = l.event_id
+                 AND o.aggregate_id = l.aggregate_id);
+SELECT status FROM coupon.set_policy_status(:p, 'active');
+SELECT event_type FROM coupon.events('policy', :p);
+SELECT array_agg(event_id ORDER BY event_id) = (SELECT array_agg(event_id ORDER BY event_id) FROM coupon.outbox
+												  WHERE aggregate = 'policy' AND aggregate_id = :p) AS all_of_them
+  FROM coupon.events('policy', :p);
+SELECT event_type FROM coupon.events('coupon', :c);
 -- purge: nothing is old enough; bad input
 SELECT coupon.purge_outbox() AS purged;
 SELECT coupon.purge_outbox(interval '0', 100000) > 0 AS purged_published;
+-- with their lookup rows; the unpublished event stays
+SELECT count(*) AS lookup_rows_left FROM coupon.outbox_lookup;
+SELECT event_type FROM coupon.events('policy', :p);
 SELECT try('SELECT coupon.purge_outbox(NULL, 0)') AS zero_rows;

@@ -139,6 +139,27 @@ static SavedPlan advance_plan = {
 	.argtypes = {INT8OID, INT8OID, BOOLOID}
 };
 
+/*
+ * At the end of a window, in the transaction that marks it published: the
+ * audit trail's lookup rows of every event of the window (those skipped by
+ * relay_skip() too), so that each event visible in published_through has
+ * one (docs/events.md, "The audit trail").  A conflict is a row that
+ * relay_skip() gave already.
+ */
+static SavedPlan lookup_plan = {
+	.sql = "INSERT INTO coupon.outbox_lookup (aggregate_id, event_id, xid)"
+	" SELECT aggregate_id, event_id, xid FROM ("
+	"   SELECT aggregate_id, event_id, xid FROM coupon.outbox"
+	"    WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip($1)))"
+	"   UNION ALL"
+	"   SELECT aggregate_id, event_id, xid FROM coupon.outbox"
+	"    WHERE xid >= pg_snapshot_xmax($1) AND xid < pg_snapshot_xmax($2)) o"
+	" WHERE pg_visible_in_snapshot(xid, $2)"
+	" ON CONFLICT DO NOTHING",
+	.nargs = 2,
+	.argtypes = {PG_SNAPSHOT_OID, PG_SNAPSHOT_OID}
+};
+
 static SavedPlan rebuild_asked_plan = {
 	.sql = "SELECT rebuild_requested_at > coalesce(rebuilt_at, '-infinity') FROM coupon.relay_state",
 	.nargs = 0
@@ -411,6 +432,16 @@ maybe_rebuild(RedisLink *link, char *err, size_t errlen)
 }
 
 /*
+ * Has the database's extension the audit trail's lookup table (0.12 and
+ * later)?  One still at 0.11 keeps its index on the outbox instead.
+ */
+static bool
+lookup_present(void)
+{
+	return OidIsValid(get_relname_relid("outbox_lookup", get_namespace_oid("coupon", false)));
+}
+
+/*
  * One round in one transaction: the next batch of the window, published
  * to Redis (link) or as notifications (link NULL), then the caches it
  * touched, and the new position.  Returns how many events went out, or -1
@@ -494,6 +525,12 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 	args[0] = Int64GetDatum(last);
 	args[1] = Int64GetDatum(nbatch);
 	args[2] = BoolGetDatum(window_done);
+	if (window_done && lookup_present())
+	{
+		Datum		snapshots[2] = {pos.published_through, pos.target};
+
+		spi_run(&lookup_plan, snapshots, NULL, false, 0);
+	}
 	spi_run(&advance_plan, args, NULL, false, 0);
 	worker_step_end(loop_cxt);
 	if (window_done)

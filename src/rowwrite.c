@@ -71,6 +71,9 @@ typedef struct WriteCache
 	int			nindexes;		/* -1: not known yet */
 	Oid		   *index_oids;
 	IndexInfo **index_infos;	/* NULL: described at each append */
+	/* row_append's slots for heap_multi_insert, empty between appends */
+	TupleTableSlot **slots;
+	int			nslots;
 } WriteCache;
 
 static WriteCache caches[FETCH_TABLE_COUNT];
@@ -221,6 +224,8 @@ write_cache(FetchTable table, Relation rel)
 	c->checks = NULL;
 	c->nindexes = -1;
 	c->index_infos = NULL;
+	c->slots = NULL;
+	c->nslots = 0;
 	c->domain = MemoryContextAllocZero(cache_cxt, sizeof(Oid) * desc->natts);
 	c->domain_extra = MemoryContextAllocZero(cache_cxt, sizeof(void *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
@@ -593,6 +598,30 @@ append_values(WriteCache *cache, Relation rel, int ncols, const AttrNumber *attn
 }
 
 /*
+ * At least n empty slots for the table's rows, kept with the cache: made on
+ * a copy of the table's descriptor, which pins nothing, so that they last
+ * from one transaction to the next.
+ */
+static TupleTableSlot **
+append_slots(WriteCache *c, TupleDesc desc, int n)
+{
+	MemoryContext old;
+	TupleDesc	copy;
+
+	if (n <= c->nslots)
+		return c->slots;
+	old = MemoryContextSwitchTo(cache_cxt);
+	copy = c->nslots > 0 ? c->slots[0]->tts_tupleDescriptor : CreateTupleDescCopy(desc);
+	c->slots = c->nslots > 0 ? repalloc(c->slots, sizeof(TupleTableSlot *) * n)
+		: palloc(sizeof(TupleTableSlot *) * n);
+	for (int i = c->nslots; i < n; i++)
+		c->slots[i] = MakeSingleTupleTableSlot(copy, &TTSOpsHeapTuple);
+	c->nslots = n;
+	MemoryContextSwitchTo(old);
+	return c->slots;
+}
+
+/*
  * Insert rows no one reads back in this call; see rowwrite.h.  The
  * outbox's rows come here, every one of a transaction at its commit: for a
  * plain table they are written together by heap_multi_insert (one WAL
@@ -640,20 +669,23 @@ row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 	}
 	else
 	{
-		TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nrows);
+		TupleTableSlot **slots = append_slots(cache, desc, nrows);
+		MemoryContext old = MemoryContextSwitchTo(cache_cxt);
 
+		/*
+		 * The tuples in the slots' context: one an error leaves in a slot is
+		 * freed by its next use, not by the transaction's end.
+		 */
 		for (int r = 0; r < nrows; r++)
-		{
-			slots[r] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 			ExecStoreHeapTuple(heap_form_tuple(desc, rows + r * desc->natts,
 											   rownulls + r * desc->natts),
 							   slots[r], true);
-		}
+		MemoryContextSwitchTo(old);
 		heap_multi_insert(rel, slots, nrows, cid, 0, NULL);
 		for (int r = 0; r < nrows; r++)
 		{
 			tids[r] = slots[r]->tts_tid;
-			ExecDropSingleTupleTableSlot(slots[r]);
+			ExecClearTuple(slots[r]);
 		}
 	}
 	for (int r = 0; r < nrows; r++)

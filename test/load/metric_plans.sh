@@ -8,7 +8,8 @@
 # events, published.  No plan may scan coupon, payment, reservation or
 # the outbox sequentially (EXPLAIN (FORMAT JSON)), and the
 # tuples they read from those tables (pg_stat_xact_user_tables) stay at the
-# unfinished payments, never the table.
+# unfinished payments, never the table.  The audit trail's reads (events(),
+# purge_outbox()) are bounded the same way.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -147,6 +148,31 @@ check "the tables hold $ROWS rows each, never analyzed" \
 run_all "no statistics"
 psql_db "$DB" -c "ANALYZE coupon.coupon, coupon.payment, coupon.reservation, coupon.policy, coupon.policy_stock"
 run_all "analyzed"
+
+# the audit trail at this size: one coupon's events through the lookup
+# table, and a purge of 10,000 published events with their lookup rows,
+# each by index (tuples read from the outbox and its lookup table)
+audit_reads() {
+	as_pg psql -X -q -v ON_ERROR_STOP=1 -At -d "$DB" <<SQL
+BEGIN;
+\o /dev/null
+$1;
+\o
+SELECT coalesce(sum(seq_tup_read), 0) || ' ' || coalesce(sum(coalesce(idx_tup_fetch, 0)), 0)
+  FROM pg_stat_xact_user_tables
+ WHERE schemaname = 'coupon' AND relname IN ('outbox', 'outbox_lookup');
+ROLLBACK;
+SQL
+}
+read -r seq idx <<<"$(audit_reads "SELECT * FROM coupon.events('coupon', (SELECT max(id) FROM coupon.coupon))")"
+check "events() of one coupon among $ROWS: no sequential read, at most 10 rows by index" \
+	"$seq $((idx <= 10))" "0 1"
+check "events() of that coupon: as many as the outbox holds" \
+	"$(query "$DB" "SELECT count(*) FROM coupon.events('coupon', (SELECT max(id) FROM coupon.coupon))")" \
+	"$(query "$DB" "SELECT count(*) FROM coupon.outbox WHERE aggregate = 'coupon' AND aggregate_id = (SELECT max(id) FROM coupon.coupon)")"
+read -r seq idx <<<"$(audit_reads "SELECT coupon.purge_outbox(interval '0', 10000)")"
+check "purge_outbox of 10,000 events: no sequential read, about two rows by index each" \
+	"$seq $((idx <= 25000))" "0 1"
 
 # and the answers are right at this size
 check "payment_backlog counts the unfinished payments" \

@@ -330,4 +330,29 @@ check_match "after the update reconcile() reaches the gateway (here: no coupon.g
 	"$(psql_db "$S06" -c "SELECT coupon.reconcile(current_date)" 2>&1 || true)" \
 	'coupon.gateway_url is not set'
 
+# a 0.11 outbox, part published: the update to 0.12 gives the published
+# events their audit-trail lookup rows, and only those (the relay adds the
+# others as it publishes them); events() reads both kinds
+S11=load_upgrade_11
+psql_db postgres -c "DROP DATABASE IF EXISTS $S11" -c "CREATE DATABASE $S11" >/dev/null
+LOAD_DBS+=("$S11")
+psql_db "$S11" -c "CREATE EXTENSION coupon VERSION '0.11'" >/dev/null
+psql_db "$S11" >/dev/null <<'SQL'
+SELECT id AS m FROM coupon.create_merchant('shop of 0.11') \gset
+SELECT id AS p FROM coupon.create_policy(:m, 'eleven', 'fixed', 500) \gset
+SELECT id AS c FROM coupon.issue(:p, 'wanda') \gset
+SELECT coupon.relay_skip();
+SELECT coupon.reserve(:c, 'wanda', :m, 'order-11', 5000);
+SELECT coupon.issue(:p, 'xena');
+SQL
+psql_db "$S11" -c "ALTER EXTENSION coupon UPDATE TO '0.12'" >/dev/null
+check "0.11 to 0.12: the published events, and only those, get lookup rows" \
+	"$(query "$S11" "SELECT string_agg(o.event_type, ' ' ORDER BY o.event_id) FROM coupon.outbox_lookup l
+	                  JOIN coupon.outbox o ON o.xid = l.xid AND o.event_id = l.event_id")" \
+	"policy.created coupon.issued"
+check "0.11 to 0.12: events() gives the coupon's published and unpublished events" \
+	"$(query "$S11" "SELECT string_agg(event_type, ' ' ORDER BY event_id)
+	                  FROM coupon.events('coupon', (SELECT min(id) FROM coupon.coupon))")" \
+	"coupon.issued coupon.reserved"
+
 load_finish

@@ -7,7 +7,7 @@
 -- pg_extension_config_dump, and a comment on every table, view, column and
 -- function.
 BEGIN;
-SELECT plan(240);
+SELECT plan(243);
 
 -- the API of this version: name, argument types, argument names
 CREATE TEMP TABLE api (fn text, args text[], argnames text[], volatility text) ON COMMIT DROP;
@@ -271,9 +271,15 @@ SELECT function_privs_are('coupon', 'events', '{text,bigint}'::name[], 'coupon_m
 						  'coupon_merchant may execute coupon.events (its own merchant''s events)');
 SELECT function_privs_are('coupon', 'events', '{text,bigint}'::name[], 'coupon_customer', '{}',
 						  'coupon_customer may not execute coupon.events');
--- 240: the audit trail's index is a btree (a hash index before 0.11)
-SELECT index_is_type('coupon', 'outbox', 'outbox_aggregate_idx', 'btree',
-					 'the outbox''s aggregate index is a btree');
+-- 240-243: a checkout writes one index of the outbox, its primary key; the
+-- audit trail's lookup by aggregate is a table of its own (0.12; an index
+-- on the outbox before)
+SELECT indexes_are('coupon', 'outbox', '{outbox_pkey}', 'the outbox has its primary key and no other index');
+SELECT has_table('coupon', 'outbox_lookup', 'table coupon.outbox_lookup exists');
+SELECT col_is_pk('coupon', 'outbox_lookup', ARRAY['aggregate_id', 'event_id']::name[],
+				 'outbox_lookup is keyed by aggregate id, then event id');
+SELECT table_privs_are('coupon', 'outbox_lookup', 'coupon_monitor', '{}',
+					   'coupon_monitor may not read coupon.outbox_lookup');
 
 SELECT * FROM finish();
 ROLLBACK;

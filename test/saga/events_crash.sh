@@ -14,7 +14,9 @@
 #     pauses writes (CLIENT PAUSE), the relay sends its next batch and
 #     waits for the replies, and the postmaster is killed.  After the
 #     restart the relay must go on from the batch it committed: every event
-#     present, at most that one unanswered batch sent twice.
+#     present, at most that one unanswered batch sent twice; the audit
+#     trail's lookup rows, written with the relay's position, match the
+#     outbox.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -124,5 +126,6 @@ check "(b) the relay went on from its committed position (at most the unanswered
 	"$(((dups_b - dups_a) <= BATCH))" 1
 check "(b) relay_status counts every event once per send it committed" \
 	"$(q "SELECT published >= (SELECT count(*) FROM coupon.outbox) FROM coupon.relay_status")" t
+check_lookup "(b)"
 
 saga_finish

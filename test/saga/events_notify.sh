@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The NOTIFY fallback: without coupon.redis_url the relay sends each event
 # as NOTIFY coupon_events with a small JSON payload, in the transaction that
-# records its position, and a LISTEN client receives every event id.
+# records its position, and a LISTEN client receives every event id; the
+# audit trail's lookup rows, written in the same transactions, match the
+# outbox.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
@@ -58,5 +60,6 @@ check "each once (the notifications commit with the relay's position)" "$dups" 0
 check "and no other" "$unknown" 0
 check "payloads stay far below NOTIFY's 8000 bytes" \
 	"$(awk '{ if (length($0) > m) m = length($0) } END { print (m < 500) }' "$SAGA_DIR/notified.txt")" 1
+check_lookup "notify"
 
 saga_finish

@@ -305,6 +305,29 @@ wait_relay_drained() {
 }
 
 # the outbox's event ids since FROM (exclusive), sorted, into FILE
+# the audit trail's lookup once the relay has caught up: every published
+# event has its row (the relay adds them as it marks windows published),
+# no row names a missing event, and events() gives each of up to 300
+# aggregates exactly its outbox events
+check_lookup() {
+	check "$1: every published event has its lookup row" \
+		"$(q "SELECT count(*) FROM coupon.outbox o, coupon.relay_state r
+		       WHERE pg_visible_in_snapshot(o.xid, r.published_through)
+		         AND NOT EXISTS (SELECT FROM coupon.outbox_lookup l WHERE l.aggregate_id = o.aggregate_id
+		                           AND l.event_id = o.event_id AND l.xid = o.xid)")" 0
+	check "$1: every lookup row names an event" \
+		"$(q "SELECT count(*) FROM coupon.outbox_lookup l
+		       WHERE NOT EXISTS (SELECT FROM coupon.outbox o WHERE o.xid = l.xid AND o.event_id = l.event_id
+		                           AND o.aggregate_id = l.aggregate_id)")" 0
+	check "$1: events() gives each aggregate its events, each once" \
+		"$(q "SELECT count(*) FROM (SELECT DISTINCT aggregate, aggregate_id FROM coupon.outbox
+		                            ORDER BY aggregate, aggregate_id LIMIT 300) a
+		       WHERE (SELECT array_agg(e.event_id ORDER BY e.event_id) FROM coupon.events(a.aggregate, a.aggregate_id) e)
+		             IS DISTINCT FROM
+		             (SELECT array_agg(o.event_id ORDER BY o.event_id) FROM coupon.outbox o
+		               WHERE o.aggregate = a.aggregate AND o.aggregate_id = a.aggregate_id)")" 0
+}
+
 outbox_ids() {
 	q "SELECT event_id FROM coupon.outbox WHERE event_id > ${2:-0} ORDER BY event_id" >"$1"
 }
