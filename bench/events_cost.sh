@@ -3,7 +3,7 @@
 # instructions (valgrind's callgrind), outbox on and off.  Run as root from
 # the repo root:
 #
-#     bash bench/events_cost.sh          # about 3 minutes
+#     bash bench/events_cost.sh          # about 5 minutes
 #
 # Throughput ratios on two CPUs at 32 clients move by tens of percent from
 # run to run (bench/events.sh prints them); instruction counts do not: the
@@ -13,6 +13,12 @@
 #
 #   issue   coupon.issue on an fcfs policy with a big stock
 #   pair    coupon.reserve then coupon.confirm of one pre-issued coupon
+#
+# each sent twice: as a plain statement, parsed, analysed and planned every
+# time (a client on the simple protocol), and as the EXECUTE of a statement
+# the session prepared (as pgbench -M prepared, PostgREST and most drivers
+# run it), whose path is shorter by the parse and the plan, so the outbox's
+# share of it is larger.
 #
 # One private cluster prepares the data, with the outbox's triggers enabled
 # in one copy of its data directory and disabled in another; then each copy
@@ -59,7 +65,7 @@ SELECT coupon.create_merchant('cost shop');
 SELECT coupon.create_policy(1, 'fcfs', 'fixed', 1000, issue_method => 'fcfs',
 	total_quantity => 100000000, per_user_limit => NULL);
 SELECT coupon.create_policy(1, 'checkout', 'fixed', 1000, per_user_limit => NULL);
-SELECT count(coupon.issue(2, 'pool' || g)) FROM generate_series(1, $OPS) g;
+SELECT count(coupon.issue(2, 'pool' || g)) FROM generate_series(1, 2 * $OPS) g;
 INSERT INTO coupon.outbox (xid, occurred_at, event_type, aggregate, aggregate_id, merchant_id, user_id,
 						   actor, payload)
 SELECT pg_current_xact_id(), now(), 'coupon.issued', 'coupon', 1000000000 + g, 1, 'old' || g, 'postgres',
@@ -85,6 +91,15 @@ awk -v n="$OPS" 'BEGIN { for (i = 1; i <= n; i++) printf "SELECT (coupon.issue(1
 awk -v n="$OPS" -v first="$FIRST" 'BEGIN { for (i = 0; i < n; i++)
 	printf "SELECT (coupon.confirm((coupon.reserve(%d, %cpool%d%c, 1, %co%d%c, 5000)).id)).status\n",
 		first + i, 39, i + 1, 39, 39, first + i, 39 }' >"$WORK/pair.sql"
+{
+	echo "PREPARE op(text) AS SELECT (coupon.issue(1, \$1)).status"
+	awk -v n="$OPS" 'BEGIN { for (i = 1; i <= n; i++) printf "EXECUTE op(%cp%d%c)\n", 39, i, 39 }'
+} >"$WORK/issue_prepared.sql"
+{
+	echo "PREPARE op(bigint, text, text) AS SELECT (coupon.confirm((coupon.reserve(\$1, \$2, 1, \$3, 5000)).id)).status"
+	awk -v n="$OPS" -v first="$FIRST" 'BEGIN { for (i = n; i < 2 * n; i++)
+		printf "EXECUTE op(%d, %cpool%d%c, %co%d%c)\n", first + i, 39, i + 1, 39, 39, first + i, 39 }'
+} >"$WORK/pair_prepared.sql"
 chown postgres:postgres "$WORK"/*.sql
 
 # instructions of one single-user session of FILE on DATA
@@ -98,7 +113,7 @@ declare -A COST
 for data in data_on data_off; do
 	log "callgrind: $data"
 	base=$(instructions "$data" empty.sql)
-	for op in issue pair; do
+	for op in issue pair issue_prepared pair_prepared; do
 		COST[$data.$op]=$((($(instructions "$data" "$op.sql") - base) / OPS))
 	done
 done
@@ -113,9 +128,9 @@ echo "events cost: instructions per operation (callgrind), each operation one tr
 echo "outbox before the sessions: $BEFORE events, published (BENCH_OUTBOX_ROWS=$OUTBOX_ROWS)"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); server: $("$PGBIN/postgres" --version)"
 printf '   %-18s %12s %12s %8s\n' operation "outbox on" "outbox off" "on/off"
-for op in issue pair; do
+for op in issue pair issue_prepared pair_prepared; do
 	on=${COST[data_on.$op]}
 	off=${COST[data_off.$op]}
 	printf '   %-18s %12s %12s %8s\n' "$op" "$on" "$off" "$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')"
 done
-echo "   (coupon.used events written by the pairs: ${check_on:-?} of $OPS)"
+echo "   (coupon.used events written by the pairs: ${check_on:-?} of $((2 * OPS)))"
