@@ -79,11 +79,12 @@ SELECT p.proname, p.provolatile FROM pg_proc p
  ORDER BY p.proname;
 -- every table that holds data is dumped by pg_dump, except relay_state: a
 -- position among this cluster's transaction ids, which a restored database
--- starts afresh (docs/events.md)
+-- starts afresh, and outbox_lookup, which a restore makes again from the
+-- outbox (docs/events.md)
 SELECT c.relname AS table_not_dumped
   FROM pg_class c, pg_extension e
  WHERE e.extname = 'coupon' AND c.relnamespace = 'coupon'::regnamespace AND c.relkind = 'r'
-   AND NOT c.oid = ANY (e.extconfig);
+   AND NOT c.oid = ANY (e.extconfig) ORDER BY c.relname;
 -- row level security is on for every table (docs/concepts.md, "Tenancy")
 SELECT c.relname AS table_without_rls
   FROM pg_class c WHERE c.relnamespace = 'coupon'::regnamespace AND c.relkind = 'r'

@@ -722,7 +722,11 @@ find_event_sequence(void)
  * waited for another's row lock takes its ids after that one's commit took
  * its own.  After a restart the first block is the sequence's next, past
  * every id taken before (nextval() is WAL-logged before any commit that
- * used its block).
+ * used its block).  The block is the database's as well as the sequence's:
+ * databases copied from one template have sequences of the same id, and
+ * one must not take ids its own sequence never reserved (saga test
+ * event_ids_template).  Two such databases writing at once take turns,
+ * each putting in a block of its own when it finds the other's.
  */
 static void
 take_event_ids(int n, int64 *ids)
@@ -751,7 +755,7 @@ take_event_ids(int n, int64 *ids)
 		int64		start;
 
 		SpinLockAcquire(&b->mutex);
-		if (b->seq == seq)
+		if (b->seq == seq && b->db == MyDatabaseId)
 			while (i < n && b->next < b->end)
 				ids[i++] = b->next++;
 		SpinLockRelease(&b->mutex);
@@ -759,8 +763,9 @@ take_event_ids(int n, int64 *ids)
 			return;
 		start = nextval_internal(seq, false);
 		SpinLockAcquire(&b->mutex);
-		if (b->seq != seq || start >= b->end)
+		if (b->seq != seq || b->db != MyDatabaseId || start >= b->end)
 		{
+			b->db = MyDatabaseId;
 			b->seq = seq;
 			b->next = start;
 			b->end = start + block;

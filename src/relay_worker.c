@@ -20,6 +20,10 @@
  * the two sends the batch again.  In NOTIFY mode the notifications and the
  * position commit together.
  *
+ * The audit trail's lookup.  Each batch's transaction also writes the
+ * batch's coupon.outbox_lookup rows, so they commit with the position:
+ * once a window is done, every event of it has its row.
+ *
  * The checkout never waits for any of this: it writes its outbox row and
  * sets the worker's latch at commit.
  */
@@ -89,7 +93,9 @@ static SavedPlan target_plan = {
  * The window: events of transactions running at published_through ($1),
  * or begun after it, that are visible in target ($2).  Only those can be
  * unpublished, so a transaction that stays open for hours costs one index
- * probe per round, not a scan of everything written since it began.
+ * probe per round, not a scan of everything written since it began.  The
+ * events relay_skip() marks are in it too: they are not sent, but get
+ * their lookup rows with the rest.
  */
 static SavedPlan window_plan = {
 	.sql = "SELECT event_id, xid FROM ("
@@ -97,16 +103,16 @@ static SavedPlan window_plan = {
 	"   UNION ALL"
 	"   SELECT event_id, xid FROM coupon.outbox"
 	"    WHERE xid >= pg_snapshot_xmax($1) AND xid < pg_snapshot_xmax($2)) o"
-	" WHERE pg_visible_in_snapshot(xid, $2) AND event_id > $3 AND event_id > $4"
-	" ORDER BY event_id LIMIT $5",
-	.nargs = 5,
-	.argtypes = {PG_SNAPSHOT_OID, PG_SNAPSHOT_OID, INT8OID, INT8OID, INT8OID}
+	" WHERE pg_visible_in_snapshot(xid, $2) AND event_id > $3"
+	" ORDER BY event_id LIMIT $4",
+	.nargs = 4,
+	.argtypes = {PG_SNAPSHOT_OID, PG_SNAPSHOT_OID, INT8OID, INT8OID}
 };
 
 /*
  * A batch: a run of the window in event_id order, from $1 to $2, whose
  * transactions are $3 (the events of those transactions in that range are
- * exactly the batch).
+ * exactly the batch); those above $4 (relay_skip()'s mark) are sent.
  */
 static SavedPlan batch_plan = {
 	.sql = "SELECT event_id, event_type, aggregate, aggregate_id, merchant_id, user_id, actor, trace_id,"
@@ -114,18 +120,19 @@ static SavedPlan batch_plan = {
 	" CASE aggregate WHEN 'policy' THEN aggregate_id"
 	"   WHEN 'coupon' THEN (payload->>'policy_id')::bigint END,"
 	" CASE WHEN aggregate = 'coupon' AND payload->>'balance' IS NOT NULL THEN aggregate_id END"
-	" FROM coupon.outbox WHERE xid = ANY($3) AND event_id BETWEEN $1 AND $2 ORDER BY event_id",
-	.nargs = 3,
-	.argtypes = {INT8OID, INT8OID, XID8_ARRAY_OID}
+	" FROM coupon.outbox WHERE xid = ANY($3) AND event_id BETWEEN $1 AND $2 AND event_id > $4"
+	" ORDER BY event_id",
+	.nargs = 4,
+	.argtypes = {INT8OID, INT8OID, XID8_ARRAY_OID, INT8OID}
 };
 
 static SavedPlan notify_plan = {
 	.sql = "SELECT count(pg_notify('coupon_events', json_build_object('event_id', event_id,"
 	" 'type', event_type, 'aggregate', aggregate, 'aggregate_id', aggregate_id)::text))"
 	" FROM (SELECT * FROM coupon.outbox WHERE xid = ANY($3) AND event_id BETWEEN $1 AND $2"
-	"       ORDER BY event_id) e",
-	.nargs = 3,
-	.argtypes = {INT8OID, INT8OID, XID8_ARRAY_OID}
+	"       AND event_id > $4 ORDER BY event_id) e",
+	.nargs = 4,
+	.argtypes = {INT8OID, INT8OID, XID8_ARRAY_OID, INT8OID}
 };
 
 static SavedPlan advance_plan = {
@@ -140,24 +147,20 @@ static SavedPlan advance_plan = {
 };
 
 /*
- * At the end of a window, in the transaction that marks it published: the
- * audit trail's lookup rows of every event of the window (those skipped by
- * relay_skip() too), so that each event visible in published_through has
- * one (docs/events.md, "The audit trail").  A conflict is a row that
- * relay_skip() gave already.
+ * The audit trail's lookup rows of a batch, sent or skipped, in the
+ * transaction that records the batch published: events() reads them only
+ * once the window's end makes their transactions visible in
+ * published_through, so every event visible there has its row
+ * (docs/events.md, "The audit trail").  A conflict is a row that
+ * relay_skip() or the outbox's restore trigger gave already.
  */
 static SavedPlan lookup_plan = {
 	.sql = "INSERT INTO coupon.outbox_lookup (aggregate_id, event_id, xid)"
-	" SELECT aggregate_id, event_id, xid FROM ("
-	"   SELECT aggregate_id, event_id, xid FROM coupon.outbox"
-	"    WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip($1)))"
-	"   UNION ALL"
-	"   SELECT aggregate_id, event_id, xid FROM coupon.outbox"
-	"    WHERE xid >= pg_snapshot_xmax($1) AND xid < pg_snapshot_xmax($2)) o"
-	" WHERE pg_visible_in_snapshot(xid, $2)"
+	" SELECT aggregate_id, event_id, xid FROM coupon.outbox"
+	"  WHERE xid = ANY($3) AND event_id BETWEEN $1 AND $2"
 	" ON CONFLICT DO NOTHING",
-	.nargs = 2,
-	.argtypes = {PG_SNAPSHOT_OID, PG_SNAPSHOT_OID}
+	.nargs = 3,
+	.argtypes = {INT8OID, INT8OID, XID8_ARRAY_OID}
 };
 
 static SavedPlan rebuild_asked_plan = {
@@ -333,7 +336,7 @@ static void
 load_window(const RelayPosition *pos)
 {
 	char	   *key = window_key(pos);
-	Datum		args[5];
+	Datum		args[4];
 	uint64		n;
 	int64		last = (window.pos > 0) ? window.ids[window.pos - 1] : 0;
 
@@ -345,8 +348,7 @@ load_window(const RelayPosition *pos)
 	args[0] = pos->published_through;
 	args[1] = pos->target;
 	args[2] = Int64GetDatum(pos->last_event_id);
-	args[3] = Int64GetDatum(pos->skip_through);
-	args[4] = Int64GetDatum(RELAY_WINDOW_CHUNK);
+	args[3] = Int64GetDatum(RELAY_WINDOW_CHUNK);
 	n = spi_run(&window_plan, args, NULL, true, 0);
 	window.key = MemoryContextStrdup(window_cxt, key);
 	window.ids = MemoryContextAlloc(window_cxt, sizeof(int64) * Max(n, 1));
@@ -363,11 +365,12 @@ load_window(const RelayPosition *pos)
 }
 
 /*
- * Queue one XADD per event of the batch; note in *policies and *coupons
- * (room for nids each, repeats allowed) the caches the events touched.
+ * Queue one XADD per event of the batch that is sent; note in *policies
+ * and *coupons (room for the batch each, repeats allowed) the caches the
+ * events touched.  Returns how many it queued.
  */
-static void
-append_batch(RedisLink *link, Datum *args, int nids, Datum *policies, int *npolicies,
+static uint64
+append_batch(RedisLink *link, Datum *args, Datum *policies, int *npolicies,
 			 Datum *coupons, int *ncoupons)
 {
 	static const char *const fields[] = {
@@ -405,6 +408,7 @@ append_batch(RedisLink *link, Datum *args, int nids, Datum *policies, int *npoli
 		if (!spi_isnull(i, 12))
 			coupons[(*ncoupons)++] = Int64GetDatum(spi_int64(i, 12, NULL));
 	}
+	return n;
 }
 
 /*
@@ -438,15 +442,16 @@ maybe_rebuild(RedisLink *link, char *err, size_t errlen)
 static bool
 lookup_present(void)
 {
-	return OidIsValid(get_relname_relid("outbox_lookup", get_namespace_oid("coupon", false)));
+	return OidIsValid(get_relname_relid("outbox_lookup", get_namespace_oid("coupon", true)));
 }
 
 /*
  * One round in one transaction: the next batch of the window, published
- * to Redis (link) or as notifications (link NULL), then the caches it
- * touched, and the new position.  Returns how many events went out, or -1
- * when Redis failed or refused the events (err says why; the transaction
- * is rolled back and nothing has moved).  A cache write Redis refuses
+ * to Redis (link) or as notifications (link NULL) but for the events
+ * relay_skip() marked, then the caches it touched, the batch's lookup rows
+ * and the new position.  Returns how many events of the window it went
+ * through, or -1 when Redis failed or refused the events (err says why;
+ * the transaction is rolled back and nothing has moved).  A cache write Redis refuses
  * (say, a key of another type under the prefix) does not hold the events
  * back: the caches are never authoritative; it is logged once.
  */
@@ -456,9 +461,11 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 	static bool cache_warned = false;
 	RelayPosition pos;
 	int			nbatch;
+	int64		nsent = 0;
 	int64		last;
 	bool		window_done;
 	Datum		args[3];
+	Datum		batch[4];
 
 	/*
 	 * Into Redis delivery is at least once anyway: a round need not wait for
@@ -473,13 +480,17 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 	nbatch = Min(RELAY_BATCH, window.n - window.pos);
 	if (nbatch > 0)
 	{
-		Datum		batch[3];
+		bool		isnull;
 
 		batch[0] = Int64GetDatum(window.ids[window.pos]);
 		batch[1] = Int64GetDatum(window.ids[window.pos + nbatch - 1]);
 		batch[2] = distinct_array(window.xids + window.pos, nbatch, XID8_OID);
+		batch[3] = Int64GetDatum(pos.skip_through);
 		if (link == NULL)
-			spi_run(&notify_plan, batch, NULL, true, 0);
+		{
+			spi_run(&notify_plan, batch, NULL, true, 1);
+			nsent = spi_int64(0, 1, &isnull);
+		}
 		else
 		{
 			Datum	   *policies = palloc(sizeof(Datum) * nbatch);
@@ -488,7 +499,7 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 			int			ncoupons = 0;
 			char		cache_err[RELAY_ERROR_LEN];
 
-			append_batch(link, batch, nbatch, policies, &npolicies, coupons, &ncoupons);
+			nsent = append_batch(link, batch, policies, &npolicies, coupons, &ncoupons);
 			if (!redis_flush(link, err, errlen))
 				nbatch = -1;
 			else
@@ -523,14 +534,10 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 	last = (window.pos > 0) ? window.ids[window.pos - 1] : pos.last_event_id;
 	window_done = (window.pos == window.n && !window.more);
 	args[0] = Int64GetDatum(last);
-	args[1] = Int64GetDatum(nbatch);
+	args[1] = Int64GetDatum(nsent);
 	args[2] = BoolGetDatum(window_done);
-	if (window_done && lookup_present())
-	{
-		Datum		snapshots[2] = {pos.published_through, pos.target};
-
-		spi_run(&lookup_plan, snapshots, NULL, false, 0);
-	}
+	if (nbatch > 0 && lookup_present())
+		spi_run(&lookup_plan, batch, NULL, false, 0);
 	spi_run(&advance_plan, args, NULL, false, 0);
 	worker_step_end(loop_cxt);
 	if (window_done)

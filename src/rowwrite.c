@@ -548,14 +548,18 @@ append_by_executor(FetchTable table, int ncols, const char *const *names, int nr
 /*
  * Can rows be appended to the table by heap_multi_insert and index_insert
  * alone?  Only when nothing of what the executor would add applies: no
- * triggers, no CHECK constraints, no generated columns, no index on an
- * expression or with a predicate.
+ * row triggers on insert, no CHECK constraints, no generated columns, no
+ * index on an expression or with a predicate.  (Statement triggers do not
+ * fire for these rows either way: no statement writes them, as none
+ * writes logical replication's; the outbox has one, for restores.)
  */
 static bool
 plain_target(Relation rel, int nidx, IndexInfo **infos)
 {
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
-	bool		plain = rel->trigdesc == NULL &&
+	TriggerDesc *trig = rel->trigdesc;
+	bool		plain = (trig == NULL || !(trig->trig_insert_before_row || trig->trig_insert_after_row ||
+										   trig->trig_insert_instead_row)) &&
 		(constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored));
 
 	for (int i = 0; i < nidx; i++)
@@ -596,6 +600,9 @@ append_values(WriteCache *cache, Relation rel, int ncols, const AttrNumber *attn
 							NameStr(att->attname), RelationGetRelationName(rel))));
 	}
 }
+
+/* rows heap_multi_insert writes at once: the most slots a table keeps */
+#define APPEND_CHUNK 64
 
 /*
  * At least n empty slots for the table's rows, kept with the cache: made on
@@ -669,23 +676,30 @@ row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 	}
 	else
 	{
-		TupleTableSlot **slots = append_slots(cache, desc, nrows);
-		MemoryContext old = MemoryContextSwitchTo(cache_cxt);
+		TupleTableSlot **slots = append_slots(cache, desc, Min(nrows, APPEND_CHUNK));
 
-		/*
-		 * The tuples in the slots' context: one an error leaves in a slot is
-		 * freed by its next use, not by the transaction's end.
-		 */
-		for (int r = 0; r < nrows; r++)
-			ExecStoreHeapTuple(heap_form_tuple(desc, rows + r * desc->natts,
-											   rownulls + r * desc->natts),
-							   slots[r], true);
-		MemoryContextSwitchTo(old);
-		heap_multi_insert(rel, slots, nrows, cid, 0, NULL);
-		for (int r = 0; r < nrows; r++)
+		for (int first = 0; first < nrows; first += APPEND_CHUNK)
 		{
-			tids[r] = slots[r]->tts_tid;
-			ExecClearTuple(slots[r]);
+			int			n = Min(nrows - first, APPEND_CHUNK);
+			MemoryContext old = MemoryContextSwitchTo(cache_cxt);
+
+			/*
+			 * The tuples in the slots' context: one an error leaves in a slot
+			 * is freed when the slot is used again or the cache reset, not
+			 * by the transaction's end, which would leave the slot pointing
+			 * at freed memory.
+			 */
+			for (int r = 0; r < n; r++)
+				ExecStoreHeapTuple(heap_form_tuple(desc, rows + (first + r) * desc->natts,
+												   rownulls + (first + r) * desc->natts),
+								   slots[r], true);
+			MemoryContextSwitchTo(old);
+			heap_multi_insert(rel, slots, n, cid, 0, NULL);
+			for (int r = 0; r < n; r++)
+			{
+				tids[first + r] = slots[r]->tts_tid;
+				ExecClearTuple(slots[r]);
+			}
 		}
 	}
 	for (int r = 0; r < nrows; r++)

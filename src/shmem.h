@@ -92,11 +92,13 @@ typedef struct RelayShared
 
 /*
  * The block of outbox event ids being handed out (outbox.c): ids next up
- * to end (exclusive), taken from the sequence seq.
+ * to end (exclusive), taken from the sequence seq of database db (two
+ * databases copied from one template have sequences of the same id).
  */
 typedef struct EventIdBlock
 {
 	slock_t		mutex;
+	Oid			db;
 	Oid			seq;			/* InvalidOid: no block yet */
 	int64		next;
 	int64		end;
