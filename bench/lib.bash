@@ -3,6 +3,10 @@
 # after scripts/lib.sh, with WORK, RESULTS, INFO, SECS, JOBS and ROUNDS set
 # and the cluster at PGHOST/PGPORT running.
 
+# BENCH_SAVE names a directory from where the runner was started, not from
+# the work directory it moves into
+[ -z "${BENCH_SAVE:-}" ] || BENCH_SAVE=$(realpath -m "$BENCH_SAVE")
+
 # one value from a query
 q() {
 	local db=$1

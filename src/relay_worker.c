@@ -451,9 +451,10 @@ lookup_present(void)
  * relay_skip() marked, then the caches it touched, the batch's lookup rows
  * and the new position.  Returns how many events of the window it went
  * through, or -1 when Redis failed or refused the events (err says why;
- * the transaction is rolled back and nothing has moved).  A cache write Redis refuses
- * (say, a key of another type under the prefix) does not hold the events
- * back: the caches are never authoritative; it is logged once.
+ * the transaction is rolled back and nothing has moved).  A cache write
+ * Redis refuses (say, a key of another type under the prefix) does not
+ * hold the events back: the caches are never authoritative; it is logged
+ * once.
  */
 static int
 relay_round(RedisLink *link, char *err, size_t errlen)

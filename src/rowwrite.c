@@ -549,9 +549,9 @@ append_by_executor(FetchTable table, int ncols, const char *const *names, int nr
  * Can rows be appended to the table by heap_multi_insert and index_insert
  * alone?  Only when nothing of what the executor would add applies: no
  * row triggers on insert, no CHECK constraints, no generated columns, no
- * index on an expression or with a predicate.  (Statement triggers do not
- * fire for these rows either way: no statement writes them, as none
- * writes logical replication's; the outbox has one, for restores.)
+ * index on an expression or with a predicate.  (Statement triggers never
+ * fire for these rows, which no statement writes, as for the rows of
+ * logical replication's apply; the outbox has one, for restores.)
  */
 static bool
 plain_target(Relation rel, int nidx, IndexInfo **infos)

@@ -2120,9 +2120,9 @@ BEGIN
 		/*
 		 * and has its lookup row, as the relay would give it: a statement of
 		 * its own, whose snapshot sees the new position's transactions.  Every
-		 * event up to the mark, not only the window just closed: after a
-		 * restore that fired no trigger (a data-only one with triggers
-		 * disabled) this is the repair.
+		 * event the new position counts as published, not only those of the
+		 * window just closed: after a restore that fired no trigger (a
+		 * data-only one with triggers disabled) this is the repair.
 		 */
 		INSERT INTO coupon.outbox_lookup (aggregate_id, event_id, xid)
 		SELECT o.aggregate_id, o.event_id, o.xid FROM coupon.outbox o, coupon.relay_state r

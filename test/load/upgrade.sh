@@ -24,6 +24,13 @@ done
 psql_db "$OLD" -c "CREATE EXTENSION coupon VERSION '0.1'"
 psql_db "$NEW" -c "CREATE EXTENSION coupon"
 
+# a database of its own with the extension installed at an old version
+old_version_db() {
+	psql_db postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+	LOAD_DBS+=("$1")
+	psql_db "$1" -c "CREATE EXTENSION coupon VERSION '$2'" >/dev/null
+}
+
 # The roles are the cluster's, shared by both databases: their comments are
 # cleared before each script sets them, so each description shows only
 # what its own script set.  (Their attributes are whatever the first script
@@ -209,9 +216,7 @@ check "the payment holds its coupon" \
 
 # refunds made under 0.2 reach the refund ledger that 0.3 settles from
 MID=load_upgrade_mid
-psql_db postgres -c "DROP DATABASE IF EXISTS $MID" -c "CREATE DATABASE $MID" >/dev/null
-LOAD_DBS+=("$MID")
-psql_db "$MID" -c "CREATE EXTENSION coupon VERSION '0.2'" >/dev/null
+old_version_db "$MID" 0.2
 psql_db "$MID" >/dev/null <<'SQL'
 SELECT id AS m FROM coupon.create_merchant('mid shop') \gset
 SELECT coupon.pay(:m, 'rita', 'r-' || g, 5000) FROM generate_series(1, 3) g;
@@ -243,9 +248,7 @@ check "a coupon cannot be deleted after the update" \
 # batches settled under 0.3 read the same after the update, and the next run
 # adds only what is new (0.4 drops the items' foreign key and one index)
 S03=load_upgrade_03
-psql_db postgres -c "DROP DATABASE IF EXISTS $S03" -c "CREATE DATABASE $S03" >/dev/null
-LOAD_DBS+=("$S03")
-psql_db "$S03" -c "CREATE EXTENSION coupon VERSION '0.3'" >/dev/null
+old_version_db "$S03" 0.3
 psql_db "$S03" >/dev/null <<'SQL'
 SELECT id AS m FROM coupon.create_merchant('settled shop', commission_bp => 1000, settlement_delay_days => 0) \gset
 SELECT coupon.pay(:m, 'sam', 's-' || g, 1000 * g) FROM generate_series(1, 3) g;
@@ -279,9 +282,7 @@ check "and each sale is still settled once" \
 # triggers that would drop them are missing), so a committed pause shows at
 # once in the same session; after the update it answers coupon.validation
 S05=load_upgrade_05
-psql_db postgres -c "DROP DATABASE IF EXISTS $S05" -c "CREATE DATABASE $S05" >/dev/null
-LOAD_DBS+=("$S05")
-psql_db "$S05" -c "CREATE EXTENSION coupon VERSION '0.5'" >/dev/null
+old_version_db "$S05" 0.5
 session=$(psql_db "$S05" -At <<'SQL'
 SELECT id AS m FROM coupon.create_merchant('shop of 0.5') \gset
 SELECT id AS p FROM coupon.create_policy(:m, 'five', 'fixed', 500) \gset
@@ -300,9 +301,7 @@ check "after the update validate() answers coupon.validation, with the same colu
 # a 0.6 policy that names a merchant of another currency stops the update to
 # 0.7, which says which; once the policy is put right the update goes on
 S06=load_upgrade_06
-psql_db postgres -c "DROP DATABASE IF EXISTS $S06" -c "CREATE DATABASE $S06" >/dev/null
-LOAD_DBS+=("$S06")
-psql_db "$S06" -c "CREATE EXTENSION coupon VERSION '0.6'" >/dev/null
+old_version_db "$S06" 0.6
 psql_db "$S06" >/dev/null <<'SQL'
 SELECT id AS krw FROM coupon.create_merchant('won shop', 'KRW') \gset
 SELECT id AS usd FROM coupon.create_merchant('dollar shop', 'USD') \gset
@@ -334,9 +333,7 @@ check_match "after the update reconcile() reaches the gateway (here: no coupon.g
 # events their audit-trail lookup rows, and only those (the relay adds the
 # others as it publishes them); events() reads both kinds
 S11=load_upgrade_11
-psql_db postgres -c "DROP DATABASE IF EXISTS $S11" -c "CREATE DATABASE $S11" >/dev/null
-LOAD_DBS+=("$S11")
-psql_db "$S11" -c "CREATE EXTENSION coupon VERSION '0.11'" >/dev/null
+old_version_db "$S11" 0.11
 psql_db "$S11" >/dev/null <<'SQL'
 SELECT id AS m FROM coupon.create_merchant('shop of 0.11') \gset
 SELECT id AS p FROM coupon.create_policy(:m, 'eleven', 'fixed', 500) \gset
