@@ -120,6 +120,15 @@ SELECT count(coupon.issue(:bp, 'ev-block' || g)) FROM generate_series(1, 3) g;
 COMMIT;
 SELECT max(event_id) - min(event_id) AS spread, min(event_id) > :mark AS rising
   FROM coupon.outbox WHERE user_id LIKE 'ev-block%';
+-- a transaction of more events than one heap_multi_insert writes (64):
+-- every row written, each in the primary key
+BEGIN;
+SELECT count(coupon.issue(:bp, 'ev-many' || g)) FROM generate_series(1, 150) g;
+COMMIT;
+SET enable_seqscan = off;
+SELECT count(*) AS by_key, count(DISTINCT event_id) AS ids FROM coupon.outbox
+ WHERE xid = (SELECT xid FROM coupon.outbox WHERE user_id = 'ev-many1');
+RESET enable_seqscan;
 SELECT max(event_id) AS mark FROM coupon.outbox \gset
 
 -- the audit trail: a coupon's events in order; a merchant-bound session sees

@@ -57,6 +57,9 @@
 #include "pgcompat.h"
 #include "rowwrite.h"
 
+/* rows heap_multi_insert writes at once: the most slots a table keeps */
+#define APPEND_CHUNK 64
+
 /* what a write needs to know of a table's columns, found once per table */
 typedef struct WriteCache
 {
@@ -72,8 +75,9 @@ typedef struct WriteCache
 	Oid		   *index_oids;
 	IndexInfo **index_infos;	/* NULL: described at each append */
 	/* row_append's slots for heap_multi_insert, empty between appends */
-	TupleTableSlot **slots;
-	int			nslots;
+	TupleTableSlot **slots;		/* room for APPEND_CHUNK */
+	int			nslots;			/* made so far */
+	TupleDesc	slot_desc;
 } WriteCache;
 
 static WriteCache caches[FETCH_TABLE_COUNT];
@@ -226,6 +230,7 @@ write_cache(FetchTable table, Relation rel)
 	c->index_infos = NULL;
 	c->slots = NULL;
 	c->nslots = 0;
+	c->slot_desc = NULL;
 	c->domain = MemoryContextAllocZero(cache_cxt, sizeof(Oid) * desc->natts);
 	c->domain_extra = MemoryContextAllocZero(cache_cxt, sizeof(void *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
@@ -601,29 +606,23 @@ append_values(WriteCache *cache, Relation rel, int ncols, const AttrNumber *attn
 	}
 }
 
-/* rows heap_multi_insert writes at once: the most slots a table keeps */
-#define APPEND_CHUNK 64
-
 /*
- * At least n empty slots for the table's rows, kept with the cache: made on
- * a copy of the table's descriptor, which pins nothing, so that they last
- * from one transaction to the next.
+ * At least n (up to APPEND_CHUNK) empty slots for the table's rows, kept
+ * with the cache: made on a copy of the table's descriptor, which pins
+ * nothing, so that they last from one transaction to the next.
  */
 static TupleTableSlot **
 append_slots(WriteCache *c, TupleDesc desc, int n)
 {
-	MemoryContext old;
-	TupleDesc	copy;
+	MemoryContext old = MemoryContextSwitchTo(cache_cxt);
 
-	if (n <= c->nslots)
-		return c->slots;
-	old = MemoryContextSwitchTo(cache_cxt);
-	copy = c->nslots > 0 ? c->slots[0]->tts_tupleDescriptor : CreateTupleDescCopy(desc);
-	c->slots = c->nslots > 0 ? repalloc(c->slots, sizeof(TupleTableSlot *) * n)
-		: palloc(sizeof(TupleTableSlot *) * n);
-	for (int i = c->nslots; i < n; i++)
-		c->slots[i] = MakeSingleTupleTableSlot(copy, &TTSOpsHeapTuple);
-	c->nslots = n;
+	if (c->slots == NULL)
+	{
+		c->slots = palloc(sizeof(TupleTableSlot *) * APPEND_CHUNK);
+		c->slot_desc = CreateTupleDescCopy(desc);
+	}
+	for (; c->nslots < n; c->nslots++)
+		c->slots[c->nslots] = MakeSingleTupleTableSlot(c->slot_desc, &TTSOpsHeapTuple);
 	MemoryContextSwitchTo(old);
 	return c->slots;
 }

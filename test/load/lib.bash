@@ -77,11 +77,19 @@ start_policy_writer() {
 	WRITER_PID=$!
 }
 
-# stop the writer; WRITES is then how many changes it made
+# stop the writer started on database $1, policy $2, and check that it
+# overlapped the clients: the values their statements read (seen's
+# snapshot_value) differ, and the policy holds every change the writer
+# made (from a value of 1000)
 stop_policy_writer() {
+	local db=$1 pid=$2 writes
 	touch "$LOAD_DIR/writer.stop"
 	wait "$WRITER_PID"
-	WRITES=$(cat "$LOAD_DIR/writer.count")
+	writes=$(cat "$LOAD_DIR/writer.count")
+	check "the policy changed while the clients ran" \
+		"$(query "$db" "SELECT count(DISTINCT snapshot_value) > 1 FROM seen")" "t"
+	check "the writer made all its changes" \
+		"$(query "$db" "SELECT discount_value FROM coupon.policy WHERE id = $pid")" "$((1000 + writes))"
 }
 
 load_cleanup() {

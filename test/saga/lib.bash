@@ -304,9 +304,8 @@ wait_relay_drained() {
 	fi
 }
 
-# the outbox's event ids since FROM (exclusive), sorted, into FILE
 # the audit trail's lookup once the relay has caught up: every published
-# event has its row (the relay adds them as it marks windows published),
+# event has its row (the relay adds them with each batch it records),
 # no row names a missing event, and events() gives each of up to 300
 # aggregates exactly its outbox events
 check_lookup() {
@@ -328,6 +327,7 @@ check_lookup() {
 		               WHERE o.aggregate = a.aggregate AND o.aggregate_id = a.aggregate_id)")" 0
 }
 
+# the outbox's event ids since FROM (exclusive), sorted, into FILE
 outbox_ids() {
 	q "SELECT event_id FROM coupon.outbox WHERE event_id > ${2:-0} ORDER BY event_id" >"$1"
 }
