@@ -1,14 +1,14 @@
 # coupon: PGXS build and tests; `make mockpg` builds the mock gateway.
 
 EXTENSION = coupon
-EXTVERSION = 0.12
+EXTVERSION = 0.13
 MODULE_big = coupon
 OBJS = src/coupon.o src/shmem.o src/error.o src/reason.o src/spi_util.o \
 	src/tenant.o src/idempotency.o src/currency.o src/discount.o \
 	src/codefmt.o src/throttle.o src/merchant.o src/policy.o src/issue.o \
 	src/code.o src/hold.o src/reserve.o src/fetch.o src/factcache.o src/rowwrite.o src/payment.o src/gateway.o src/gateway_reply.o \
 	src/saga.o src/saga_worker.o src/payment_funcs.o src/payment_hold.o src/reconcile.o src/excerpt.o src/callctx.o src/cacheinval.o src/credentials.o src/ratelimit.o \
-	src/outbox.o src/relay.o src/relay_cache.o src/relay_worker.o src/worker.o
+	src/outbox.o src/queue.o src/relay.o src/relay_cache.o src/relay_worker.o src/worker.o
 # The SQL is in src/sql/.  coupon.sql is the current version written out;
 # the build copies it to the install script of EXTVERSION.  Beside it are
 # the released scripts, kept as released: coupon--0.1.sql and the upgrades

@@ -111,6 +111,24 @@ SELECT (coupon.issue(:bp, 'ev-actor2')).status;
 RESET ROLE;
 DROP ROLE coupon_ev_actor2;
 SELECT event_type, user_id, actor FROM events_since(:mark);
+SELECT max(event_id) AS mark FROM coupon.outbox \gset
+
+-- one transaction of many kinds of events and three roles: each event keeps
+-- its own texts until the commit writes it (a role's name replaced in the
+-- middle, or one event type's text another's, must not show through)
+CREATE ROLE coupon_ev_a IN ROLE coupon_admin;
+CREATE ROLE coupon_ev_b IN ROLE coupon_admin;
+BEGIN;
+SET LOCAL ROLE coupon_ev_a;
+SELECT id AS mix FROM coupon.issue(:bp, 'ev-mix') \gset
+SET LOCAL ROLE coupon_ev_b;
+SELECT (coupon.release((coupon.reserve(:mix, 'ev-mix', :m, 'ev-o-mix', 5000)).id)).status;
+RESET ROLE;
+SELECT (coupon.confirm((coupon.reserve(:mix, 'ev-mix', :m, 'ev-o-mix2', 5000)).id)).status;
+SELECT status FROM coupon.revoke_coupon((coupon.issue(:bp, 'ev-mix2')).id, 'ev-mix');
+COMMIT;
+DROP ROLE coupon_ev_a, coupon_ev_b;
+SELECT event_type, aggregate, user_id, actor FROM events_since(:mark);
 
 -- event ids are taken a block of the sequence's increment at a time: this
 -- transaction's three are consecutive, and higher than any before
@@ -177,3 +195,23 @@ SELECT coupon.purge_outbox(interval '0', 100000) > 0 AS purged_published;
 SELECT count(*) AS lookup_rows_left FROM coupon.outbox_lookup;
 SELECT event_type FROM coupon.events('policy', :p);
 SELECT try('SELECT coupon.purge_outbox(NULL, 0)') AS zero_rows;
+
+-- the queue: no relay serves this database, so its checkouts write the
+-- outbox itself; a row put in the queue by hand, as a checkout's commit
+-- does when the relay takes its events, counts in the backlog and events()
+-- reads it; relay_skip() moves it into the outbox, with its lookup row
+SELECT count(*) AS queued FROM coupon.outbox_queue;
+SELECT backlog AS backlog_before FROM coupon.relay_status;
+INSERT INTO coupon.outbox_queue
+SELECT event_id + 1000000, pg_current_xact_id(), occurred_at, 'policy.paused', aggregate, aggregate_id,
+	   merchant_id, user_id, actor, trace_id, payload
+  FROM coupon.outbox WHERE aggregate = 'policy' AND aggregate_id = :p ORDER BY event_id DESC LIMIT 1;
+SELECT backlog AS backlog_queued FROM coupon.relay_status;
+SELECT event_type FROM coupon.events('policy', :p);
+SELECT max(event_id) AS queued_id FROM coupon.outbox_queue \gset
+SELECT coupon.relay_skip() = :queued_id AS skipped_to_the_queued;
+SELECT count(*) AS queued_after_skip FROM coupon.outbox_queue;
+SELECT o.event_type, l.event_id IS NOT NULL AS has_lookup_row
+  FROM coupon.outbox o LEFT JOIN coupon.outbox_lookup l ON l.xid = o.xid AND l.event_id = o.event_id
+ WHERE o.event_id = (SELECT max(event_id) FROM coupon.outbox);
+SELECT event_type FROM coupon.events('policy', :p);

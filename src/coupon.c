@@ -16,6 +16,7 @@
 #include "factcache.h"
 #include "fetch.h"
 #include "outbox.h"
+#include "queue.h"
 #include "relay.h"
 #include "rowwrite.h"
 #include "saga.h"
@@ -242,6 +243,11 @@ coupon_relay_guc_init(void)
 	define_saga_int("coupon.redis_timeout_ms",
 					"Longest the relay waits to connect to Redis or for a reply.",
 					&coupon_redis_timeout_ms, 2000, 10, 600000, GUC_UNIT_MS);
+	DefineCustomIntVariable("coupon.outbox_queue_size",
+							"Entries of the ring through which the relay finds the events waiting in coupon.outbox_queue; when it is full, events go to the outbox itself (0: always).",
+							NULL, &coupon_outbox_queue_size, 65536, 0, 16 * 1024 * 1024,
+							process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							0, NULL, NULL, NULL);
 	define_saga_int("coupon.outbox_retention",
 					"How long published events stay in the outbox (the audit trail) before the relay purges them.",
 					&coupon_outbox_retention, 7 * 86400, 60, INT_MAX, GUC_UNIT_S);

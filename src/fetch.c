@@ -73,6 +73,7 @@ static FetchTarget targets[FETCH_TABLE_COUNT] = {
 	[FETCH_ORDER_RESERVATIONS] = {"reservation", "reservation_order_idx"},
 	[FETCH_USER_COUPONS] = {"coupon", "coupon_policy_user_idx"},
 	[FETCH_OUTBOX] = {"outbox", "outbox_pkey"},
+	[FETCH_OUTBOX_QUEUE] = {"outbox_queue", NULL},
 };
 
 /* forget every cached id and column map (cacheinval.c) */
@@ -86,26 +87,49 @@ fetch_reset(void)
 	}
 }
 
+/*
+ * Look up the relation and primary-key index of a table (the relation
+ * alone for one without an index) unless known; false if missing.
+ */
+static bool
+find_target(FetchTarget *t)
+{
+	Oid			nsp;
+	Oid			relid;
+	Oid			indexid = InvalidOid;
+
+	if (OidIsValid(t->relid) && (t->indexname == NULL || OidIsValid(t->indexid)))
+		return true;
+	nsp = get_namespace_oid("coupon", false);
+	relid = get_relname_relid(t->relname, nsp);
+	if (t->indexname != NULL)
+		indexid = get_relname_relid(t->indexname, nsp);
+	if (!OidIsValid(relid) || (t->indexname != NULL && !OidIsValid(indexid)))
+		return false;
+	t->relid = relid;
+	t->indexid = indexid;
+	cacheinval_watch(relid);
+	if (OidIsValid(indexid))
+		cacheinval_watch(indexid);
+	return true;
+}
+
 /* the relation and primary-key index of a table, looked up once */
 static FetchTarget *
 fetch_target(FetchTable table)
 {
 	FetchTarget *t = &targets[table];
 
-	if (!OidIsValid(t->relid) || !OidIsValid(t->indexid))
-	{
-		Oid			nsp = get_namespace_oid("coupon", false);
-		Oid			relid = get_relname_relid(t->relname, nsp);
-		Oid			indexid = get_relname_relid(t->indexname, nsp);
-
-		if (!OidIsValid(relid) || !OidIsValid(indexid))
-			elog(ERROR, "relation coupon.%s or its primary key is missing", t->relname);
-		t->relid = relid;
-		t->indexid = indexid;
-		cacheinval_watch(relid);
-		cacheinval_watch(indexid);
-	}
+	if (!find_target(t))
+		elog(ERROR, "relation coupon.%s or its primary key is missing", t->relname);
 	return t;
+}
+
+/* does the table exist?  see fetch.h */
+bool
+fetch_present(FetchTable table)
+{
+	return find_target(&targets[table]);
 }
 
 /* open a table of the extension, by its cached id */

@@ -24,8 +24,12 @@ typedef enum FetchTable
 	FETCH_ORDER_RESERVATIONS,	/* an order's reservations: fetch_order_has_other() */
 	FETCH_USER_COUPONS,			/* a user's coupons of a policy: fetch_user_coupons() */
 	FETCH_OUTBOX,				/* written only (outbox.c) */
+	FETCH_OUTBOX_QUEUE,			/* written only, and without an index (queue.c) */
 	FETCH_TABLE_COUNT
 } FetchTable;
+
+/* does the table exist (an extension not yet updated may lack it)? */
+extern bool fetch_present(FetchTable table);
 
 /* the most columns one fetch_columns() call reads */
 #define FETCH_MAX_COLUMNS 16

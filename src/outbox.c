@@ -48,6 +48,7 @@
 #include "fetch.h"
 #include "outbox.h"
 #include "pgcompat.h"
+#include "queue.h"
 #include "rowwrite.h"
 #include "shmem.h"
 #include "spi_util.h"
@@ -602,22 +603,27 @@ static int	pending_size = 0;
 static Oid	actor_user = InvalidOid;
 static Datum actor_name = (Datum) 0;
 
-/* replace a text value kept for the backend's life (in TopMemoryContext) */
-static void
-keep_text(Datum *kept, const char *s)
+/*
+ * Names replaced during the transaction: its waiting events may still
+ * point at them, so they are freed only at its end.
+ */
+static List *retired_names = NIL;
+
+/* a text value kept for the backend's life (in TopMemoryContext) */
+static Datum
+kept_text(const char *s)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	Datum		text = PointerGetDatum(cstring_to_text(s));
 
 	MemoryContextSwitchTo(old);
-	if (*kept != (Datum) 0)
-		pfree(DatumGetPointer(*kept));
-	*kept = text;
+	return text;
 }
 
 /*
  * The text value of one of this file's literals (an event type or an
- * aggregate), made once per backend: literals are identified by address.
+ * aggregate), made once per backend and never freed: literals are
+ * identified by address, in a table with room for all of them.
  */
 static Datum
 literal_text(const char *s)
@@ -626,16 +632,21 @@ literal_text(const char *s)
 	{
 		const char *s;
 		Datum		text;
-	}			literals[32];
+	}			literals[64];
 	int			slot = ((uintptr_t) s >> 3) % lengthof(literals);
 
-	if (literals[slot].s != s)
+	for (int probe = 0; probe < (int) lengthof(literals); probe++, slot = (slot + 1) % lengthof(literals))
 	{
-		literals[slot].s = NULL;
-		keep_text(&literals[slot].text, s);
-		literals[slot].s = s;
+		if (literals[slot].s == s)
+			return literals[slot].text;
+		if (literals[slot].s == NULL)
+		{
+			literals[slot].text = kept_text(s);
+			literals[slot].s = s;
+			return literals[slot].text;
+		}
 	}
-	return literals[slot].text;
+	elog(ERROR, "coupon outbox: more event literals than the table holds");
 }
 
 /* the acting role's name as text, looked up again only when the role or a name changes */
@@ -644,8 +655,16 @@ actor_text(void)
 {
 	if (GetOuterUserId() != actor_user)
 	{
-		actor_user = InvalidOid;
-		keep_text(&actor_name, GetUserNameFromId(GetOuterUserId(), false));
+		Datum		name = kept_text(GetUserNameFromId(GetOuterUserId(), false));
+
+		if (actor_name != (Datum) 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			retired_names = lappend(retired_names, DatumGetPointer(actor_name));
+			MemoryContextSwitchTo(old);
+		}
+		actor_name = name;
 		actor_user = GetOuterUserId();
 	}
 	return actor_name;
@@ -774,18 +793,25 @@ take_event_ids(int n, int64 *ids)
 	}
 }
 
-/* write the waiting events, in the order they happened, and forget them */
+/*
+ * Write the waiting events, in the order they happened, and forget them:
+ * at the commit, into the queue when the relay takes them from there (no
+ * index to write: queue.c); else, and at a PREPARE, whose commit may be
+ * far off, into the outbox.
+ */
 static void
-flush_events(void)
+flush_events(bool commit)
 {
 	Datum	   *values;
 	bool	   *nulls;
 	int64	   *ids;
+	FullTransactionId top;
 	Datum		xid;
 
 	if (npending == 0)
 		return;
-	xid = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	top = GetTopFullTransactionId();
+	xid = FullTransactionIdGetDatum(top);
 	values = MemoryContextAlloc(pending_cxt, sizeof(Datum) * OUTBOX_COLS * npending);
 	nulls = MemoryContextAlloc(pending_cxt, sizeof(bool) * OUTBOX_COLS * npending);
 	ids = MemoryContextAlloc(pending_cxt, sizeof(int64) * npending);
@@ -797,7 +823,15 @@ flush_events(void)
 		memcpy(values + i * OUTBOX_COLS, pending[i].values, sizeof(pending[i].values));
 		memcpy(nulls + i * OUTBOX_COLS, pending[i].nulls, sizeof(pending[i].nulls));
 	}
-	row_append(FETCH_OUTBOX, OUTBOX_COLS, outbox_cols, npending, values, nulls);
+	if (commit && fetch_present(FETCH_OUTBOX_QUEUE) && queue_reserve(top, npending))
+	{
+		ItemPointerData *tids = MemoryContextAlloc(pending_cxt, sizeof(ItemPointerData) * npending);
+
+		row_append(FETCH_OUTBOX_QUEUE, OUTBOX_COLS, outbox_cols, npending, values, nulls, tids);
+		queue_fill(tids, npending);
+	}
+	else
+		row_append(FETCH_OUTBOX, OUTBOX_COLS, outbox_cols, npending, values, nulls, NULL);
 	MemoryContextReset(pending_cxt);
 	pending = NULL;
 	npending = pending_size = 0;
@@ -876,9 +910,13 @@ capture(const char *table, const RowPair *r)
 
 	queue_event(&ev);
 	relay_wake_pending = true;
-	/* a transaction of many events writes them as it goes, at its top level */
+	/*
+	 * a transaction of many events writes them as it goes, at its top level,
+	 * into the outbox: the queue's ring is for rows of committing
+	 * transactions
+	 */
 	if (npending >= OUTBOX_FLUSH_AT && GetCurrentTransactionNestLevel() == 1)
-		flush_events();
+		flush_events(false);
 }
 
 /*
@@ -1030,16 +1068,19 @@ outbox_xact_callback(XactEvent event, void *arg)
 
 	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PRE_PREPARE)
 	{
-		flush_events();
+		flush_events(event == XACT_EVENT_PRE_COMMIT);
 		return;
 	}
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
+	queue_release(event == XACT_EVENT_COMMIT);
 	/* the context went with TopTransactionContext */
 	pending_cxt = NULL;
 	pending = NULL;
 	npending = pending_size = 0;
+	list_free_deep(retired_names);
+	retired_names = NIL;
 	if (!relay_wake_pending)
 		return;
 	relay_wake_pending = false;

@@ -24,7 +24,16 @@
  * batch's coupon.outbox_lookup rows, so they commit with the position:
  * once a window is done, every event of it has its row.
  *
- * The checkout never waits for any of this: it writes its outbox row and
+ * The queue.  A checkout writes its events to coupon.outbox_queue, a table
+ * without an index, and notes their places in a ring in shared memory
+ * (queue.c).  When a round begins a window, it first moves the queued
+ * events of the transactions visible in the window's target into the
+ * outbox, by those places, in the transaction that records the target; so
+ * the window's events are all in the outbox when it is read.  After a
+ * crash the ring is gone: the first window of the worker's life also
+ * moves every queued event its target sees, by a scan of the queue.
+ *
+ * The checkout never waits for any of this: it writes its queue rows and
  * sets the worker's latch at commit.
  */
 #include "postgres.h"
@@ -51,9 +60,11 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/xid8.h"
 
 #include "callctx.h"
 #include "coupon.h"
+#include "queue.h"
 #include "relay.h"
 #include "relay_cache.h"
 #include "shmem.h"
@@ -77,6 +88,36 @@ PGDLLEXPORT void coupon_relay_worker_main(Datum main_arg);
 #define PG_SNAPSHOT_OID		5038	/* pg_snapshot (pg_type.dat) */
 #define XID8_OID			5069	/* xid8 */
 #define XID8_ARRAY_OID		271		/* xid8[] */
+#define TID_ARRAY_OID		1010	/* tid[] */
+
+/* the outbox's columns, as the queue has them too */
+#define EVENT_COLUMNS "event_id, xid, occurred_at, event_type, aggregate, aggregate_id," \
+	" merchant_id, user_id, actor, trace_id, payload"
+
+/*
+ * Move the queued events at places $2 whose transactions are visible in
+ * the new target ($1) into the outbox; return the ordinals of the places
+ * whose transactions ($3, one per place) are not, whose rows stay queued
+ * (an aborted transaction's rows are never visible: their places are done
+ * with, once it is below the target's xmin).
+ */
+static SavedPlan move_plan = {
+	.sql = "WITH moved AS (DELETE FROM coupon.outbox_queue"
+	"   WHERE ctid = ANY ($2) AND pg_visible_in_snapshot(xid, $1) RETURNING *),"
+	" outboxed AS (INSERT INTO coupon.outbox (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM moved)"
+	" SELECT i::integer FROM unnest($3) WITH ORDINALITY AS p(xid, i)"
+	"  WHERE NOT pg_visible_in_snapshot(p.xid, $1)",
+	.nargs = 3,
+	.argtypes = {PG_SNAPSHOT_OID, TID_ARRAY_OID, XID8_ARRAY_OID}
+};
+
+/* the same for every queued event: the first window after a start */
+static SavedPlan move_all_plan = {
+	.sql = "WITH moved AS (DELETE FROM coupon.outbox_queue WHERE pg_visible_in_snapshot(xid, $1) RETURNING *)"
+	" INSERT INTO coupon.outbox (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM moved",
+	.nargs = 1,
+	.argtypes = {PG_SNAPSHOT_OID}
+};
 
 static SavedPlan state_plan = {
 	.sql = "SELECT published_through, target, last_event_id, skip_through"
@@ -198,9 +239,19 @@ typedef struct RelayPosition
 {
 	Datum		published_through;
 	Datum		target;
+	bool		new_target;		/* set by this round: a window begins */
 	int64		last_event_id;
 	int64		skip_through;
 } RelayPosition;
+
+/* the queue's side of the worker */
+typedef struct QueueSide
+{
+	bool		taking;			/* the ring takes this database's events */
+	bool		scan;			/* the first window is still to move them all */
+	uint64	   *moved;			/* places the round's moves are done with */
+	int			nmoved;
+} QueueSide;
 
 /* the Redis side of the worker */
 typedef struct RedisSide
@@ -215,6 +266,7 @@ typedef struct RedisSide
 static MemoryContext loop_cxt = NULL;
 static MemoryContext window_cxt = NULL;
 static WindowIds window;
+static QueueSide queue;
 
 /* publish the worker's state; error NULL leaves the last error as it is */
 static void
@@ -260,6 +312,7 @@ release_relay(int code, Datum arg)
 	rs->state = RELAY_STOPPED;
 	rs->connected = false;
 	SpinLockRelease(&rs->mutex);
+	queue_stop();
 }
 
 /* qsort order of 8-byte by-value Datums (bigint, xid8): any total order will do */
@@ -310,12 +363,78 @@ read_position(RelayPosition *pos)
 	pos->published_through = datumCopy(spi_datum(0, 1, &isnull), false, -1);
 	pos->last_event_id = spi_int64(0, 3, NULL);
 	pos->skip_through = spi_int64(0, 4, NULL);
-	if (!spi_isnull(0, 2))
+	pos->new_target = spi_isnull(0, 2);
+	if (!pos->new_target)
 		pos->target = datumCopy(spi_datum(0, 2, &isnull), false, -1);
 	else
 	{
 		spi_run(&target_plan, NULL, NULL, false, 1);
 		pos->target = datumCopy(spi_datum(0, 1, &isnull), false, -1);
+	}
+}
+
+/*
+ * Has the database's extension the queue (0.13 and later)?  Until it has,
+ * the checkouts write the outbox itself.
+ */
+static bool
+queue_present(void)
+{
+	return OidIsValid(get_relname_relid("outbox_queue", get_namespace_oid("coupon", true)));
+}
+
+/*
+ * A window begins: move the queued events its target sees into the outbox
+ * (all of them by a scan, the first time), noting the ring's places done
+ * with, to be marked once the round has committed.
+ */
+static void
+move_queued(Datum target)
+{
+	QueuedRow  *rows;
+	int			n;
+	Datum		args[3];
+
+	if (!queue.taking && queue_present())
+	{
+		queue_start(MyDatabaseId);
+		queue.taking = queue.scan = true;
+	}
+	if (!queue.taking)
+		return;
+	args[0] = target;
+	if (queue.scan)
+		spi_run(&move_all_plan, args, NULL, false, 0);
+	n = queue_rows(&rows);
+	queue.nmoved = 0;
+	if (n > 0)
+	{
+		Datum	   *tids = palloc(sizeof(Datum) * n);
+		Datum	   *xids = palloc(sizeof(Datum) * n);
+		bool	   *stays = palloc0(sizeof(bool) * n);
+		uint64		kept;
+
+		for (int i = 0; i < n; i++)
+		{
+			tids[i] = PointerGetDatum(&rows[i].tid);
+			xids[i] = FullTransactionIdGetDatum(rows[i].xid);
+		}
+		args[1] = PointerGetDatum(construct_array(tids, n, TIDOID, sizeof(ItemPointerData), false,
+												  TYPALIGN_SHORT));
+		args[2] = PointerGetDatum(construct_array(xids, n, XID8_OID, 8, FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+		kept = spi_run(&move_plan, args, NULL, false, 0);
+		for (uint64 k = 0; k < kept; k++)
+		{
+			bool		isnull;
+
+			stays[DatumGetInt32(spi_datum(k, 1, &isnull)) - 1] = true;
+		}
+		/* kept past the commit */
+		queue.moved = MemoryContextAlloc(loop_cxt, sizeof(uint64) * n);
+		for (int i = 0; i < n; i++)
+			if (!stays[i])
+				queue.moved[queue.nmoved++] = rows[i].pos;
 	}
 }
 
@@ -477,6 +596,9 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 		SetConfigOption("synchronous_commit", link != NULL ? "off" : "on", PGC_USERSET, PGC_S_SESSION);
 	worker_step_begin("publishing events");
 	read_position(&pos);
+	queue.nmoved = 0;
+	if (pos.new_target)
+		move_queued(pos.target);
 	load_window(&pos);
 	nbatch = Min(RELAY_BATCH, window.n - window.pos);
 	if (nbatch > 0)
@@ -541,6 +663,11 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 		spi_run(&lookup_plan, batch, NULL, false, 0);
 	spi_run(&advance_plan, args, NULL, false, 0);
 	worker_step_end(loop_cxt);
+	if (pos.new_target && queue.taking)
+	{
+		queue_moved(queue.moved, queue.nmoved);
+		queue.scan = false;
+	}
 	if (window_done)
 	{
 		MemoryContextReset(window_cxt);

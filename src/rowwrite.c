@@ -521,7 +521,7 @@ row_insert(FetchTable table, int ncols, const char *const *names,
 /* row_append() through the executor's single-row insert, row by row */
 static void
 append_by_executor(FetchTable table, int ncols, const char *const *names, int nrows,
-				   const Datum *values, const bool *nulls)
+				   const Datum *values, const bool *nulls, ItemPointer tids)
 {
 	RowWrite	w;
 	TupleDesc	desc;
@@ -542,6 +542,8 @@ append_by_executor(FetchTable table, int ncols, const char *const *names, int nr
 		fill_slot(&w, slot, ncols, attnums, values + r * ncols, nulls + r * ncols);
 		ExecSimpleRelationInsert(w.rri, w.estate, slot);
 		check_written(&w, slot);
+		if (tids != NULL)
+			tids[r] = slot->tts_tid;
 		outbox_capture_row(&w.capture, w.rel, NULL, NULL, slot->tts_values, slot->tts_isnull);
 		ResetPerTupleExprContext(w.estate);
 	}
@@ -636,7 +638,7 @@ append_slots(WriteCache *c, TupleDesc desc, int n)
  */
 void
 row_append(FetchTable table, int ncols, const char *const *names, int nrows,
-		   const Datum *values, const bool *nulls)
+		   const Datum *values, const bool *nulls, ItemPointer tids_out)
 {
 	Relation	rel = fetch_open(table, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -657,12 +659,12 @@ row_append(FetchTable table, int ncols, const char *const *names, int nrows,
 		for (int x = 0; x < nidx; x++)
 			index_close(irels[x], NoLock);
 		table_close(rel, NoLock);
-		append_by_executor(table, ncols, names, nrows, values, nulls);
+		append_by_executor(table, ncols, names, nrows, values, nulls, tids_out);
 		return;
 	}
 	rows = palloc(sizeof(Datum) * desc->natts * nrows);
 	rownulls = palloc(sizeof(bool) * desc->natts * nrows);
-	tids = palloc(sizeof(ItemPointerData) * nrows);
+	tids = tids_out ? tids_out : palloc(sizeof(ItemPointerData) * nrows);
 	for (int r = 0; r < nrows; r++)
 		append_values(cache, rel, ncols, attnums, values + r * ncols, nulls + r * ncols,
 					  rows + r * desc->natts, rownulls + r * desc->natts);

@@ -24,10 +24,11 @@ extern Datum row_insert(FetchTable table, int ncols, const char *const *names,
  * outbox's events, written at commit): `values` and `nulls` hold nrows
  * rows of ncols columns one after the other; the table is opened once and
  * no statement boundary follows, so it may run from a trigger or a
- * transaction callback, inside or outside a call context.
+ * transaction callback, inside or outside a call context.  The rows'
+ * places are stored in tids (room for nrows) unless it is NULL.
  */
 extern void row_append(FetchTable table, int ncols, const char *const *names, int nrows,
-					   const Datum *values, const bool *nulls);
+					   const Datum *values, const bool *nulls, ItemPointer tids);
 
 /*
  * Update columns `names` of the row version at `tid`, which the caller

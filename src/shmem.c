@@ -10,6 +10,7 @@
 #include "storage/shmem.h"
 
 #include "coupon.h"
+#include "queue.h"
 #include "shmem.h"
 
 static CouponShared *shared = NULL;
@@ -22,8 +23,9 @@ coupon_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(CouponShared)));
+	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(CouponShared)), queue_shmem_size()));
 	RequestNamedLWLockTranche("coupon", 1);
+	RequestNamedLWLockTranche("coupon queue", 1);
 }
 
 /* create or attach the segment */
@@ -47,6 +49,7 @@ coupon_shmem_startup(void)
 		for (int k = 0; k < THROTTLE_KINDS; k++)
 			pg_atomic_init_u64(&shared->throttle_blocked[k], 0);
 	}
+	queue_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

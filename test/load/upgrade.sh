@@ -352,4 +352,15 @@ check "0.11 to 0.12: events() gives the coupon's published and unpublished event
 	                  FROM coupon.events('coupon', (SELECT min(id) FROM coupon.coupon))")" \
 	"coupon.issued coupon.reserved"
 
+# and on to 0.13: the outbox keeps its events, the queue starts empty,
+# events() reads as before
+psql_db "$S11" -c "ALTER EXTENSION coupon UPDATE TO '0.13'" >/dev/null
+check "0.12 to 0.13: the queue is there, empty; the outbox keeps its events" \
+	"$(query "$S11" "SELECT (SELECT count(*) FROM coupon.outbox_queue) || ' ' || (SELECT count(*) FROM coupon.outbox)")" \
+	"0 4"
+check "0.12 to 0.13: events() gives the coupon's events as before" \
+	"$(query "$S11" "SELECT string_agg(event_type, ' ' ORDER BY event_id)
+	                  FROM coupon.events('coupon', (SELECT min(id) FROM coupon.coupon))")" \
+	"coupon.issued coupon.reserved"
+
 load_finish

@@ -7,7 +7,7 @@
 -- pg_extension_config_dump, and a comment on every table, view, column and
 -- function.
 BEGIN;
-SELECT plan(243);
+SELECT plan(248);
 
 -- the API of this version: name, argument types, argument names
 CREATE TEMP TABLE api (fn text, args text[], argnames text[], volatility text) ON COMMIT DROP;
@@ -281,6 +281,21 @@ SELECT col_is_pk('coupon', 'outbox_lookup', ARRAY['aggregate_id', 'event_id', 'x
 				 'outbox_lookup is keyed by aggregate id, then the outbox''s own key');
 SELECT table_privs_are('coupon', 'outbox_lookup', 'coupon_monitor', '{}',
 					   'coupon_monitor may not read coupon.outbox_lookup');
+-- 244-248: a checkout writes no index at all: its events wait in the
+-- queue, a table without one, with the outbox's columns (0.13)
+SELECT has_table('coupon', 'outbox_queue', 'table coupon.outbox_queue exists');
+SELECT indexes_are('coupon', 'outbox_queue', '{}', 'the queue has no index');
+SELECT is((SELECT array_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+							ORDER BY a.attnum)
+			 FROM pg_attribute a WHERE a.attrelid = 'coupon.outbox_queue'::regclass AND a.attnum > 0),
+		  (SELECT array_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+							ORDER BY a.attnum)
+			 FROM pg_attribute a WHERE a.attrelid = 'coupon.outbox'::regclass AND a.attnum > 0),
+		  'the queue has the outbox''s columns, in its order, with its types and NOT NULLs');
+SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'coupon.outbox_queue'::regclass), true,
+		  'the queue has row level security, as the outbox');
+SELECT table_privs_are('coupon', 'outbox_queue', 'coupon_monitor', '{}',
+					   'coupon_monitor may not read coupon.outbox_queue');
 
 SELECT * FROM finish();
 ROLLBACK;
