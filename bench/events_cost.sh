@@ -21,10 +21,14 @@
 # share of it is larger.
 #
 # One private cluster prepares the data, with the outbox's triggers enabled
-# in one copy of its data directory and disabled in another; then each copy
-# runs, in single-user mode under callgrind, a session that only starts,
-# and sessions of BENCH_OPS operations (one transaction each).  Per
-# operation: (the session's instructions - the empty session's) / ops.
+# in one copy of its data directory and disabled in another.  Then each
+# copy runs as a server under callgrind (every process of it), with its
+# relay worker serving the database in NOTIFY mode, as in production: so a
+# checkout's events take the queue (docs/events.md, "The queue") and the
+# relay moves them into the outbox, in its own process, whose
+# instructions are not counted.  Each operation file runs in a psql
+# session of its own, and so does one that only starts; per operation:
+# (the session's backend's instructions - the empty session's) / ops.
 # Figures only; see bench/README.md.
 #
 # Settings (environment):
@@ -44,6 +48,10 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2
 
 cleanup() {
 	cluster_stop "$WORK"
+	for data in data_on data_off; do
+		[ -f "$WORK/$data/postmaster.pid" ] &&
+			runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/$data" -m immediate -w stop >/dev/null 2>&1
+	done
 	if [ "${BENCH_KEEP:-0}" = 1 ]; then
 		echo "work directory kept: $WORK"
 	else
@@ -85,43 +93,75 @@ ALTER TABLE coupon.reservation DISABLE TRIGGER reservation_outbox
 SQL
 mv "$WORK/data" "$WORK/data_on"
 
-# one statement per line: in single-user mode each is a transaction
-echo "SELECT 1" >"$WORK/empty.sql"
-awk -v n="$OPS" 'BEGIN { for (i = 1; i <= n; i++) printf "SELECT (coupon.issue(1, %cu%d%c)).status\n", 39, i, 39 }' >"$WORK/issue.sql"
-awk -v n="$OPS" -v first="$FIRST" 'BEGIN { for (i = 0; i < n; i++)
-	printf "SELECT (coupon.confirm((coupon.reserve(%d, %cpool%d%c, 1, %co%d%c, 5000)).id)).status\n",
-		first + i, 39, i + 1, 39, 39, first + i, 39 }' >"$WORK/pair.sql"
+# each session first names its backend, whose callgrind file is read
+echo "SELECT 'backend ' || pg_backend_pid();" >"$WORK/empty.sql"
 {
-	echo "PREPARE op(text) AS SELECT (coupon.issue(1, \$1)).status"
-	awk -v n="$OPS" 'BEGIN { for (i = 1; i <= n; i++) printf "EXECUTE op(%cp%d%c)\n", 39, i, 39 }'
+	echo "SELECT 'backend ' || pg_backend_pid();"
+	awk -v n="$OPS" 'BEGIN { for (i = 1; i <= n; i++) printf "SELECT (coupon.issue(1, %cu%d%c)).status;\n", 39, i, 39 }'
+} >"$WORK/issue.sql"
+{
+	echo "SELECT 'backend ' || pg_backend_pid();"
+	awk -v n="$OPS" -v first="$FIRST" 'BEGIN { for (i = 0; i < n; i++)
+		printf "SELECT (coupon.confirm((coupon.reserve(%d, %cpool%d%c, 1, %co%d%c, 5000)).id)).status;\n",
+			first + i, 39, i + 1, 39, 39, first + i, 39 }'
+} >"$WORK/pair.sql"
+{
+	echo "SELECT 'backend ' || pg_backend_pid();"
+	echo "PREPARE op(text) AS SELECT (coupon.issue(1, \$1)).status;"
+	awk -v n="$OPS" 'BEGIN { for (i = 1; i <= n; i++) printf "EXECUTE op(%cp%d%c);\n", 39, i, 39 }'
 } >"$WORK/issue_prepared.sql"
 {
-	echo "PREPARE op(bigint, text, text) AS SELECT (coupon.confirm((coupon.reserve(\$1, \$2, 1, \$3, 5000)).id)).status"
+	echo "SELECT 'backend ' || pg_backend_pid();"
+	echo "PREPARE op(bigint, text, text) AS SELECT (coupon.confirm((coupon.reserve(\$1, \$2, 1, \$3, 5000)).id)).status;"
 	awk -v n="$OPS" -v first="$FIRST" 'BEGIN { for (i = n; i < 2 * n; i++)
-		printf "EXECUTE op(%d, %cpool%d%c, %co%d%c)\n", first + i, 39, i + 1, 39, 39, first + i, 39 }'
+		printf "EXECUTE op(%d, %cpool%d%c, %co%d%c);\n", first + i, 39, i + 1, 39, 39, first + i, 39 }'
 } >"$WORK/pair_prepared.sql"
 chown postgres:postgres "$WORK"/*.sql
+mkdir -p "$WORK/cg" && chown postgres:postgres "$WORK/cg"
 
-# instructions of one single-user session of FILE on DATA
+# the server of DATA under callgrind, its relay serving the database
+server_start() {
+	(cd "$WORK" && runuser -u postgres -- valgrind --tool=callgrind --trace-children=yes \
+		--callgrind-out-file="$WORK/cg/%p.out" "$PGBIN/postgres" -D "$WORK/$1" \
+		-c coupon.relay=on -c coupon.database=bench -c autovacuum=off >>"$WORK/server.log" 2>&1) &
+	SERVER=$!
+	for _ in $(seq 1 600); do
+		runuser -u postgres -- "$PGBIN/pg_isready" -q -h "$PGHOST" -p "$PGPORT" && return 0
+		sleep 0.5
+	done
+	echo "the server under callgrind did not start" >&2
+	return 1
+}
+server_stop() {
+	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/$1" -m fast -w -t 600 stop >/dev/null
+	wait "$SERVER" 2>/dev/null || true
+}
+
+# instructions of the backend of one psql session of FILE
 instructions() {
-	(cd "$WORK" && runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="${CALLGRIND_OUT:-/dev/null}" \
-		"$PGBIN/postgres" --single -D "$WORK/$1" bench <"$WORK/$2" 2>&1 >/dev/null |
-		sed -n 's/.*I *refs: *\([0-9,]*\).*/\1/p' | tr -d ,)
+	local pid
+	pid=$(pg -d bench -At -f "$WORK/$1" | sed -n 's/^backend //p')
+	for _ in $(seq 1 600); do
+		[ -s "$WORK/cg/$pid.out" ] && grep -q '^totals:' "$WORK/cg/$pid.out" && break
+		sleep 0.2
+	done
+	sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$WORK/cg/$pid.out"
 }
 
 declare -A COST
 for data in data_on data_off; do
 	log "callgrind: $data"
-	base=$(instructions "$data" empty.sql)
+	server_start "$data"
+	base=$(instructions empty.sql)
 	for op in issue pair issue_prepared pair_prepared; do
-		COST[$data.$op]=$((($(instructions "$data" "$op.sql") - base) / OPS))
+		COST[$data.$op]=$((($(instructions "$op.sql") - base) / OPS))
 	done
+	if [ "$data" = data_on ]; then
+		read -r queued queue_full < <(pg -d bench -At -F ' ' -c "SELECT queued, queue_full FROM coupon.relay_status")
+		check_on=$(pg -d bench -At -c "SELECT count(*) FROM coupon.outbox WHERE event_type = 'coupon.used'")
+	fi
+	server_stop "$data"
 done
-# every session above committed its operations: check they ran
-check_on=$(runuser -u postgres -- "$PGBIN/postgres" --single -D "$WORK/data_on" bench 2>/dev/null <<'SQL' | sed -n 's/.*= "\([0-9]*\)".*/\1/p' | head -1
-SELECT count(*) FROM coupon.outbox WHERE event_type IN ('coupon.used')
-SQL
-)
 
 echo
 echo "events cost: instructions per operation (callgrind), each operation one transaction, $OPS per session"
@@ -133,4 +173,5 @@ for op in issue pair issue_prepared pair_prepared; do
 	off=${COST[data_off.$op]}
 	printf '   %-18s %12s %12s %8s\n' "$op" "$on" "$off" "$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')"
 done
-echo "   (coupon.used events written by the pairs: ${check_on:-?} of $((2 * OPS)))"
+echo "   (coupon.used events written by the pairs, in the outbox once moved: ${check_on:-?} of $((2 * OPS));"
+echo "    events through the queue: ${queued:-?}, to the outbox for want of room: ${queue_full:-?})"

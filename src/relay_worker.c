@@ -395,11 +395,6 @@ move_queued(Datum target)
 	int			n;
 	Datum		args[3];
 
-	if (!queue.taking && queue_present())
-	{
-		queue_start(MyDatabaseId);
-		queue.taking = queue.scan = true;
-	}
 	if (!queue.taking)
 		return;
 	args[0] = target;
@@ -760,6 +755,30 @@ maybe_purge(TimestampTz *next_purge)
 }
 
 /*
+ * Have the checkouts' events go through the queue from now on, once the
+ * database has it (0.13), whether or not Redis can be reached: the first
+ * window moves whatever waits there from before (a crash, a restore).
+ * True when it begins to now.
+ */
+static bool
+take_queue(void)
+{
+	bool		present;
+
+	if (queue.taking)
+		return false;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	present = queue_present();
+	CommitTransactionCommand();
+	if (!present)
+		return false;
+	queue_start(MyDatabaseId);
+	queue.taking = queue.scan = true;
+	return true;
+}
+
+/*
  * Is the extension installed, at 0.9 or later (with its outbox)?  A
  * database still at an older version is left alone until it is updated.
  */
@@ -833,6 +852,8 @@ coupon_relay_worker_main(Datum main_arg)
 
 		if (!have_extension && !(have_extension = outbox_present()))
 			set_state(RELAY_NO_EXTENSION, false, NULL);
+		else if (take_queue())
+			continue;
 		else if (coupon_redis_url[0] != '\0' && (redis_connect(&redis), redis.link == NULL))
 		{
 			/* waiting out a back-off: commits need not wake it */

@@ -149,7 +149,8 @@ for name in coupon_saga_workers_count coupon_saga_worker_in_flight coupon_saga_w
 	coupon_payment_backlog_payments coupon_payment_backlog_oldest_age_seconds coupon_stuck_payments_count \
 	coupon_stuck_payments_needs_attention coupon_stuck_payments_max_stuck_seconds \
 	coupon_policy_stock_remaining coupon_policy_stock_total coupon_throttle_blocked \
-	coupon_relay_backlog coupon_relay_lag_seconds coupon_relay_published coupon_relay_reconnects; do
+	coupon_relay_backlog coupon_relay_lag_seconds coupon_relay_published coupon_relay_reconnects \
+	coupon_relay_queued coupon_relay_queue_full; do
 	check_match "metric $name is scraped" "$(grep -c "^$name[{ ]" "$SCRAPE" || true)" '^[1-9][0-9]*$'
 done
 
