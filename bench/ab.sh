@@ -20,6 +20,7 @@
 #   BENCH_AB_BEFORE  the git ref to compare with (required)
 #   BENCH_CLIENTS    client counts ("32 64")
 #   BENCH_ROUNDS     rounds, each running both builds (2)
+#   BENCH_RELAY=1    the relay worker serves the bench database (bench/lib.bash)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
@@ -71,6 +72,7 @@ AFTER_SHA="$(git -C "$COUPON_ROOT" rev-parse --short HEAD)$(git -C "$COUPON_ROOT
 log "starting a private cluster in $WORK (port $PORT)"
 cluster_start "$WORK" "$PORT" <<EOF
 $BENCH_DURABLE_CONF
+$(bench_relay_conf)
 EOF
 START=$SECONDS
 

@@ -25,6 +25,7 @@
 #   BENCH_SMALL_STOCK       total_quantity of the sell-out policy (20000)
 #   BENCH_PAIR_RATE  reserve+confirm pool per run = BENCH_SECONDS * this (12000)
 #   BENCH_STATEMENTS=1  also load pg_stat_statements and print the top statements
+#   BENCH_RELAY=1    the relay worker serves the bench database (bench/lib.bash)
 #   BENCH_KEEP=1     keep the work directory (logs) instead of removing it
 #   BENCH_SAVE=DIR   keep the report and its summary table in DIR (for
 #                    bench/plot.sh, which draws them with gnuplot)
@@ -72,6 +73,7 @@ log "starting a private cluster in $WORK (port $PORT)"
 cluster_start "$WORK" "$PORT" <<EOF
 $BENCH_DURABLE_CONF
 shared_preload_libraries = '$preload'
+$(bench_relay_conf)
 $statements_conf
 EOF
 

@@ -401,7 +401,6 @@ move_queued(Datum target)
 	if (queue.scan)
 		spi_run(&move_all_plan, args, NULL, false, 0);
 	n = queue_rows(&rows);
-	queue.nmoved = 0;
 	if (n > 0)
 	{
 		Datum	   *tids = palloc(sizeof(Datum) * n);
