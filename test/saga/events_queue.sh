@@ -10,6 +10,8 @@
 # (c) The postmaster is killed with kill -9 while events wait in the
 #     queue: the ring is gone with the shared memory; the relay's first
 #     window after the restart moves them all by a scan of the queue.
+# (e) 100 commits fail writing their queue rows (a CHECK added for the
+#     test): they give their entries up, and the ring still has room.
 # (d) Live traffic through the ring once Redis is back: 8 clients.
 # After each: every event in the stream, the queue empty, the audit
 # trail's lookup rows right.
@@ -89,10 +91,29 @@ check "(c) the ring is empty after the restart" "$(q "SELECT queued FROM coupon.
 all_published "(c) after the crash"
 check_lookup "(c)"
 
+# ------------------------------------------------------------ (e) aborted writes
+# a commit whose queue write fails (a CHECK the test adds refuses the row)
+# gives its ring entries up: 100 of them, then 100 events that must still
+# find room in the 64-entry ring
+q "ALTER TABLE coupon.outbox_queue ADD CONSTRAINT poison CHECK (user_id IS DISTINCT FROM 'poison')" >/dev/null
+read -r queued0 full0 <<<"$(q "SELECT queued, queue_full FROM coupon.relay_status" | tr '|' ' ')"
+for _ in $(seq 1 100); do echo "SELECT coupon.issue($P, 'poison');"; done >"$SAGA_DIR/poison.sql"
+chown postgres:postgres "$SAGA_DIR/poison.sql"
+failed=$(as_pg psql -X -q -d "$SAGA_DB" -f "$SAGA_DIR/poison.sql" 2>&1 | grep -c 'violates check constraint "poison"' || true)
+check "(e) 100 commits failed writing their queue rows" "$failed" 100
+q "ALTER TABLE coupon.outbox_queue DROP CONSTRAINT poison" >/dev/null
+check "(e) ... and left no coupon, no event" \
+	"$(q "SELECT (SELECT count(*) FROM coupon.coupon WHERE user_id = 'poison')
+	           + (SELECT count(*) FROM coupon.outbox WHERE user_id = 'poison')")" 0
+as_pg pgbench -n -c 1 -t 100 -D p="$P" -f "$SCRIPT" "$SAGA_DB" >"$SAGA_DIR/pgbench-e.log" 2>&1
+check "(e) the ring had room for the next 100: the failed commits gave their entries up" \
+	"$(q "SELECT queued - $queued0 = 100 AND queue_full = $full0 FROM coupon.relay_status")" t
+all_published "(e)"
+
 # ------------------------------------------------------------ (d) live traffic
 as_pg pgbench -n -c 8 -j 2 -t 500 -D p="$P" -f "$SCRIPT" "$SAGA_DB" >"$SAGA_DIR/pgbench-d.log" 2>&1
 check "(d) 8 clients issued 4,000 coupons" \
-	"$(q "SELECT count(*) FROM coupon.coupon WHERE policy_id = $P AND user_id NOT LIKE 'wake-%'")" 4540
+	"$(q "SELECT count(*) FROM coupon.coupon WHERE policy_id = $P AND user_id NOT LIKE 'wake-%'")" 4640
 check "(d) events went through the queue" "$(q "SELECT queued > 0 FROM coupon.relay_status")" t
 all_published "(d)"
 check_lookup "(d)"
