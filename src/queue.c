@@ -204,8 +204,7 @@ queue_start(Oid database)
 	LWLockAcquire(ring->lock, LW_EXCLUSIVE);
 	if (ring->database != database)
 	{
-		for (uint64 pos = ring->tail; pos < ring->head; pos++)
-			entry(pos)->state = QE_FREE;
+		/* a writer of the other database fills nothing below the tail */
 		ring->tail = ring->head;
 		ring->database = database;
 	}

@@ -374,13 +374,27 @@ read_position(RelayPosition *pos)
 }
 
 /*
- * Has the database's extension the queue (0.13 and later)?  Until it has,
- * the checkouts write the outbox itself.
+ * Has the database's extension coupon.<name>?  One not yet updated may
+ * lack a table of a later version: the relay_state of 0.9, the
+ * outbox_lookup of 0.12, the outbox_queue of 0.13.  In a transaction.
  */
 static bool
-queue_present(void)
+table_present(const char *name)
 {
-	return OidIsValid(get_relname_relid("outbox_queue", get_namespace_oid("coupon", true)));
+	return OidIsValid(get_relname_relid(name, get_namespace_oid("coupon", true)));
+}
+
+/* the same between rounds, in a transaction of its own */
+static bool
+table_present_now(const char *name)
+{
+	bool		present;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	present = table_present(name);
+	CommitTransactionCommand();
+	return present;
 }
 
 /*
@@ -549,16 +563,6 @@ maybe_rebuild(RedisLink *link, char *err, size_t errlen)
 }
 
 /*
- * Has the database's extension the audit trail's lookup table (0.12 and
- * later)?  One still at 0.11 keeps its index on the outbox instead.
- */
-static bool
-lookup_present(void)
-{
-	return OidIsValid(get_relname_relid("outbox_lookup", get_namespace_oid("coupon", true)));
-}
-
-/*
  * One round in one transaction: the next batch of the window, published
  * to Redis (link) or as notifications (link NULL) but for the events
  * relay_skip() marked, then the caches it touched, the batch's lookup rows
@@ -653,7 +657,8 @@ relay_round(RedisLink *link, char *err, size_t errlen)
 	args[0] = Int64GetDatum(last);
 	args[1] = Int64GetDatum(nsent);
 	args[2] = BoolGetDatum(window_done);
-	if (nbatch > 0 && lookup_present())
+	/* (a database still at 0.11 keeps its index on the outbox instead) */
+	if (nbatch > 0 && table_present("outbox_lookup"))
 		spi_run(&lookup_plan, batch, NULL, false, 0);
 	spi_run(&advance_plan, args, NULL, false, 0);
 	worker_step_end(loop_cxt);
@@ -762,15 +767,7 @@ maybe_purge(TimestampTz *next_purge)
 static bool
 take_queue(void)
 {
-	bool		present;
-
-	if (queue.taking)
-		return false;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	present = queue_present();
-	CommitTransactionCommand();
-	if (!present)
+	if (queue.taking || !table_present_now("outbox_queue"))
 		return false;
 	queue_start(MyDatabaseId);
 	queue.taking = queue.scan = true;
@@ -784,15 +781,7 @@ take_queue(void)
 static bool
 outbox_present(void)
 {
-	bool		present = false;
-
-	if (!worker_extension_present())
-		return false;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	present = OidIsValid(get_relname_relid("relay_state", get_namespace_oid("coupon", true)));
-	CommitTransactionCommand();
-	return present;
+	return worker_extension_present() && table_present_now("relay_state");
 }
 
 /* the worker's entry point */

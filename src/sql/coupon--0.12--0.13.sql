@@ -18,35 +18,13 @@
  * shared memory and moves them into the outbox as it begins the window
  * that publishes them (relay_worker.c, queue.c).  Rows go to the outbox
  * itself when no relay takes them (coupon.relay off, another database)
- * or the ring is full.
+ * or the ring is full.  The outbox's columns, in its order, with their
+ * NOT NULLs and comments.
  */
-CREATE TABLE coupon.outbox_queue (
-	event_id bigint NOT NULL,
-	xid xid8 NOT NULL,
-	occurred_at timestamptz NOT NULL,
-	event_type text NOT NULL,
-	aggregate text NOT NULL,
-	aggregate_id bigint NOT NULL,
-	merchant_id bigint,
-	user_id text,
-	actor text NOT NULL,
-	trace_id text,
-	payload json NOT NULL
-);
+CREATE TABLE coupon.outbox_queue (LIKE coupon.outbox INCLUDING COMMENTS);
 /* the relay deletes what it moves: a FOR ALL TABLES publication needs the rows' identity */
 ALTER TABLE coupon.outbox_queue REPLICA IDENTITY FULL;
 COMMENT ON TABLE coupon.outbox_queue IS 'Events of committed checkouts waiting for the relay worker to move them into the outbox, which it does as it begins the window that publishes them (docs/events.md, "The queue"). No index: a checkout writes only a heap row here. Same columns as the outbox; events() and relay_status read it too.';
-COMMENT ON COLUMN coupon.outbox_queue.event_id IS 'As outbox.event_id.';
-COMMENT ON COLUMN coupon.outbox_queue.xid IS 'As outbox.xid.';
-COMMENT ON COLUMN coupon.outbox_queue.occurred_at IS 'As outbox.occurred_at.';
-COMMENT ON COLUMN coupon.outbox_queue.event_type IS 'As outbox.event_type.';
-COMMENT ON COLUMN coupon.outbox_queue.aggregate IS 'As outbox.aggregate.';
-COMMENT ON COLUMN coupon.outbox_queue.aggregate_id IS 'As outbox.aggregate_id.';
-COMMENT ON COLUMN coupon.outbox_queue.merchant_id IS 'As outbox.merchant_id.';
-COMMENT ON COLUMN coupon.outbox_queue.user_id IS 'As outbox.user_id.';
-COMMENT ON COLUMN coupon.outbox_queue.actor IS 'As outbox.actor.';
-COMMENT ON COLUMN coupon.outbox_queue.trace_id IS 'As outbox.trace_id.';
-COMMENT ON COLUMN coupon.outbox_queue.payload IS 'As outbox.payload.';
 
 ALTER TABLE coupon.outbox_queue ENABLE ROW LEVEL SECURITY;
 CREATE POLICY admin_all ON coupon.outbox_queue TO coupon_admin USING (true);

@@ -97,30 +97,9 @@ check "(b) $REFUNDS refunds requested" "$(tr ',' '\n' <<<"$CANCELLED" | grep -c 
 wait_for "(b) the worker is busy: calls in flight, payments pending" 60 \
 	"SELECT (SELECT sum(in_flight) FROM coupon.worker_status) > 0
 	    AND (SELECT count(*) FROM coupon.payment WHERE state = 'pending') >= 10"
-PMPID=$(head -1 "$SAGA_DIR/data/postmaster.pid")
-CHILDREN=$(pgrep -P "$PMPID" | tr '\n' ' ')
 diag "(b) at the kill: $(in_flight_now)"
-kill -KILL "$PMPID"
-deadline=$(($(date +%s) + 60))
-while :; do
-	alive=0
-	for pid in $PMPID $CHILDREN; do
-		kill -0 "$pid" 2>/dev/null && alive=$((alive + 1))
-	done
-	[ $alive -eq 0 ] && break
-	if [ "$(date +%s)" -ge $deadline ]; then
-		not_ok "(b) the postmaster's children exit after it died ($alive left)"
-		false
-	fi
-	sleep 0.2
-done
-ok "(b) the postmaster and its children are gone"
-if runuser -u postgres -- "$PGBIN/pg_ctl" -D "$SAGA_DIR/data" -l "$SAGA_DIR/server.log" -w -t 120 start >/dev/null; then
-	ok "(b) pg_ctl start after the kill (crash recovery)"
-else
-	not_ok "(b) pg_ctl start after the kill (crash recovery)"
-	false
-fi
+postmaster_kill "(b)"
+crash_restart "(b)"
 diag "(b) after the restart: $(in_flight_now)"
 wait_for "(b) the worker runs again" 60 \
 	"SELECT count(*) = 1 FROM coupon.worker_status WHERE pid IS NOT NULL AND state IN ('idle', 'working')"

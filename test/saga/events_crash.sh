@@ -101,20 +101,9 @@ until redis-cli -p "$REDIS_PORT" CLIENT LIST | grep -q 'flags=b.*cmd=xadd'; do
 done
 check "(b) the relay sent its next batch and waits for Redis" \
 	"$(redis-cli -p "$REDIS_PORT" CLIENT LIST | grep -c 'flags=b.*cmd=xadd')" 1
-PMPID=$(head -1 "$SAGA_DIR/data/postmaster.pid")
-CHILDREN=$(pgrep -P "$PMPID" | tr '\n' ' ')
-kill -KILL "$PMPID"
-for pid in $PMPID $CHILDREN; do
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-done
-ok "(b) the postmaster and its children are gone"
+postmaster_kill "(b)"
 redis-cli -p "$REDIS_PORT" CLIENT UNPAUSE >/dev/null
-if runuser -u postgres -- "$PGBIN/pg_ctl" -D "$SAGA_DIR/data" -l "$SAGA_DIR/server.log" -w -t 120 start >/dev/null; then
-	ok "(b) pg_ctl start after the kill (crash recovery)"
-else
-	not_ok "(b) pg_ctl start after the kill (crash recovery)"
-	false
-fi
+crash_restart "(b)"
 wait_relay_drained 180 "(b) the relay publishes the rest after the restart"
 stream_dump "$SAGA_DIR/stream-b.txt"
 outbox_ids "$SAGA_DIR/outbox-b.txt"

@@ -74,19 +74,9 @@ redis_down "(c)"
 as_pg pgbench -n -c 1 -t 40 -D p="$P" -f "$SCRIPT" "$SAGA_DB" >"$SAGA_DIR/pgbench-c.log" 2>&1
 check "(c) the 40 events wait in the queue" \
 	"$(q "SELECT count(*) >= 40 FROM coupon.outbox_queue WHERE user_id NOT LIKE 'wake-%'")" t
-PMPID=$(head -1 "$SAGA_DIR/data/postmaster.pid")
-CHILDREN=$(pgrep -P "$PMPID" | tr '\n' ' ')
-kill -KILL "$PMPID"
-for pid in $PMPID $CHILDREN; do
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-done
+postmaster_kill "(c)"
 redis_start
-if runuser -u postgres -- "$PGBIN/pg_ctl" -D "$SAGA_DIR/data" -l "$SAGA_DIR/server.log" -w -t 120 start >/dev/null; then
-	ok "(c) pg_ctl start after the kill (crash recovery)"
-else
-	not_ok "(c) pg_ctl start after the kill (crash recovery)"
-	false
-fi
+crash_restart "(c)"
 check "(c) the ring is empty after the restart" "$(q "SELECT queued FROM coupon.relay_status")" 0
 all_published "(c) after the crash"
 check_lookup "(c)"

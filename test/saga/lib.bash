@@ -398,6 +398,39 @@ SQL
 	fi
 }
 
+# postmaster_kill LABEL: kill -9 the postmaster, then wait (60 s at most)
+# until it and every child it had are gone
+postmaster_kill() {
+	local pmpid children alive deadline pid
+	pmpid=$(head -1 "$SAGA_DIR/data/postmaster.pid")
+	children=$(pgrep -P "$pmpid" | tr '\n' ' ')
+	kill -KILL "$pmpid"
+	deadline=$(($(date +%s) + 60))
+	while :; do
+		alive=0
+		for pid in $pmpid $children; do
+			kill -0 "$pid" 2>/dev/null && alive=$((alive + 1))
+		done
+		[ $alive -eq 0 ] && break
+		if [ "$(date +%s)" -ge $deadline ]; then
+			not_ok "$1 the postmaster's children exit after it died ($alive left)"
+			false
+		fi
+		sleep 0.1
+	done
+	ok "$1 the postmaster and its children are gone"
+}
+
+# crash_restart LABEL: start the cluster postmaster_kill left (crash recovery)
+crash_restart() {
+	if runuser -u postgres -- "$PGBIN/pg_ctl" -D "$SAGA_DIR/data" -l "$SAGA_DIR/server.log" -w -t 120 start >/dev/null; then
+		ok "$1 pg_ctl start after the kill (crash recovery)"
+	else
+		not_ok "$1 pg_ctl start after the kill (crash recovery)"
+		false
+	fi
+}
+
 saga_conf() {
 	q "ALTER SYSTEM SET $1 = '$2'" && q "SELECT pg_reload_conf()" >/dev/null
 }
